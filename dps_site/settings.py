@@ -1,0 +1,93 @@
+"""Django settings for a DPS node.
+
+Every node (WS or TS) loads these settings. Which node a process is comes from the
+``DPS_NODE`` environment variable, and the cluster it belongs to from the file named by
+``DPS_CLUSTER`` (see ``channel_layer/cluster.py``). With neither set, the process runs the
+embedded development cluster: one WS node with an in-process topic server and no Redis.
+"""
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dps-development-only-not-secret")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "*").split(",")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "topics",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "dps_site.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "dps_site.asgi.application"
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("DPS_DATABASE", str(BASE_DIR / "db.sqlite3")),
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = []
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The DPS layer. Cluster membership and Redis addresses come from DPS_CLUSTER / DPS_NODE
+# (or the DPS_CLUSTER setting); CONFIG holds the layer's limits (see README "Settings").
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channel_layer.DPSChannelLayer",
+        "CONFIG": {},
+    }
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "dps": {"handlers": ["console"], "level": os.environ.get("DPS_LOG_LEVEL", "INFO")},
+        "channel_layer": {"handlers": ["console"], "level": os.environ.get("DPS_LOG_LEVEL", "INFO")},
+        "topics": {"handlers": ["console"], "level": os.environ.get("DPS_LOG_LEVEL", "INFO")},
+    },
+}
