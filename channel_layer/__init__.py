@@ -1,0 +1,13 @@
+"""DPS channel layer: consistent-hash routing of groups to topic servers over per-node Redis."""
+from .wire import MessageTooLarge
+
+__all__ = ["DPSChannelLayer", "MessageTooLarge"]
+
+
+def __getattr__(name: str):
+    # Lazy, so that `import channel_layer.cluster` does not import Channels and Django.
+    if name == "DPSChannelLayer":
+        from .layer import DPSChannelLayer
+
+        return DPSChannelLayer
+    raise AttributeError(name)

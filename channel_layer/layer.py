@@ -1,0 +1,152 @@
+"""``DPSChannelLayer``: a complete Channels layer whose groups are routed by a hash ring.
+
+The public surface is exactly the Channels layer specification (plus the ``groups`` and
+``flush`` extensions). What differs is where things go: a process-specific channel
+(``specific.<node>!<id>``) lives in its node's memory and a ``send`` to it goes straight to
+that node's inbox; a plain channel is a list on its ring owner's Redis; ``group_send`` goes to
+the group's owner topic server, which sends one message per WS node holding members.
+"""
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from channels.exceptions import ChannelFull
+from channels.layers import BaseChannelLayer
+
+from . import wire
+from .cluster import Cluster, current_node_name, load_cluster
+from .local_channels import Wakeups
+from .runtime import NodeRuntime, node_of_channel
+from .settings import LayerSettings
+
+_CHANNEL_NAME = re.compile(r"[a-zA-Z\d\-_.]+(![\d\w\-_.]*)?", re.ASCII)
+_GROUP_NAME = re.compile(r"[a-zA-Z\d\-_.]+", re.ASCII)
+
+
+def _django_setting(name: str) -> Any:
+    try:
+        from django.conf import settings
+
+        return getattr(settings, name, None)
+    except Exception:  # used outside a configured Django project
+        return None
+
+
+class DPSChannelLayer(BaseChannelLayer):
+    extensions = ["groups", "flush"]
+
+    def __init__(self, expiry: float = 60, capacity: int = 100,
+                 channel_capacity: dict | None = None, group_expiry: float = 86400,
+                 cluster: dict | Cluster | None = None, node: str | None = None,
+                 **options: Any) -> None:
+        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        self.channel_capacity = self.compile_capacities(channel_capacity or {})
+        merged = {**(_django_setting("DPS_LAYER") or {}), **options}
+        self.settings = LayerSettings.from_config(
+            {"expiry": expiry, "capacity": capacity, "group_expiry": group_expiry, **merged})
+        self.group_expiry = group_expiry
+        if isinstance(cluster, Cluster):
+            self.cluster = cluster
+        else:
+            self.cluster = load_cluster(cluster or _django_setting("DPS_CLUSTER"))
+        self.node = node or current_node_name(self.cluster, _django_setting("DPS_NODE"))
+        self.runtime = NodeRuntime(self.cluster, self.node, self.settings, self.get_capacity)
+
+    # ---------------------------------------------------------------------- validation
+    def require_valid_channel_name(self, name: Any, receive: bool = False) -> bool:
+        # Full match (a trailing newline is not a name), ASCII only, and receive() accepts
+        # the full "specific.X!Y" names that consumers actually pass.
+        if not self.match_type_and_length(name) or not _CHANNEL_NAME.fullmatch(name):
+            raise TypeError(self.invalid_name_error.format("Channel"))
+        return True
+
+    def require_valid_group_name(self, name: Any) -> bool:
+        if not self.match_type_and_length(name) or not _GROUP_NAME.fullmatch(name):
+            raise TypeError(self.invalid_name_error.format("Group"))
+        return True
+
+    def _encode(self, message: Any) -> tuple[float, bytes]:
+        wire.check_message(message)
+        return time.time() + self.settings.expiry, wire.encode_message(
+            message, self.settings.max_message_bytes)
+
+    # ----------------------------------------------------------------------- channels
+    async def send(self, channel: str, message: dict) -> None:
+        self.require_valid_channel_name(channel)
+        expires_at, data = self._encode(message)
+        runtime = self.runtime
+        node = node_of_channel(channel)
+        if node is None:
+            if not await runtime.call(runtime.send_plain(channel, expires_at, data,
+                                                         self.get_capacity(channel))):
+                raise ChannelFull(channel)
+        elif node == self.node:
+            # Same process: no hop. Decoding our own encoding gives the receiver its own copy,
+            # exactly as a remote receiver would get it.
+            local = runtime.local_channel(channel)
+            if len(local.queue) >= local.capacity:
+                raise ChannelFull(channel)
+            wake = Wakeups()
+            runtime.deliver_local(channel, expires_at, wire.decode_message(data), wake)
+            wake.fire()
+        else:
+            await runtime.call(runtime.send_remote(node, channel, expires_at, data))
+
+    async def receive(self, channel: str) -> dict:
+        self.require_valid_channel_name(channel, receive=True)
+        node = node_of_channel(channel)
+        if node is None:
+            return await self.runtime.receive_plain(channel)
+        if node != self.runtime.require_node():
+            raise ValueError(f"channel {channel!r} lives on node {node!r}, not on {self.node!r}")
+        self.runtime.ensure_started()
+        return await self.runtime.receive_local(channel)
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        node = self.runtime.require_node()
+        self.runtime.ensure_started()
+        name = f"{prefix}.{node}!{uuid.uuid4().hex}"
+        self.runtime.local_channel(name)
+        return name
+
+    # ------------------------------------------------------------------------- groups
+    async def group_add(self, group: str, channel: str) -> None:
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        self.runtime.require_node()
+        await self.runtime.call(self.runtime.group_add(group, channel))
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        self.runtime.require_node()
+        await self.runtime.call(self.runtime.group_discard(group, channel))
+
+    async def group_send(self, group: str, message: dict) -> None:
+        """Never raises ChannelFull: members that are full drop the message (counted)."""
+        self.require_valid_group_name(group)
+        expires_at, data = self._encode(message)
+        await self.runtime.call(self.runtime.group_send(group, expires_at, data))
+
+    # --------------------------------------------------------------------- extensions
+    async def flush(self) -> None:
+        runtime = self.runtime
+        await runtime.call(runtime.transport.flush())
+        runtime.channels.clear()
+        await runtime.call(_clear_groups(runtime))
+
+    async def close(self) -> None:
+        await self.runtime.close()
+
+    def __repr__(self) -> str:
+        return f"<DPSChannelLayer node={self.node} cluster={len(self.cluster.nodes)} nodes>"
+
+
+async def _clear_groups(runtime: NodeRuntime) -> None:
+    runtime.groups.clear()
+
+
+__all__ = ["DPSChannelLayer"]

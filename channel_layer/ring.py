@@ -1,0 +1,37 @@
+"""The consistent hash ring: which topic server owns a group.
+
+A :class:`Ring` is an immutable value. A membership change builds a new ring (with an empty
+lookup cache) and swaps it in, so readers never see a half-updated ring and never need a lock.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import lru_cache
+
+from uhashring import HashRing
+
+
+class Ring:
+    """Maps a full group name to the name of the topic-server node that owns it."""
+
+    def __init__(self, ts_nodes: Iterable[str], cache_size: int = 65536) -> None:
+        self.nodes: tuple[str, ...] = tuple(sorted(set(ts_nodes)))
+        if not self.nodes:
+            raise ValueError("a ring needs at least one topic-server node")
+        hash_ring = HashRing(nodes=list(self.nodes))
+        # uhashring costs ~1 µs a lookup; group_send happens per publish, so cache the answer.
+        # The cache belongs to this ring value and dies with it when membership changes.
+        self.owner_of = lru_cache(maxsize=cache_size)(hash_ring.get_node)
+
+    def with_nodes(self, ts_nodes: Iterable[str]) -> Ring:
+        """A new ring for a new membership (this one is left untouched)."""
+        return Ring(ts_nodes)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ring) and other.nodes == self.nodes
+
+    def __hash__(self) -> int:
+        return hash(self.nodes)
+
+    def __repr__(self) -> str:
+        return f"Ring({list(self.nodes)})"

@@ -1,0 +1,35 @@
+"""Every limit and interval of the layer and the topic server, as one named setting each.
+
+Values come from ``CHANNEL_LAYERS[alias]["CONFIG"]`` (for the layer) and ``settings.DPS_LAYER``
+(read by the topic server and merged under CONFIG), with the defaults below.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LayerSettings:
+    expiry: float = 60                # seconds a message may wait before it is dropped
+    capacity: int = 100               # messages queued per channel before ChannelFull
+    group_expiry: float = 86400       # seconds a group membership lasts without renewal
+    max_message_bytes: int = 4 * 1024 * 1024  # encoded size above which MessageTooLarge
+    inbox_cap: int = 100_000          # entries a node inbox holds; the oldest go beyond it
+    read_batch: int = 512             # inbox entries taken per read
+    read_block_ms: int = 1000         # how long one inbox read waits for entries
+    heartbeat_interval: float = 1.0   # how often a WS node tells each TS node it is alive
+    node_timeout: float = 10.0        # silence after which a TS drops a WS node's members
+    startup_sync_timeout: float = 2.0  # a restarted TS waits this long for WS resyncs
+    stats_interval: float = 2.0       # how often a TS publishes its counters for the admin
+    stats_top_groups: int = 100       # groups listed in a TS's published stats
+    connect_timeout: float = 2.0      # seconds to connect to a node's Redis
+    prefix: str = "dps"               # Redis key prefix (lets clusters share one Redis)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> LayerSettings:
+        known = {f.name for f in fields(cls)}
+        unknown = set(config) - known - {"channel_capacity"}
+        if unknown:
+            raise TypeError(f"unknown DPS layer settings: {', '.join(sorted(unknown))}")
+        return cls(**{k: v for k, v in config.items() if k in known})

@@ -1,0 +1,300 @@
+"""Node transport: every node's inbox lives on that node's own Redis.
+
+A sender writes straight into the receiver's Redis (no central broker); a node reads only its
+own inbox. Inboxes are Redis streams: ``XADD ... MAXLEN cap`` appends and bounds in one
+command, so a receiver that is gone can never make its inbox grow past ``inbox_cap``; a reader
+takes up to ``read_batch`` entries per ``XREAD`` and trims what it has handled in the same
+round trip as its next read, so entries not yet handled survive a restart of its process.
+
+``MemoryTransport`` is the same contract inside one process, for the embedded cluster.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .cluster import Cluster, redact_url
+
+logger = logging.getLogger("channel_layer.transport")
+
+Entry = tuple[bytes, bytes]  # (entry id, envelope bytes)
+
+# A plain (not process-specific) channel is a Redis list on its owner's Redis. The script
+# makes the capacity check and the push one atomic step, so ChannelFull is exact.
+_CHANNEL_PUSH = """
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+class TransportError(ConnectionError):
+    """A node's Redis could not be reached; the message names the node, never a password."""
+
+
+def _next_id(entry_id: bytes) -> bytes:
+    ms, _, seq = entry_id.partition(b"-")
+    return ms + b"-" + str(int(seq) + 1).encode()
+
+
+class Transport(ABC):
+    """The seam between the layer / topic server and whatever carries their envelopes."""
+
+    def __init__(self, prefix: str, inbox_cap: int) -> None:
+        self.prefix = prefix
+        self.inbox_cap = inbox_cap
+
+    @abstractmethod
+    async def push(self, node: str, envelopes: Sequence[bytes]) -> None:
+        """Append envelopes, in order, to ``node``'s inbox (one round trip)."""
+
+    @abstractmethod
+    async def read(self, node: str, count: int, block_ms: int) -> list[Entry]:
+        """Up to ``count`` entries of ``node``'s inbox, oldest first, blocking up to block_ms.
+
+        Entries returned by the previous call are considered handled and are trimmed.
+        """
+
+    @abstractmethod
+    async def inbox_length(self, node: str) -> int: ...
+
+    @abstractmethod
+    async def channel_push(self, node: str, channel: str, data: bytes, capacity: int,
+                           ttl_ms: int) -> bool:
+        """Queue on a plain channel held by ``node``; False when it is at capacity."""
+
+    @abstractmethod
+    async def channel_pop(self, node: str, channel: str, timeout: float) -> bytes | None: ...
+
+    @abstractmethod
+    async def put_stats(self, node: str, blob: bytes, ttl_s: int) -> None: ...
+
+    @abstractmethod
+    async def get_stats(self, node: str) -> bytes | None: ...
+
+    @abstractmethod
+    async def flush(self) -> None:
+        """Delete every key this transport's prefix owns, on every node."""
+
+    async def close(self) -> None:
+        return None
+
+    def inbox_key(self, node: str) -> str:
+        return f"{self.prefix}:inbox:{node}"
+
+    def channel_key(self, channel: str) -> str:
+        return f"{self.prefix}:chan:{channel}"
+
+    def stats_key(self, node: str) -> str:
+        return f"{self.prefix}:stats:{node}"
+
+
+class RedisTransport(Transport):
+    """Inboxes as Redis streams, one connection pool per distinct Redis URL."""
+
+    def __init__(self, cluster: Cluster, prefix: str = "dps", inbox_cap: int = 100_000,
+                 connect_timeout: float = 2.0) -> None:
+        super().__init__(prefix, inbox_cap)
+        self.cluster = cluster
+        self.connect_timeout = connect_timeout
+        self._clients: dict[str, aioredis.Redis] = {}
+        self._readers: dict[str, aioredis.Redis] = {}
+        self._read_cursor: dict[str, bytes] = {}
+        self._acked: dict[str, bytes] = {}
+
+    def _client(self, node: str) -> aioredis.Redis:
+        url = self.cluster.node(node).redis_url
+        client = self._clients.get(url)
+        if client is None:
+            client = aioredis.Redis.from_url(url, socket_connect_timeout=self.connect_timeout)
+            self._clients[url] = client
+        return client
+
+    def _reader(self, node: str) -> aioredis.Redis:
+        # A blocking XREAD holds its connection; give each inbox reader its own single one.
+        client = self._readers.get(node)
+        if client is None:
+            url = self.cluster.node(node).redis_url
+            client = aioredis.Redis.from_url(url, socket_connect_timeout=self.connect_timeout,
+                                             single_connection_client=True)
+            self._readers[node] = client
+        return client
+
+    def _fail(self, node: str, exc: Exception) -> TransportError:
+        url = self.cluster.node(node).redis_url or ""
+        return TransportError(f"Redis of node {node} at {redact_url(url)} failed: {exc}")
+
+    async def push(self, node: str, envelopes: Sequence[bytes]) -> None:
+        key = self.inbox_key(node)
+        try:
+            if len(envelopes) == 1:
+                await self._client(node).execute_command(
+                    "XADD", key, "MAXLEN", self.inbox_cap, "*", "d", envelopes[0])
+                return
+            pipe = self._client(node).pipeline(transaction=False)
+            for envelope in envelopes:
+                pipe.execute_command("XADD", key, "MAXLEN", self.inbox_cap, "*", "d", envelope)
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._fail(node, exc) from None
+
+    async def read(self, node: str, count: int, block_ms: int) -> list[Entry]:
+        key = self.inbox_key(node)
+        cursor = self._read_cursor.get(node, b"0-0")
+        client = self._reader(node)
+        try:
+            if cursor != self._acked.get(node, b"0-0"):
+                # Trim what the previous read returned (it has been handled) in the same round
+                # trip as the next read.
+                pipe = client.pipeline(transaction=False)
+                pipe.execute_command("XTRIM", key, "MINID", _next_id(cursor))
+                pipe.execute_command("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", key,
+                                     cursor)
+                _, reply = await pipe.execute()
+                self._acked[node] = cursor
+            else:
+                reply = await client.execute_command("XREAD", "COUNT", count, "BLOCK", block_ms,
+                                                     "STREAMS", key, cursor)
+        except (RedisError, OSError) as exc:
+            raise self._fail(node, exc) from None
+        if not reply:
+            return []
+        stream = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        entries = [(entry_id, fields[b"d"] if isinstance(fields, dict) else fields[1])
+                   for entry_id, fields in stream]
+        if entries:
+            self._read_cursor[node] = entries[-1][0]
+        return entries
+
+    async def inbox_length(self, node: str) -> int:
+        return int(await self._client(node).xlen(self.inbox_key(node)))
+
+    async def channel_push(self, node: str, channel: str, data: bytes, capacity: int,
+                           ttl_ms: int) -> bool:
+        try:
+            pushed = await self._client(node).eval(
+                _CHANNEL_PUSH, 1, self.channel_key(channel), data, capacity, ttl_ms)
+        except (RedisError, OSError) as exc:
+            raise self._fail(node, exc) from None
+        return bool(pushed)
+
+    async def channel_pop(self, node: str, channel: str, timeout: float) -> bytes | None:
+        try:
+            reply = await self._client(node).blpop([self.channel_key(channel)],
+                                                   timeout=max(timeout, 0.01))
+        except (RedisError, OSError) as exc:
+            raise self._fail(node, exc) from None
+        return reply[1] if reply else None
+
+    async def put_stats(self, node: str, blob: bytes, ttl_s: int) -> None:
+        await self._client(node).set(self.stats_key(node), blob, ex=ttl_s)
+
+    async def get_stats(self, node: str) -> bytes | None:
+        return await self._client(node).get(self.stats_key(node))
+
+    async def flush(self) -> None:
+        done: set[str] = set()
+        for node in self.cluster.nodes:
+            if node.redis_url in done:
+                continue
+            done.add(node.redis_url)
+            client = self._client(node.name)
+            keys = [key async for key in client.scan_iter(match=f"{self.prefix}:*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+        self._read_cursor.clear()
+        self._acked.clear()
+
+    async def ping(self, node: str) -> None:
+        try:
+            await self._client(node).ping()
+        except (RedisError, OSError) as exc:
+            raise self._fail(node, exc) from None
+
+    async def close(self) -> None:
+        clients = list(self._clients.values()) + list(self._readers.values())
+        self._clients.clear()
+        self._readers.clear()
+        for client in clients:
+            try:
+                await client.aclose()
+            except Exception:  # closing is best effort; the loop may already be going away
+                logger.debug("error closing a Redis client", exc_info=True)
+
+
+class MemoryTransport(Transport):
+    """The same contract in one process and one event loop: the embedded cluster."""
+
+    def __init__(self, prefix: str = "dps", inbox_cap: int = 100_000) -> None:
+        super().__init__(prefix, inbox_cap)
+        self._inboxes: dict[str, deque[bytes]] = {}
+        self._arrived: dict[str, asyncio.Event] = {}
+        self._channels: dict[str, deque[bytes]] = {}
+        self._stats: dict[str, bytes] = {}
+        self._seq = 0
+
+    def _inbox(self, node: str) -> deque[bytes]:
+        inbox = self._inboxes.get(node)
+        if inbox is None:
+            inbox = self._inboxes[node] = deque(maxlen=self.inbox_cap)
+            self._arrived[node] = asyncio.Event()
+        return inbox
+
+    async def push(self, node: str, envelopes: Sequence[bytes]) -> None:
+        self._inbox(node).extend(envelopes)
+        self._arrived[node].set()
+
+    async def read(self, node: str, count: int, block_ms: int) -> list[Entry]:
+        inbox = self._inbox(node)
+        if not inbox and block_ms:
+            event = self._arrived[node]
+            event.clear()
+            try:
+                await asyncio.wait_for(event.wait(), block_ms / 1000)
+            except TimeoutError:
+                return []
+        batch = []
+        while inbox and len(batch) < count:
+            self._seq += 1
+            batch.append((str(self._seq).encode(), inbox.popleft()))
+        return batch
+
+    async def inbox_length(self, node: str) -> int:
+        return len(self._inbox(node))
+
+    async def channel_push(self, node: str, channel: str, data: bytes, capacity: int,
+                           ttl_ms: int) -> bool:
+        queue = self._channels.setdefault(channel, deque())
+        if len(queue) >= capacity:
+            return False
+        queue.append(data)
+        return True
+
+    async def channel_pop(self, node: str, channel: str, timeout: float) -> bytes | None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            queue = self._channels.get(channel)
+            if queue:
+                return queue.popleft()
+            if asyncio.get_running_loop().time() >= deadline:
+                return None
+            await asyncio.sleep(0.005)
+
+    async def put_stats(self, node: str, blob: bytes, ttl_s: int) -> None:
+        self._stats[node] = blob
+
+    async def get_stats(self, node: str) -> bytes | None:
+        return self._stats.get(node)
+
+    async def flush(self) -> None:
+        for inbox in self._inboxes.values():
+            inbox.clear()
+        self._channels.clear()
+        self._stats.clear()

@@ -1,0 +1,76 @@
+"""What travels between nodes: msgpack envelopes, never pickle.
+
+Every inbox entry is one msgpack array whose first item is its kind. A user's message is
+encoded once by the sender (``encode_message``) and travels inside envelopes as opaque bytes:
+the topic server forwards those bytes to each WS node without decoding them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+# Envelope kinds. Keep the numbers stable: they are the wire format.
+CHANNEL = 1         # [CHANNEL, channel, expires_at, message_bytes]          -> the channel's node
+PUBLISH = 2         # [PUBLISH, group, expires_at, message_bytes]            -> the group's owner
+GROUP_DELIVER = 3   # [GROUP_DELIVER, group, expires_at, message_bytes]      -> a WS node
+MEMBER = 4          # [MEMBER, group, ws_node, boot, local_count]            -> the group's owner
+HELLO = 5           # [HELLO, ws_node, boot]                                 -> every TS node
+RESYNC = 6          # [RESYNC, ts_node, ts_boot]                             -> a WS node
+SYNC = 7            # [SYNC, ws_node, boot, ts_node, {group: local_count}]   -> a TS node
+BYE = 8             # [BYE, ws_node, boot]                                   -> every TS node
+
+RESERVED_KEY = "__asgi_channel__"
+
+
+class MessageTooLarge(ValueError):
+    """The encoded message is larger than the layer's ``max_message_bytes``."""
+
+
+class MalformedEnvelope(ValueError):
+    """An inbox entry that is not a DPS envelope (counted and skipped, never fatal)."""
+
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def encode_message(message: dict, max_bytes: int) -> bytes:
+    """Encode a Channels message once, enforcing the size limit."""
+    data = msgpack.packb(message, use_bin_type=True)
+    if len(data) > max_bytes:
+        raise MessageTooLarge(
+            f"message is {len(data)} bytes encoded; the limit (max_message_bytes) is {max_bytes}"
+        )
+    return data
+
+
+def decode_message(data: bytes) -> dict:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def encode(envelope: list | tuple) -> bytes:
+    return msgpack.packb(envelope, use_bin_type=True)
+
+
+def decode(data: bytes) -> list:
+    try:
+        envelope = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise MalformedEnvelope(f"undecodable inbox entry: {exc}") from None
+    if not isinstance(envelope, list) or not envelope or not isinstance(envelope[0], int):
+        raise MalformedEnvelope("inbox entry is not a DPS envelope")
+    return envelope
+
+
+def check_message(message: Any) -> None:
+    """The spec's rules for a message dict (shared by send and group_send)."""
+    if not isinstance(message, dict):
+        raise TypeError("message must be a dict")
+    if RESERVED_KEY in message:
+        raise ValueError(f"message may not contain the reserved key {RESERVED_KEY!r}")
+
+
+def decode_plain(data: bytes) -> tuple[float, bytes]:
+    """A plain channel's list entry: ``[expires_at, message_bytes]``."""
+    expires_at, message = msgpack.unpackb(data, raw=False)
+    return expires_at, message
