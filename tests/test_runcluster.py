@@ -1,0 +1,316 @@
+"""runcluster and topics.cluster_runner: naming, the cluster file, orchestration, the CLI.
+
+The orchestration tests run fake node processes (a few lines of Python) so they check process
+handling alone; ``test_runcluster_end_to_end`` runs the real command with daphne/uvicorn and
+topic_server nodes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError
+
+from channel_layer.cluster import NODE_NAME, parse_cluster
+from channel_layer.embedded_redis import free_port_block, port_is_free, redis_ping
+from topics.cluster_runner import PROJECT_DIR, ClusterError, LocalCluster, LocalNode, node_suffix
+from topics.management.commands.runcluster import READY_LINE, Command
+
+# A stand-in node: reports what it sees, listens on its port if it is a WS node, and can be told
+# (through FAKE_* variables) to exit early, never listen, or ignore SIGTERM.
+FAKE_NODE = """
+import json, os, signal, socket, sys, time
+role, port = sys.argv[1], int(sys.argv[2])
+nodes = json.load(open(os.environ["DPS_CLUSTER"]))["nodes"]
+print(f"fake {os.environ['DPS_NODE']} sees {len(nodes)} nodes", flush=True)
+if os.environ.get("FAKE_IGNORE_TERM"):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if role == os.environ.get("FAKE_EXIT_ROLE"):
+    time.sleep(float(os.environ.get("FAKE_EXIT_AFTER", "0")))
+    sys.exit(3)
+if role == "ws" and not os.environ.get("FAKE_WS_SILENT"):
+    server = socket.create_server(("127.0.0.1", port))
+while True:
+    time.sleep(1)
+"""
+
+
+class FakeNodeCluster(LocalCluster):
+    def command_for(self, node: LocalNode) -> list[str]:
+        return [sys.executable, "-c", FAKE_NODE, node.role, str(node.port or 0)]
+
+
+def fake_cluster(lines: list[str], ws: int = 2, ts: int = 2, **env: str) -> FakeNodeCluster:
+    return FakeNodeCluster(ws, ts, port=free_port_block(ws), migrate=False, emit=lines.append,
+                           base_env={**os.environ, **env})
+
+
+def accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+# -- naming and configuration --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("index", "suffix"), [(0, "a"), (1, "b"), (25, "z"), (26, "aa"), (27, "ab"), (701, "zz"),
+                          (702, "aaa")],
+)
+def test_node_suffix(index: int, suffix: str) -> None:
+    assert node_suffix(index) == suffix
+
+
+def test_sixteen_nodes_of_each_role_get_unique_valid_names() -> None:
+    cluster = LocalCluster(16, 16, port=9000)
+    names = [n.name for n in cluster.nodes]
+    assert len(set(names)) == 32
+    assert all(NODE_NAME.fullmatch(name) for name in names)
+    assert names[:3] == ["ws-a", "ws-b", "ws-c"] and names[16:18] == ["ts-a", "ts-b"]
+
+
+def test_ws_nodes_listen_on_consecutive_ports() -> None:
+    cluster = LocalCluster(3, 1, port=9000, host="127.0.0.2")
+    assert [(n.name, n.port) for n in cluster.ws_nodes] == [
+        ("ws-a", 9000), ("ws-b", 9001), ("ws-c", 9002)]
+    assert cluster.ws_urls[1] == "ws://127.0.0.2:9001/socket/websocket?vsn=2.0.0"
+    assert cluster.admin_url == "http://127.0.0.2:9000/admin/"
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"ws": 0}, {"ts": 0}, {"port": 65535, "ws": 2}, {"server": "gunicorn"}],
+)
+def test_invalid_cluster_shapes_are_refused(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        LocalCluster(**kwargs)
+
+
+def test_shared_redis_config_has_the_exact_cluster_file_shape() -> None:
+    cluster = LocalCluster(1, 2, redis="redis://10.0.0.5:6400/1")
+    assert cluster.cluster_config() == {"nodes": [
+        {"name": "ws-a", "role": "ws", "redis": "redis://10.0.0.5:6400/1"},
+        {"name": "ts-a", "role": "ts", "redis": "redis://10.0.0.5:6400/1"},
+        {"name": "ts-b", "role": "ts", "redis": "redis://10.0.0.5:6400/1"},
+    ]}
+    assert len(parse_cluster(cluster.cluster_config(), "test").ts_nodes) == 2
+
+
+@pytest.mark.parametrize("server", ["daphne", "uvicorn"])
+def test_node_command_lines_use_this_python(server: str) -> None:
+    cluster = LocalCluster(1, 1, port=9100, host="0.0.0.0", server=server)
+    ws, ts = cluster.nodes
+    assert cluster.command_for(ts) == [sys.executable, "manage.py", "topic_server"]
+    command = cluster.command_for(ws)
+    assert command[:3] == [sys.executable, "-m", server]
+    assert command[-1] == "dps_site.asgi:application"
+    assert {"0.0.0.0", "9100"} <= set(command)
+
+
+def parse(*argv: str) -> dict:
+    return vars(Command().create_parser("manage.py", "runcluster").parse_args(argv))
+
+
+def test_command_defaults() -> None:
+    options = parse()
+    assert (options["ws"], options["ts"], options["port"], options["host"]) == (
+        2, 2, 8000, "127.0.0.1")
+    assert (options["redis"], options["server"], options["migrate"]) == (None, "daphne", True)
+
+
+def test_command_flags() -> None:
+    options = parse("--ws", "4", "--ts", "3", "--port", "9000", "--redis", "redis://h:1/0",
+                    "--server", "uvicorn", "--host", "0.0.0.0", "--no-migrate")
+    assert (options["ws"], options["ts"], options["port"], options["host"]) == (
+        4, 3, 9000, "0.0.0.0")
+    assert (options["redis"], options["server"], options["migrate"]) == (
+        "redis://h:1/0", "uvicorn", False)
+
+
+@pytest.mark.parametrize("argv", [("--ws", "0"), ("--ts", "-1"), ("--server", "gunicorn")])
+def test_command_rejects_bad_flags(argv: tuple[str, ...]) -> None:
+    with pytest.raises(CommandError):
+        parse(*argv)
+
+
+# -- orchestration, with fake nodes --------------------------------------------------------
+
+
+def test_cluster_starts_every_node_with_its_own_redis_and_stops_cleanly() -> None:
+    lines: list[str] = []
+    cluster = fake_cluster(lines).start(timeout=20)
+    try:
+        workdir = cluster.workdir
+        config = json.loads(cluster.cluster_file.read_text())
+        urls = [n["redis"] for n in config["nodes"]]
+        assert [n["name"] for n in config["nodes"]] == ["ws-a", "ws-b", "ts-a", "ts-b"]
+        assert len(set(urls)) == 4
+        redis_ports = [int(url.rsplit(":", 1)[1].split("/")[0]) for url in urls]
+        assert all(redis_ping(port) for port in redis_ports)
+        assert all(accepts(n.port) for n in cluster.ws_nodes)
+        assert cluster.env_for(cluster.nodes[2])["DPS_NODE"] == "ts-a"
+        assert cluster.poll() is None
+    finally:
+        cluster.stop()
+    for name in ("ws-a", "ws-b", "ts-a", "ts-b"):
+        assert f"[{name}] fake {name} sees 4 nodes" in lines
+    assert workdir and not os.path.exists(workdir)
+    assert not any(redis_ping(port) for port in redis_ports)
+    assert all(port_is_free(n.port) for n in cluster.ws_nodes)
+    cluster.stop()  # idempotent
+
+
+def test_shared_redis_url_is_used_by_every_node_and_never_logged_with_its_password() -> None:
+    lines: list[str] = []
+    url = "redis://dps:hunter2@127.0.0.1:1/0"  # the fake nodes never connect to it
+    cluster = FakeNodeCluster(1, 1, port=free_port_block(1), redis=url, migrate=False,
+                              emit=lines.append)
+    with cluster:
+        config = json.loads(cluster.cluster_file.read_text())
+        assert {n["redis"] for n in config["nodes"]} == {url}
+    assert "[runcluster] every node uses Redis redis://dps:***@127.0.0.1:1/0" in lines
+    assert not any("hunter2" in line for line in lines)
+
+
+def test_a_node_dying_during_start_fails_the_start_and_cleans_up() -> None:
+    lines: list[str] = []
+    cluster = fake_cluster(lines, FAKE_EXIT_ROLE="ts")
+    with pytest.raises(ClusterError, match="ts-a exited unexpectedly with exit code 3"):
+        cluster.start(timeout=20)
+    assert cluster.workdir is None and cluster.poll() is None
+
+
+def test_a_node_dying_later_is_reported_by_wait() -> None:
+    cluster = fake_cluster([], FAKE_EXIT_ROLE="ts", FAKE_EXIT_AFTER="3")
+    with cluster:
+        assert cluster.wait() == "ts-a exited unexpectedly with exit code 3"
+
+
+def test_a_node_that_never_listens_times_out() -> None:
+    cluster = fake_cluster([], ws=1, FAKE_WS_SILENT="1")
+    with pytest.raises(ClusterError, match="not ready after 1s: ws-a not accepting connections"):
+        cluster.start(timeout=1)
+    assert cluster.workdir is None
+
+
+def test_a_busy_ws_port_is_refused_up_front() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        cluster = FakeNodeCluster(1, 1, port=port, migrate=False, emit=[].append)
+        with pytest.raises(ClusterError, match=f"port {port} .* is in use"):
+            cluster.start()
+
+
+def test_a_node_ignoring_sigterm_is_killed() -> None:
+    lines: list[str] = []
+    cluster = fake_cluster(lines, ws=1, ts=1, FAKE_IGNORE_TERM="1").start(timeout=20)
+    time.sleep(0.3)  # let the fakes install their handler
+    started = time.monotonic()
+    cluster.stop(timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert any("did not stop within 0.5s; killing it" in line for line in lines)
+
+
+def test_request_stop_ends_wait() -> None:
+    with fake_cluster([], ws=1, ts=1) as cluster:
+        threading.Timer(0.3, cluster.request_stop).start()
+        assert cluster.wait() is None
+
+
+# -- the real command, end to end ----------------------------------------------------------
+
+
+class _Lines:
+    """Collects a child's output lines on a thread so the test can wait for one."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.all: list[str] = []
+        self._proc = proc
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self._queue.put(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._proc.poll() is not None:
+                    break  # it exited and its output is all read: the line will never come
+                continue
+            self.all.append(line)
+            if text in line:
+                return line
+        output = "\n".join(self.all)
+        code = self._proc.poll()
+        raise AssertionError(f"no line with {text!r} (exit code {code}); output:\n{output}")
+
+    def drain(self) -> list[str]:
+        while not self._queue.empty():
+            self.all.append(self._queue.get())
+        return self.all
+
+
+@pytest.fixture
+def runcluster(tmp_path: Path) -> Iterator[callable]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*argv: str) -> subprocess.Popen[str]:
+        env = {**os.environ, "DPS_DATABASE": str(tmp_path / "db.sqlite3")}
+        env.pop("DPS_NODE", None)
+        env.pop("DPS_CLUSTER", None)
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", "runcluster", *argv], cwd=PROJECT_DIR, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:  # a failed test must not leave a cluster running
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("server", ["daphne", "uvicorn"])
+def test_runcluster_end_to_end(runcluster: callable, server: str) -> None:
+    port = free_port_block(2)
+    proc = runcluster("--ws", "2", "--ts", "2", "--port", str(port), "--server", server)
+    lines = _Lines(proc)
+    cluster_file = lines.wait_for("cluster file: ", 30).split("cluster file: ", 1)[1]
+    workdir = os.path.dirname(cluster_file)
+    lines.wait_for(READY_LINE, 120)
+    assert accepts(port) and accepts(port + 1)
+    assert f"ws://127.0.0.1:{port + 1}/socket/websocket?vsn=2.0.0" in "\n".join(lines.all)
+    time.sleep(1)  # TS nodes need not have logged by the time the WS ports listen
+    output = lines.drain()
+    for name in ("ws-a", "ws-b", "ts-a", "ts-b"):
+        assert any(line.startswith(f"[{name}] ") for line in output), f"no log line from {name}"
+
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0, "\n".join(lines.drain())
+    lines.wait_for("[runcluster] stopped", 5)
+    assert not os.path.exists(workdir)
+    assert port_is_free(port) and port_is_free(port + 1)

@@ -1,0 +1,368 @@
+"""A whole DPS cluster on one machine, as child processes: what ``runcluster`` runs.
+
+This module owns the orchestration only: one embedded Redis per node (or one shared ``--redis``),
+the cluster file every node reads, a database migration, the WS and TS node processes, their
+prefixed log stream, readiness, failure detection and an orderly shutdown. What a node *does* is
+the business of ``dps_site.asgi`` and the ``topic_server`` command. It does not import Django, so
+tests and benchmarks can start the same cluster programmatically::
+
+    with LocalCluster(ws=2, ts=2, port=free_port_block(2)) as cluster:
+        connect(cluster.ws_urls[0])
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from channel_layer.cluster import TS, WS, parse_cluster, redact_url
+from channel_layer.embedded_redis import RedisProcess, port_is_free
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent  # where manage.py lives
+SERVERS = ("daphne", "uvicorn")
+DEFAULT_READY_TIMEOUT = 60.0
+DEFAULT_STOP_TIMEOUT = 5.0
+_POLL_INTERVAL = 0.1
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz"
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not start, or one of its processes died."""
+
+
+class ClusterInterrupted(ClusterError):
+    """A stop was requested (Ctrl-C, SIGTERM) while the cluster was still starting."""
+
+
+def node_suffix(index: int) -> str:
+    """0 → "a", 25 → "z", 26 → "aa", 27 → "ab" ... (spreadsheet columns: names stay short)."""
+    suffix = ""
+    index += 1
+    while index:
+        index, digit = divmod(index - 1, len(_ALPHABET))
+        suffix = _ALPHABET[digit] + suffix
+    return suffix
+
+
+@dataclass(frozen=True)
+class LocalNode:
+    """One node of the local cluster; ``port`` is the WebSocket port of a WS node."""
+
+    name: str
+    role: str
+    port: int | None = None
+
+
+@dataclass
+class _Child:
+    """A running child process and the thread that copies its output to ours."""
+
+    label: str
+    proc: subprocess.Popen[str]
+    pump: threading.Thread
+
+
+class LocalCluster:
+    """Start, watch and stop a local DPS cluster of ``ws`` WS nodes and ``ts`` TS nodes.
+
+    WS nodes listen on ``host:port``, ``port+1``, ... Every node gets its own embedded Redis unless
+    ``redis`` names one Redis URL for all of them. ``emit`` receives every output line.
+    """
+
+    def __init__(
+        self,
+        ws: int = 2,
+        ts: int = 2,
+        *,
+        port: int = 8000,
+        redis: str | None = None,
+        host: str = "127.0.0.1",
+        server: str = "daphne",
+        migrate: bool = True,
+        emit: Callable[[str], None] | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        if ws < 1 or ts < 1:
+            raise ValueError("a cluster needs at least one WS node and one TS node")
+        if port < 1 or port + ws - 1 > 65535:
+            raise ValueError(f"WS ports {port}..{port + ws - 1} are not all valid TCP ports")
+        if server not in SERVERS:
+            raise ValueError(f"server must be one of {SERVERS}, not {server!r}")
+        self.host = host
+        self.server = server
+        self.shared_redis = redis
+        self.migrate = migrate
+        self.nodes: list[LocalNode] = [
+            LocalNode(f"ws-{node_suffix(i)}", WS, port + i) for i in range(ws)
+        ] + [LocalNode(f"ts-{node_suffix(i)}", TS) for i in range(ts)]
+        self._emit = emit or _print_line
+        self._base_env = dict(os.environ if base_env is None else base_env)
+        self._emit_lock = threading.Lock()
+        self._workdir: str | None = None
+        self._redis: dict[str, RedisProcess] = {}
+        self._children: list[_Child] = []
+        self._stop_requested = False
+
+    # -- what the cluster is ---------------------------------------------------------------
+
+    @property
+    def ws_nodes(self) -> list[LocalNode]:
+        return [n for n in self.nodes if n.role == WS]
+
+    @property
+    def ws_urls(self) -> list[str]:
+        return [f"ws://{self.host}:{n.port}/socket/websocket?vsn=2.0.0" for n in self.ws_nodes]
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.host}:{self.ws_nodes[0].port}/admin/"
+
+    @property
+    def workdir(self) -> str | None:
+        """The temp dir holding the cluster file and the Redis dirs; removed by :meth:`stop`."""
+        return self._workdir
+
+    @property
+    def cluster_file(self) -> Path:
+        if self._workdir is None:
+            raise RuntimeError("the cluster has not been started")
+        return Path(self._workdir, "cluster.json")
+
+    def redis_url(self, node: LocalNode) -> str:
+        if self.shared_redis:
+            return self.shared_redis
+        return self._redis[node.name].url
+
+    def cluster_config(self) -> dict[str, list[dict[str, str]]]:
+        """The cluster file's content: every node's name, role and home Redis."""
+        return {
+            "nodes": [
+                {"name": n.name, "role": n.role, "redis": self.redis_url(n)} for n in self.nodes
+            ]
+        }
+
+    def env_for(self, node: LocalNode) -> dict[str, str]:
+        """The environment a node process runs with."""
+        return {
+            **self._child_env(),
+            "DPS_NODE": node.name,
+            "DPS_CLUSTER": str(self.cluster_file),
+        }
+
+    def command_for(self, node: LocalNode) -> list[str]:
+        """The command line of a node process (run from the project directory)."""
+        if node.role == TS:
+            return [sys.executable, "manage.py", "topic_server"]
+        assert node.port is not None
+        if self.server == "uvicorn":
+            return [sys.executable, "-m", "uvicorn", "--host", self.host, "--port", str(node.port),
+                    "dps_site.asgi:application"]
+        return [sys.executable, "-m", "daphne", "-b", self.host, "-p", str(node.port),
+                "dps_site.asgi:application"]
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(self._base_env)
+        # Inherited node identity would make migrate (or a node) join some other cluster.
+        env.pop("DPS_NODE", None)
+        env.pop("DPS_CLUSTER", None)
+        env.setdefault("DJANGO_SETTINGS_MODULE", "dps_site.settings")
+        env["PYTHONUNBUFFERED"] = "1"  # so the prefixed log stream is live, not block-buffered
+        return env
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self, timeout: float = DEFAULT_READY_TIMEOUT) -> Self:
+        """Start everything and return once every WS node accepts TCP connections.
+
+        Raises :class:`ClusterError` (after stopping what was started) if a process dies, the
+        cluster is not ready within ``timeout`` seconds, or a stop is requested meanwhile.
+        """
+        try:
+            self._check_ports_free()
+            self._workdir = tempfile.mkdtemp(prefix="dps-cluster-")
+            self._start_redis()
+            self._write_cluster_file()
+            if self.migrate:
+                self._run_migrate()
+            for node in self.nodes:
+                self._spawn(node.name, self.command_for(node), self.env_for(node))
+            self._wait_until_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _check_ports_free(self) -> None:
+        # A port held by someone else would also "accept connections": readiness would lie.
+        for node in self.ws_nodes:
+            assert node.port is not None
+            if not port_is_free(node.port, self.host):
+                raise ClusterError(f"port {node.port} on {self.host} (for {node.name}) is in use")
+
+    def _start_redis(self) -> None:
+        if self.shared_redis:
+            self.say(f"every node uses Redis {redact_url(self.shared_redis)}")
+            return
+        for node in self.nodes:
+            self._check_stop()
+            redis = RedisProcess(parent_dir=self._workdir)
+            self._redis[node.name] = redis  # registered first so stop() cleans up a failed start
+            redis.start()
+            self.say(f"redis for {node.name}: {redis.url} (pid {redis.pid})")
+
+    def _write_cluster_file(self) -> None:
+        config = self.cluster_config()
+        parse_cluster(config, "runcluster")  # the nodes will read it: fail here, not in each node
+        self.cluster_file.write_text(json.dumps(config, indent=2))
+        self.say(f"cluster file: {self.cluster_file}")
+
+    def _run_migrate(self) -> None:
+        child = self._spawn("migrate", [sys.executable, "manage.py", "migrate", "--noinput"],
+                            self._child_env())
+        while child.proc.poll() is None:
+            self._check_stop()
+            time.sleep(_POLL_INTERVAL)
+        child.pump.join()
+        self._children.remove(child)
+        if child.proc.returncode:
+            raise ClusterError(f"migrate failed with exit code {child.proc.returncode}")
+
+    def _spawn(self, label: str, command: list[str], env: dict[str, str]) -> _Child:
+        # Own process group: Ctrl-C reaches only us, and we stop the children in order.
+        proc = subprocess.Popen(
+            command, cwd=PROJECT_DIR, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+            bufsize=1, start_new_session=True,
+        )
+        pump = threading.Thread(target=self._pump, args=(label, proc.stdout), daemon=True,
+                                name=f"dps-log-{label}")
+        pump.start()
+        child = _Child(label, proc, pump)
+        self._children.append(child)
+        return child
+
+    def _pump(self, label: str, stream: IO[str]) -> None:
+        for line in stream:
+            self._write(f"[{label}] {line.rstrip()}")
+
+    def _wait_until_ready(self, timeout: float) -> None:
+        waiting = list(self.ws_nodes)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            self._check_stop()
+            failure = self.poll()
+            if failure:
+                raise ClusterError(failure)
+            if time.monotonic() > deadline:
+                names = ", ".join(n.name for n in waiting)
+                raise ClusterError(
+                    f"not ready after {timeout:g}s: {names} not accepting connections")
+            waiting = [n for n in waiting if not self._accepts_connections(n)]
+            if waiting:
+                time.sleep(_POLL_INTERVAL)
+
+    def _accepts_connections(self, node: LocalNode) -> bool:
+        try:
+            with socket.create_connection((self.host, node.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def poll(self) -> str | None:
+        """Describe the first process that has exited, or return None if all are running."""
+        for child in self._children:
+            code = child.proc.poll()
+            if code is not None:
+                return f"{child.label} exited unexpectedly with exit code {code}"
+        for name, redis in self._redis.items():
+            code = redis.returncode()
+            if code is not None:
+                return f"redis for {name} exited unexpectedly with exit code {code}"
+        return None
+
+    def request_stop(self) -> None:
+        """Ask :meth:`start` or :meth:`wait` to return; safe to call from a signal handler."""
+        # A plain flag, not an Event: Event.set() takes a lock and can deadlock in a handler.
+        self._stop_requested = True
+
+    def _check_stop(self) -> None:
+        if self._stop_requested:
+            raise ClusterInterrupted("stop requested while the cluster was starting")
+
+    def wait(self) -> str | None:
+        """Block until a stop is requested (return None) or a process dies (return why)."""
+        while not self._stop_requested:
+            failure = self.poll()
+            if failure:
+                return failure
+            time.sleep(_POLL_INTERVAL)
+        return None
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        """Stop every node (SIGTERM, SIGKILL after ``timeout``), then Redis; remove the temp dir."""
+        children, self._children = self._children, []
+        for child in children:
+            _signal_group(child.proc, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in children:
+            try:
+                child.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(f"{child.label} did not stop within {timeout:g}s; killing it")
+                _signal_group(child.proc, signal.SIGKILL)
+                child.proc.wait()
+        for child in children:
+            child.pump.join(timeout=1.0)  # flush the last lines; a stray grandchild can't block us
+        # Redis goes last: nodes shutting down may still talk to it.
+        for redis in self._redis.values():
+            redis.stop()
+        self._redis.clear()
+        if self._workdir:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- output ----------------------------------------------------------------------------
+
+    def say(self, message: str) -> None:
+        """Emit one line of the cluster's own (not a node's) output."""
+        self._write(f"[runcluster] {message}")
+
+    def _write(self, line: str) -> None:
+        with self._emit_lock:  # one pump thread per child: keep lines whole
+            self._emit(line)
+
+
+def _signal_group(proc: subprocess.Popen[str], signum: int) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
