@@ -1,0 +1,21 @@
+"""The ASGI application of a WS node: Django for HTTP, the Phoenix socket for WebSockets.
+
+Run with ``daphne dps_site.asgi:application`` (or any ASGI server). No origin check: clients
+are not only browsers.
+"""
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dps_site.settings")
+# Set up Django (apps, settings) before anything imports models or consumers.
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from topics.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter({
+    "http": django_asgi_app,
+    "websocket": URLRouter(websocket_urlpatterns),
+})

@@ -1,0 +1,7 @@
+"""HTTP routes of a DPS node: the Django admin."""
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,249 @@
+"""The Channels adapter (topics.consumers) end to end through the ASGI app, on the in-memory
+channel layer: what a client sees on the wire."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+
+from dps_site.asgi import application
+
+OK = {"status": "ok", "response": {}}
+PATH = "/socket/websocket?vsn=2.0.0"
+
+
+@pytest.fixture(autouse=True)
+def in_memory_layer(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+
+async def connect(path: str = PATH) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, path)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def send(communicator: WebsocketCommunicator, *frame) -> None:
+    await communicator.send_to(text_data=json.dumps(list(frame)))
+
+
+async def receive(communicator: WebsocketCommunicator) -> list:
+    return json.loads(await communicator.receive_from(timeout=2))
+
+
+async def join(communicator, join_ref: str, topic: str = "topics:matrix") -> None:
+    await send(communicator, join_ref, join_ref, topic, "phx_join", {})
+    assert await receive(communicator) == [join_ref, join_ref, topic, "phx_reply", OK]
+
+
+async def test_join_publish_reply_precedes_own_copy():
+    client = await connect()
+    await join(client, "1")
+    await send(client, "1", "2", "topics:matrix", "publish", ["event", {"message": "hi"}])
+    assert await receive(client) == ["1", "2", "topics:matrix", "phx_reply", OK]
+    assert await receive(client) == ["1", None, "topics:matrix", "event", {"message": "hi"}]
+    assert await client.receive_nothing()
+    await client.disconnect()
+
+
+async def test_two_members_each_receive_once_with_their_own_join_ref():
+    alice, bob = await connect(), await connect()
+    await join(alice, "1")
+    await join(bob, "7")
+    await send(alice, "1", "2", "topics:matrix", "publish", ["event", {"message": "hi"}])
+    assert await receive(alice) == ["1", "2", "topics:matrix", "phx_reply", OK]
+    assert await receive(alice) == ["1", None, "topics:matrix", "event", {"message": "hi"}]
+    assert await receive(bob) == ["7", None, "topics:matrix", "event", {"message": "hi"}]
+    assert await alice.receive_nothing()
+    assert await bob.receive_nothing()
+    await alice.disconnect()
+    await bob.disconnect()
+
+
+async def test_join_reply_waits_for_the_subscription(monkeypatch):
+    layer = get_channel_layer()
+    group_add, added = layer.group_add, []
+
+    async def slow_group_add(group, channel):
+        await asyncio.sleep(0.2)  # a slow layer: the reply must still come after it
+        await group_add(group, channel)
+        added.append(group)
+
+    monkeypatch.setattr(layer, "group_add", slow_group_add)
+    client = await connect()
+    await send(client, "1", "1", "topics:matrix", "phx_join", {})
+    assert await receive(client) == ["1", "1", "topics:matrix", "phx_reply", OK]
+    assert added == ["topics.matrix"]
+    assert len(layer.groups["topics.matrix"]) == 1
+    await client.disconnect()
+
+
+async def test_leave_closes_the_join_and_nothing_more_is_delivered():
+    leaver, stayer = await connect(), await connect()
+    await join(leaver, "3")
+    await join(stayer, "1")
+    await send(leaver, "3", "4", "topics:matrix", "phx_leave", {})
+    assert await receive(leaver) == ["3", "4", "topics:matrix", "phx_reply", OK]
+    assert await receive(leaver) == ["3", "3", "topics:matrix", "phx_close", {}]
+    await send(stayer, "1", "2", "topics:matrix", "publish", ["event", {}])
+    assert await receive(stayer) == ["1", "2", "topics:matrix", "phx_reply", OK]
+    assert await receive(stayer) == ["1", None, "topics:matrix", "event", {}]
+    assert await leaver.receive_nothing()
+    await leaver.disconnect()
+    await stayer.disconnect()
+
+
+async def test_duplicate_join_closes_the_old_join_and_delivers_once_with_the_new_ref():
+    client = await connect()
+    await join(client, "1")
+    await send(client, "5", "5", "topics:matrix", "phx_join", {})
+    assert await receive(client) == ["5", "5", "topics:matrix", "phx_reply", OK]
+    assert await receive(client) == ["1", "1", "topics:matrix", "phx_close", {}]
+    await send(client, "5", "6", "topics:matrix", "publish", ["event", {}])
+    assert await receive(client) == ["5", "6", "topics:matrix", "phx_reply", OK]
+    assert await receive(client) == ["5", None, "topics:matrix", "event", {}]
+    assert await client.receive_nothing()
+    await client.disconnect()
+
+
+async def test_heartbeat_and_unmatched_topic():
+    client = await connect()
+    await send(client, None, "5", "phoenix", "heartbeat", {})
+    assert await receive(client) == [None, "5", "phoenix", "phx_reply", OK]
+    await send(client, "1", "6", "room:x", "phx_join", {})
+    assert await receive(client) == [
+        None, "6", "room:x", "phx_reply",
+        {"status": "error", "response": {"reason": "unmatched topic"}}]
+    await client.disconnect()
+
+
+@pytest.mark.parametrize("query", ["vsn=3.0.0", "vsn=", "vsn=1"])
+async def test_unsupported_vsn_is_refused_before_accept(query):
+    communicator = WebsocketCommunicator(application, f"/socket/websocket?{query}")
+    connected, _ = await communicator.connect()
+    assert not connected  # closed before accept: the ASGI server answers HTTP 403
+
+
+async def test_missing_vsn_defaults_to_v2():
+    client = await connect("/socket/websocket")
+    await send(client, None, "1", "phoenix", "heartbeat", {})
+    assert await receive(client) == [None, "1", "phoenix", "phx_reply", OK]
+    await client.disconnect()
+
+
+async def test_v1_client_receives_objects_and_v2_members_arrays():
+    v1, v2 = await connect("/socket/websocket?vsn=1.0.0"), await connect()
+    await v1.send_json_to({"topic": "topics:matrix", "event": "phx_join", "payload": {},
+                           "ref": "1", "join_ref": "1"})
+    assert await v1.receive_json_from() == {"join_ref": "1", "ref": "1", "topic": "topics:matrix",
+                                            "event": "phx_reply", "payload": OK}
+    await join(v2, "9")
+    await send(v2, "9", "10", "topics:matrix", "publish", ["event", {"n": 1}])
+    assert await receive(v2) == ["9", "10", "topics:matrix", "phx_reply", OK]
+    assert await receive(v2) == ["9", None, "topics:matrix", "event", {"n": 1}]
+    assert await v1.receive_json_from() == {"join_ref": "1", "ref": None, "topic": "topics:matrix",
+                                            "event": "event", "payload": {"n": 1}}
+    await v1.disconnect()
+    await v2.disconnect()
+
+
+async def test_bad_publish_gets_an_error_reply_and_the_client_keeps_receiving():
+    sloppy, other = await connect(), await connect()
+    await join(sloppy, "1")
+    await join(other, "2")
+    await send(sloppy, "1", "2", "topics:matrix", "publish", ["event", "not an object"])
+    assert await receive(sloppy) == ["1", "2", "topics:matrix", "phx_reply", {
+        "status": "error", "response": {"reason": "payload must be a JSON object"}}]
+    await send(other, "2", "3", "topics:matrix", "publish", ["event", {}])
+    assert await receive(other) == ["2", "3", "topics:matrix", "phx_reply", OK]
+    assert await receive(other) == ["2", None, "topics:matrix", "event", {}]
+    assert await receive(sloppy) == ["1", None, "topics:matrix", "event", {}]
+    await sloppy.disconnect()
+    await other.disconnect()
+
+
+async def test_garbage_closes_only_the_sender_and_others_still_receive():
+    garbler, good = await connect(), await connect()
+    await join(garbler, "1")
+    await join(good, "2")
+    await garbler.send_to(text_data="this is not json")
+    assert await garbler.receive_output(timeout=2) == {"type": "websocket.close", "code": 1003}
+    await send(good, "2", "3", "topics:matrix", "publish", ["event", {}])
+    assert await receive(good) == ["2", "3", "topics:matrix", "phx_reply", OK]
+    assert await receive(good) == ["2", None, "topics:matrix", "event", {}]
+    assert await garbler.receive_nothing()
+    await garbler.disconnect()
+    await good.disconnect()
+
+
+async def test_binary_frame_that_is_not_utf8_closes_1007():
+    client = await connect()
+    await client.send_to(bytes_data=b"\xff\xfe")
+    assert await client.receive_output(timeout=2) == {"type": "websocket.close", "code": 1007}
+    await client.disconnect()
+
+
+async def test_binary_frame_with_json_is_answered_as_text():
+    client = await connect()
+    await client.send_to(bytes_data=b'[null,"1","phoenix","heartbeat",{}]')
+    assert await receive(client) == [None, "1", "phoenix", "phx_reply", OK]
+    await client.disconnect()
+
+
+async def test_group_send_failure_is_reported_to_the_publisher(monkeypatch):
+    client = await connect()
+    await join(client, "1")
+
+    async def full(group, message):
+        raise ChannelFull()
+
+    monkeypatch.setattr(get_channel_layer(), "group_send", full)
+    await send(client, "1", "2", "topics:matrix", "publish", ["event", {}])
+    assert await receive(client) == ["1", "2", "topics:matrix", "phx_reply", {
+        "status": "error",
+        "response": {"reason": "publish failed: the topic is over capacity"}}]
+    await client.disconnect()
+
+
+async def test_disconnect_discards_every_group():
+    client = await connect()
+    await join(client, "1", "topics:aa")
+    await join(client, "2", "topics:bb")
+    await client.disconnect()
+    layer = get_channel_layer()
+    assert not layer.groups.get("topics.aa")
+    assert not layer.groups.get("topics.bb")
+
+
+async def test_topic_limit_comes_from_settings(settings):
+    settings.DPS_MAX_TOPICS_PER_SOCKET = 1
+    client = await connect()
+    await join(client, "1", "topics:aa")
+    await send(client, "2", "2", "topics:bb", "phx_join", {})
+    assert await receive(client) == ["2", "2", "topics:bb", "phx_reply", {
+        "status": "error", "response": {"reason": "too many topics"}}]
+    await client.disconnect()
+
+
+async def test_frame_limit_comes_from_settings(settings):
+    settings.DPS_MAX_FRAME_BYTES = 64
+    client = await connect()
+    await send(client, None, "1", "phoenix", "heartbeat", {"pad": "x" * 64})
+    assert await client.receive_output(timeout=2) == {"type": "websocket.close", "code": 1009}
+    await client.disconnect()
+
+
+async def test_idle_socket_is_closed_and_activity_keeps_it_open(settings):
+    settings.DPS_IDLE_TIMEOUT = 0.3
+    client = await connect()
+    for ref in range(5):  # 0.5 s of traffic, never 0.3 s apart
+        await asyncio.sleep(0.1)
+        await send(client, None, str(ref), "phoenix", "heartbeat", {})
+        assert await receive(client) == [None, str(ref), "phoenix", "phx_reply", OK]
+    assert await client.receive_output(timeout=2) == {"type": "websocket.close", "code": 1000}
+    await client.disconnect()

@@ -1,0 +1,156 @@
+"""The WebSocket adapter around the pure Phoenix socket (``topics.protocol``).
+
+It owns the I/O only: accepting or refusing the connection, feeding received frames to a
+:class:`PhoenixSocket`, executing the actions it returns against the channel layer, sending
+broadcasts to the client, and closing idle connections. Every protocol rule lives in the
+protocol package.
+
+Group message (what ``group_send`` carries to every member of a topic's group)::
+
+    {"type": "phx.broadcast", "topic": "topics:NAME", "event": str, "payload": str}
+
+``payload`` is the JSON text of the payload object, encoded once by the publisher; each member
+only prefixes it with its own join_ref.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from channels.consumer import AsyncConsumer
+from channels.exceptions import ChannelFull, StopConsumer
+from django.conf import settings
+
+from .protocol import (
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_TOPICS,
+    Action,
+    Close,
+    PhoenixSocket,
+    Publish,
+    SendFrame,
+    Subscribe,
+    Unsubscribe,
+    serializer_for_query_string,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IDLE_TIMEOUT = 60.0
+BROADCAST_TYPE = "phx.broadcast"
+
+
+def broadcast_message(publish: Publish) -> dict[str, Any]:
+    """The group message that carries a publish to every member of its topic."""
+    return {"type": BROADCAST_TYPE, "topic": publish.topic, "event": publish.event,
+            "payload": publish.payload_json}
+
+
+def _failure_reason(operation: str, exc: Exception) -> str:
+    # The exception's type says what went wrong; its text may name internal addresses.
+    if isinstance(exc, ChannelFull):
+        return f"{operation} failed: the topic is over capacity"
+    return f"{operation} failed: {type(exc).__name__}"
+
+
+class PhoenixSocketConsumer(AsyncConsumer):
+    """One client connection speaking Phoenix Channels over ``/socket/websocket``."""
+
+    socket: PhoenixSocket | None = None
+    _idle_timer: asyncio.TimerHandle | None = None
+    _idle_close: asyncio.Task | None = None
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        serializer = serializer_for_query_string(self.scope.get("query_string", b""))
+        if serializer is None:
+            await self.send({"type": "websocket.close"})  # before accept: the server answers 403
+            return
+        self.socket = PhoenixSocket(
+            serializer,
+            max_frame_bytes=getattr(settings, "DPS_MAX_FRAME_BYTES", DEFAULT_MAX_FRAME_BYTES),
+            max_topics=getattr(settings, "DPS_MAX_TOPICS_PER_SOCKET", DEFAULT_MAX_TOPICS),
+        )
+        await self.send({"type": "websocket.accept"})
+        self._start_idle_timer()
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        if self.socket is None:
+            return
+        self._last_received = self._loop.time()
+        frame = message.get("text")
+        if frame is None:
+            frame = message.get("bytes") or b""
+        await self._execute(self.socket.handle_frame(frame))
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self.socket is not None:
+            await self._execute(self.socket.handle_disconnect())
+        raise StopConsumer()
+
+    async def phx_broadcast(self, message: dict[str, Any]) -> None:
+        """A publish on a topic this socket joined: deliver it with this member's join_ref."""
+        if self.socket is None:
+            return
+        text = self.socket.render_broadcast(message["topic"], message["event"], message["payload"])
+        if text is not None:
+            await self.send({"type": "websocket.send", "text": text})
+
+    async def _execute(self, actions: list[Action]) -> None:
+        socket = self.socket
+        for action in actions:
+            if isinstance(action, SendFrame):
+                await self.send({"type": "websocket.send", "text": action.text})
+            elif isinstance(action, Subscribe):
+                await self._execute(await self._subscribe(socket, action))
+            elif isinstance(action, Publish):
+                await self._execute(await self._publish(socket, action))
+            elif isinstance(action, Unsubscribe):
+                await self._unsubscribe(action)
+            elif isinstance(action, Close):
+                await self.send({"type": "websocket.close", "code": action.code})
+
+    async def _subscribe(self, socket: PhoenixSocket, action: Subscribe) -> list[Action]:
+        try:
+            await self.channel_layer.group_add(action.group, self.channel_name)
+        except Exception as exc:
+            logger.warning("join of %s failed: %s", action.topic, type(exc).__name__)
+            return socket.subscribe_failed(action, _failure_reason("join", exc))
+        return socket.joined(action)
+
+    async def _publish(self, socket: PhoenixSocket, action: Publish) -> list[Action]:
+        try:
+            await self.channel_layer.group_send(action.group, broadcast_message(action))
+        except Exception as exc:
+            logger.warning("publish to %s failed: %s", action.topic, type(exc).__name__)
+            return socket.publish_failed(action, _failure_reason("publish", exc))
+        return socket.published(action)
+
+    async def _unsubscribe(self, action: Unsubscribe) -> None:
+        try:
+            await self.channel_layer.group_discard(action.group, self.channel_name)
+        except Exception as exc:
+            # The socket has already dropped the topic, so nothing more is delivered to the
+            # client either way; the layer's own expiry removes the stale membership.
+            logger.warning("leave of %s failed: %s", action.topic, type(exc).__name__)
+
+    # --- idle timeout: one timer per connection, re-armed from the last receive time ------
+
+    def _start_idle_timer(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._last_received = self._loop.time()
+        self._idle_timeout = float(getattr(settings, "DPS_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT))
+        if self._idle_timeout > 0:
+            self._idle_timer = self._loop.call_later(self._idle_timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        silent = self._loop.time() - self._last_received
+        if silent < self._idle_timeout:
+            self._idle_timer = self._loop.call_later(self._idle_timeout - silent, self._check_idle)
+            return
+        self._idle_timer = None
+        if self.socket is not None:
+            self._idle_close = self._loop.create_task(
+                self._execute(self.socket.handle_idle_timeout()))

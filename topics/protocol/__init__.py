@@ -1,0 +1,27 @@
+"""The Phoenix Channels protocol, sans I/O: serializers, topic rules and the socket state
+machine. Nothing here touches sockets, event loops, clocks or Django; ``topics.consumers``
+is the adapter that does.
+"""
+from .actions import Action, Close, Publish, SendFrame, Subscribe, Unsubscribe
+from .message import MalformedFrame, Message, Ref
+from .serializers import DEFAULT_VSN, SERIALIZERS, Serializer, serializer_for_query_string
+from .socket import (
+    CLOSE_INVALID_DATA,
+    CLOSE_NORMAL,
+    CLOSE_TOO_BIG,
+    CLOSE_UNSUPPORTED_DATA,
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_MAX_TOPICS,
+    PhoenixSocket,
+    publish_error,
+)
+from .topics import INVALID_NAME, group_for_topic, is_valid_topic
+
+__all__ = [
+    "Action", "Close", "Publish", "SendFrame", "Subscribe", "Unsubscribe",
+    "MalformedFrame", "Message", "Ref",
+    "DEFAULT_VSN", "SERIALIZERS", "Serializer", "serializer_for_query_string",
+    "CLOSE_INVALID_DATA", "CLOSE_NORMAL", "CLOSE_TOO_BIG", "CLOSE_UNSUPPORTED_DATA",
+    "DEFAULT_MAX_FRAME_BYTES", "DEFAULT_MAX_TOPICS", "PhoenixSocket", "publish_error",
+    "INVALID_NAME", "group_for_topic", "is_valid_topic",
+]

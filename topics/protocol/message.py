@@ -1,0 +1,113 @@
+"""The decoded Phoenix message, the error for a frame that is not one, and the JSON rules.
+
+Every serializer decodes a frame into a :class:`Message` and encodes replies and pushes from
+the same fields, so the socket state machine never sees the wire format. The JSON helpers
+live here so both serializers encode and decode exactly alike.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+# A ref or join_ref is echoed back verbatim; phoenix.js sends strings, other clients integers.
+Ref = str | int | None
+
+# The longest event name whose JSON encoding is memoised (see ``encode_event``).
+_CACHED_EVENT_CHARS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One Phoenix message: ``[join_ref, ref, topic, event, payload]`` in any serializer."""
+
+    join_ref: Ref
+    ref: Ref
+    topic: str
+    event: str
+    payload: Any
+
+
+class MalformedFrame(ValueError):
+    """A frame that is not a Phoenix message.
+
+    ``ref`` (and whatever else could be read) is kept so the socket can answer with an error
+    reply the client can match; without a ref there is nobody to answer and the socket closes.
+    """
+
+    def __init__(self, reason: str, *, join_ref: Ref = None, ref: Ref = None,
+                 topic: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.join_ref = join_ref
+        self.ref = ref
+        self.topic = topic
+
+
+def is_ref(value: object) -> bool:
+    """Whether ``value`` may be used as a ref: a string, an integer (not a bool) or null."""
+    return value is None or isinstance(value, str) or (
+        isinstance(value, int) and not isinstance(value, bool))
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json accepts NaN and Infinity; no other JSON parser does, so a payload with them
+    # would break the subscribers' clients.
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(text: str) -> Any:
+    """Strict JSON decoding. Raises ``ValueError`` for anything that is not JSON."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError as exc:  # nesting deep enough to exhaust the stack is not a message
+        raise ValueError("JSON nested too deeply") from exc
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON. ASCII-only on purpose: a lone surrogate (legal as ``\\ud800`` in JSON
+    input) would otherwise make the text frame unencodable for every subscriber."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+@lru_cache(maxsize=1024)
+def _cached_event(event: str) -> str:
+    return dumps(event)
+
+
+def encode_event(event: str) -> str:
+    """The JSON string for an event name, memoised for the short names topics reuse, so that
+    rendering a broadcast for each member is string concatenation only."""
+    if len(event) <= _CACHED_EVENT_CHARS:
+        return _cached_event(event)
+    return dumps(event)
+
+
+def readable_fields(join_ref: object, ref: object, topic: object) -> dict[str, Any]:
+    """Of a malformed frame's addressing fields, those that can be echoed in an error reply."""
+    return {
+        "join_ref": join_ref if is_ref(join_ref) else None,
+        "ref": ref if is_ref(ref) else None,
+        "topic": topic if isinstance(topic, str) else None,
+    }
+
+
+def message_from_fields(join_ref: object, ref: object, topic: object, event: object,
+                        payload: Any) -> Message:
+    """A :class:`Message` from decoded fields; ``MalformedFrame`` if a field has a wrong type."""
+    if not (is_ref(join_ref) and is_ref(ref)):
+        reason = "join_ref and ref must be strings, integers or null"
+    elif not isinstance(topic, str) or not isinstance(event, str):
+        reason = "topic and event must be strings"
+    else:
+        return Message(join_ref, ref, topic, event, payload)
+    raise MalformedFrame(reason, **readable_fields(join_ref, ref, topic))
+
+
+def decode_json(text: str) -> Any:
+    """``loads`` for a whole frame: text that is not JSON is a frame nobody can be answered on."""
+    try:
+        return loads(text)
+    except ValueError as exc:
+        raise MalformedFrame(f"frame is not valid JSON: {exc}") from exc

@@ -1,0 +1,256 @@
+"""The Phoenix socket as a pure state machine: which topics one connection has joined, and
+what each received frame means.
+
+Frames go in, :mod:`actions <topics.protocol.actions>` come out; there is no I/O, clock or
+framework here, so every rule of the protocol is testable without a server. The adapter
+(``topics.consumers``) executes the actions and reports back on the two-step ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .actions import Action, Close, Publish, SendFrame, Subscribe, Unsubscribe
+from .message import MalformedFrame, Message, Ref, dumps, encode_event
+from .serializers import Serializer
+from .topics import INVALID_NAME, is_topics_topic, is_valid_topic
+from .v2_binary import read_push_header
+
+DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
+DEFAULT_MAX_TOPICS = 100
+
+# WebSocket close codes (RFC 6455 §7.4.1).
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INVALID_DATA = 1007
+CLOSE_TOO_BIG = 1009
+
+SOCKET_TOPIC = "phoenix"
+UNMATCHED_TOPIC = "unmatched topic"
+UNKNOWN_EVENT = "unknown event"
+TOO_MANY_TOPICS = "too many topics"
+BINARY_NOT_SUPPORTED = "binary payloads are not supported"
+
+
+@dataclass(frozen=True, slots=True)
+class _Join:
+    join_ref: Ref
+    # The broadcast frame up to the event, computed once per join so that rendering a
+    # broadcast for this member is concatenation only.
+    prefix: str
+
+
+class PhoenixSocket:
+    """One client connection's protocol state."""
+
+    def __init__(self, serializer: Serializer, *,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 max_topics: int = DEFAULT_MAX_TOPICS) -> None:
+        self.serializer = serializer
+        self.max_frame_bytes = max_frame_bytes
+        self.max_topics = max_topics
+        self.closed = False
+        self._joins: dict[str, _Join] = {}
+
+    @property
+    def topics(self) -> frozenset[str]:
+        """The topics this socket has joined (and been acknowledged on)."""
+        return frozenset(self._joins)
+
+    def join_ref_of(self, topic: str) -> Ref:
+        """The join_ref of the current join of ``topic`` (None when not joined)."""
+        join = self._joins.get(topic)
+        return join.join_ref if join else None
+
+    # --- frames in ----------------------------------------------------------------------
+
+    def handle_frame(self, frame: str | bytes) -> list[Action]:
+        """The actions for one received text (``str``) or binary (``bytes``) frame."""
+        if self.closed:
+            return []
+        if isinstance(frame, bytes):
+            return self._handle_binary(frame)
+        if self._utf8_size_exceeds(frame):
+            return self._close(CLOSE_TOO_BIG)
+        try:
+            message = self.serializer.decode(frame)
+        except MalformedFrame as exc:
+            return self._handle_malformed(exc)
+        return self.handle_message(message)
+
+    def handle_message(self, message: Message) -> list[Action]:
+        """The actions for one decoded message."""
+        if message.topic == SOCKET_TOPIC and message.event == "heartbeat":
+            return self.handle_heartbeat(message)
+        if message.event == "phx_join":
+            return self.handle_join(message)
+        if message.event == "phx_leave":
+            return self.handle_leave(message)
+        join = self._current_join(message)
+        if join is None:
+            return [self._unmatched(message.ref, message.topic)]
+        if message.event == "publish":
+            return self.handle_publish(message, join)
+        return [self._error(join.join_ref, message.ref, message.topic, UNKNOWN_EVENT)]
+
+    def handle_heartbeat(self, message: Message) -> list[Action]:
+        return [self._reply(message.join_ref, message.ref, message.topic, "ok", {})]
+
+    def handle_join(self, message: Message) -> list[Action]:
+        """Validate a join; the reply comes from :meth:`joined` once the adapter subscribed."""
+        topic = message.topic
+        if not is_topics_topic(topic):
+            return [self._unmatched(message.ref, topic)]
+        if not is_valid_topic(topic):
+            # The original answers an invalid name with a bare string as the response.
+            return [self._reply(message.join_ref, message.ref, topic, "error", INVALID_NAME)]
+        if topic not in self._joins and len(self._joins) >= self.max_topics:
+            return [self._error(message.join_ref, message.ref, topic, TOO_MANY_TOPICS)]
+        return [Subscribe(topic, message.join_ref, message.ref)]
+
+    def joined(self, subscribe: Subscribe) -> list[Action]:
+        """The adapter subscribed: record the join, acknowledge it, and close a join it replaced.
+
+        The old join's prefix is dropped here, so nothing is rendered with the old join_ref
+        afterwards.
+        """
+        topic, join_ref = subscribe.topic, subscribe.join_ref
+        old = self._joins.get(topic)
+        self._joins[topic] = _Join(join_ref, self.serializer.broadcast_prefix(join_ref, topic))
+        actions: list[Action] = [self._reply(join_ref, subscribe.ref, topic, "ok", {})]
+        if old is not None:
+            # As in Phoenix, even when the client reused the join_ref: the old join is gone.
+            actions.append(self._close_frame(old.join_ref, topic))
+        return actions
+
+    def subscribe_failed(self, subscribe: Subscribe, reason: str) -> list[Action]:
+        """The adapter could not subscribe: refuse the join (a join it would replace stays)."""
+        return [self._error(subscribe.join_ref, subscribe.ref, subscribe.topic, reason)]
+
+    def handle_leave(self, message: Message) -> list[Action]:
+        """Leave a joined topic: unsubscribe first, so nothing arrives after the reply."""
+        join = self._current_join(message)
+        if join is None:
+            # Not joined, or a stale leave for a join that was since replaced: nothing to do.
+            return [self._reply(message.join_ref, message.ref, message.topic, "ok", {})]
+        del self._joins[message.topic]
+        return [
+            Unsubscribe(message.topic),
+            self._reply(join.join_ref, message.ref, message.topic, "ok", {}),
+            self._close_frame(join.join_ref, message.topic),
+        ]
+
+    def handle_publish(self, message: Message, join: _Join) -> list[Action]:
+        """Validate a publish and encode its payload once for every member."""
+        reason = publish_error(message.payload)
+        if reason is None:
+            event, payload = message.payload
+            try:
+                payload_json = dumps(payload)
+            except RecursionError:
+                reason = "payload is nested too deeply"
+            else:
+                return [Publish(message.topic, event, payload_json, join.join_ref, message.ref)]
+        return [self._error(join.join_ref, message.ref, message.topic, reason)]
+
+    def published(self, publish: Publish) -> list[Action]:
+        """The layer accepted the publish: acknowledge it."""
+        return [self._reply(publish.join_ref, publish.ref, publish.topic, "ok", {})]
+
+    def publish_failed(self, publish: Publish, reason: str) -> list[Action]:
+        """The layer refused the publish: tell the publisher why; the join stays."""
+        return [self._error(publish.join_ref, publish.ref, publish.topic, reason)]
+
+    def handle_idle_timeout(self) -> list[Action]:
+        """The client has been silent too long: close."""
+        return self._close(CLOSE_NORMAL)
+
+    def handle_disconnect(self) -> list[Action]:
+        """The connection is gone: leave every topic."""
+        self.closed = True
+        actions: list[Action] = [Unsubscribe(topic) for topic in self._joins]
+        self._joins.clear()
+        return actions
+
+    # --- broadcasts out -----------------------------------------------------------------
+
+    def render_broadcast(self, topic: str, event: str, payload_json: str) -> str | None:
+        """The frame carrying a broadcast to this member, with its own join_ref; None when the
+        topic is no longer joined (nothing is delivered after a leave)."""
+        join = self._joins.get(topic)
+        if join is None or self.closed:
+            return None
+        return self.serializer.render_broadcast(join.prefix, encode_event(event), payload_json)
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _handle_binary(self, frame: bytes) -> list[Action]:
+        if len(frame) > self.max_frame_bytes:
+            return self._close(CLOSE_TOO_BIG)
+        push = read_push_header(frame)
+        if push is not None:
+            # A phoenix.js push with an ArrayBuffer payload: answer it, keep the connection.
+            return self._handle_malformed(MalformedFrame(
+                BINARY_NOT_SUPPORTED, join_ref=push.join_ref, ref=push.ref, topic=push.topic))
+        try:
+            text = frame.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._close(CLOSE_INVALID_DATA)
+        return self.handle_frame(text)
+
+    def _handle_malformed(self, exc: MalformedFrame) -> list[Action]:
+        if exc.ref is None:
+            return self._close(CLOSE_UNSUPPORTED_DATA)  # nobody to address a reply to
+        return [self._error(exc.join_ref, exc.ref, exc.topic or SOCKET_TOPIC, exc.reason)]
+
+    def _utf8_size_exceeds(self, text: str) -> bool:
+        # A character is 1 to 4 bytes: only encode when the character count cannot decide.
+        limit = self.max_frame_bytes
+        if len(text) > limit:
+            return True
+        if len(text) * 4 <= limit:
+            return False
+        return len(text.encode("utf-8", "surrogatepass")) > limit
+
+    def _current_join(self, message: Message) -> _Join | None:
+        """The join a message addresses. A null join_ref means the current join (simple and
+        V1 clients send none); any other join_ref must be the current one."""
+        join = self._joins.get(message.topic)
+        if join is None or message.join_ref not in (None, join.join_ref):
+            return None
+        return join
+
+    def _close(self, code: int) -> list[Action]:
+        self.closed = True
+        return [Close(code)]
+
+    def _reply(self, join_ref: Ref, ref: Ref, topic: str, status: str,
+               response: Any) -> SendFrame:
+        payload = {"status": status, "response": response}
+        return self._frame(Message(join_ref, ref, topic, "phx_reply", payload))
+
+    def _error(self, join_ref: Ref, ref: Ref, topic: str, reason: str) -> SendFrame:
+        return self._reply(join_ref, ref, topic, "error", {"reason": reason})
+
+    def _unmatched(self, ref: Ref, topic: str) -> SendFrame:
+        return self._error(None, ref, topic, UNMATCHED_TOPIC)
+
+    def _close_frame(self, join_ref: Ref, topic: str) -> SendFrame:
+        return self._frame(Message(join_ref, join_ref, topic, "phx_close", {}))
+
+    def _frame(self, message: Message) -> SendFrame:
+        return SendFrame(self.serializer.encode(message))
+
+
+def publish_error(payload: Any) -> str | None:
+    """Why a ``publish`` payload is refused, or None if it is ``[event, object]``."""
+    if not isinstance(payload, list) or len(payload) != 2:
+        return "publish payload must be a 2-element array [event, payload]"
+    event, body = payload
+    if not isinstance(event, str) or not event:
+        return "event must be a non-empty string"
+    if event.startswith("phx_"):
+        return "event names starting with phx_ are reserved"
+    if not isinstance(body, dict):
+        return "payload must be a JSON object"
+    return None

@@ -1,0 +1,45 @@
+"""The Phoenix V2 JSON serializer: a frame is ``[join_ref, ref, topic, event, payload]``.
+
+Pure encode/decode, plus the fastlane used for broadcasts: the publisher encodes the payload
+once, each member keeps a prefix carrying its own join_ref, and rendering is concatenation.
+"""
+from __future__ import annotations
+
+from .message import (
+    MalformedFrame,
+    Message,
+    Ref,
+    decode_json,
+    dumps,
+    message_from_fields,
+    readable_fields,
+)
+
+VSN = "2.0.0"
+_EXPECTED = "expected a JSON array [join_ref, ref, topic, event, payload]"
+
+
+def decode(text: str) -> Message:
+    """The message in a text frame; ``MalformedFrame`` if it is not a V2 message."""
+    value = decode_json(text)
+    if not isinstance(value, list):
+        raise MalformedFrame(_EXPECTED)
+    if len(value) != 5:
+        padded = value[:3] + [None] * (3 - len(value[:3]))
+        raise MalformedFrame(_EXPECTED, **readable_fields(*padded))
+    return message_from_fields(*value)
+
+
+def encode(message: Message) -> str:
+    """The text frame for a message."""
+    return dumps([message.join_ref, message.ref, message.topic, message.event, message.payload])
+
+
+def broadcast_prefix(join_ref: Ref, topic: str) -> str:
+    """The part of every broadcast frame that is the same for one join: ``[jr,null,"topic",``."""
+    return "[" + dumps(join_ref) + ",null," + dumps(topic) + ","
+
+
+def render_broadcast(prefix: str, event_json: str, payload_json: str) -> str:
+    """A broadcast frame from a join's prefix and the already-encoded event and payload."""
+    return prefix + event_json + "," + payload_json + "]"
