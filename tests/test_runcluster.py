@@ -184,6 +184,28 @@ def test_shared_redis_url_is_used_by_every_node_and_never_logged_with_its_passwo
     assert not any("hunter2" in line for line in lines)
 
 
+def test_a_bad_shared_redis_url_is_refused_without_showing_its_password() -> None:
+    cluster = FakeNodeCluster(1, 1, port=free_port_block(1), redis="http://u:hunter2@h/0",
+                              migrate=False, emit=[].append)
+    with pytest.raises(ClusterError, match="scheme") as failure:
+        cluster.start()
+    assert "hunter2" not in str(failure.value)
+    assert cluster.workdir is None
+
+
+def test_a_redis_that_cannot_start_fails_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\necho 'no memory today' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("DPS_REDIS_SERVER", str(fake))
+    cluster = fake_cluster([], ws=1, ts=1)
+    with pytest.raises(ClusterError, match="(?s)redis for ws-a: .*no memory today"):
+        cluster.start()
+    assert cluster.workdir is None
+
+
 def test_a_node_dying_during_start_fails_the_start_and_cleans_up() -> None:
     lines: list[str] = []
     cluster = fake_cluster(lines, FAKE_EXIT_ROLE="ts")

@@ -27,8 +27,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from channel_layer.cluster import TS, WS, parse_cluster, redact_url
-from channel_layer.embedded_redis import RedisProcess, port_is_free
+from channel_layer.cluster import TS, WS, ClusterConfigError, parse_cluster, redact_url
+from channel_layer.embedded_redis import (
+    RedisProcess,
+    RedisServerNotFound,
+    RedisStartError,
+    port_is_free,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent  # where manage.py lives
 SERVERS = ("daphne", "uvicorn")
@@ -189,6 +194,8 @@ class LocalCluster:
         Raises :class:`ClusterError` (after stopping what was started) if a process dies, the
         cluster is not ready within ``timeout`` seconds, or a stop is requested meanwhile.
         """
+        if self._workdir is not None:
+            raise RuntimeError("the cluster is already started")
         try:
             self._check_ports_free()
             self._workdir = tempfile.mkdtemp(prefix="dps-cluster-")
@@ -219,12 +226,18 @@ class LocalCluster:
             self._check_stop()
             redis = RedisProcess(parent_dir=self._workdir)
             self._redis[node.name] = redis  # registered first so stop() cleans up a failed start
-            redis.start()
+            try:
+                redis.start()
+            except (RedisServerNotFound, RedisStartError) as exc:
+                raise ClusterError(f"redis for {node.name}: {exc}") from exc
             self.say(f"redis for {node.name}: {redis.url} (pid {redis.pid})")
 
     def _write_cluster_file(self) -> None:
         config = self.cluster_config()
-        parse_cluster(config, "runcluster")  # the nodes will read it: fail here, not in each node
+        try:  # the nodes will read it: fail here, not in each node
+            parse_cluster(config, "runcluster")
+        except ClusterConfigError as exc:
+            raise ClusterError(str(exc)) from exc
         self.cluster_file.write_text(json.dumps(config, indent=2))
         self.say(f"cluster file: {self.cluster_file}")
 
