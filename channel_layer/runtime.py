@@ -149,7 +149,7 @@ class NodeRuntime:
             self.loop = None
 
     async def _shutdown(self) -> None:
-        if self.node is not None and not self.cluster.embedded:
+        if self.node is not None:
             for ts in self.ring.nodes:
                 self._outbox(ts).put(wire.encode([wire.BYE, self.node, self.boot]))
         self._stop.set()
@@ -331,11 +331,14 @@ class NodeRuntime:
     async def _read_inbox(self) -> None:
         node = self.node
         settings = self.settings
-        while True:
+        stop = self._stop
+        while not stop.is_set():
             try:
                 entries = await self.transport.read(node, settings.read_batch,
                                                     settings.read_block_ms)
             except TransportError as exc:
+                if stop.is_set():
+                    return  # redis-py turns a cancelled blocking read into an error
                 self.counters["inbox_read_errors"] += 1
                 logger.warning("cannot read inbox of %s: %s", node, exc)
                 await asyncio.sleep(1.0)
@@ -408,13 +411,12 @@ class NodeRuntime:
                 logger.exception("heartbeat failed")
 
     def _beat(self, now: float) -> None:
-        if not self.cluster.embedded:
-            for ts in self.ring.nodes:
-                outbox = self._outbox(ts)
-                if outbox.failed != self._failures_synced.get(ts, 0):
-                    self._send_sync(ts)  # some update may have been lost: send the truth
-                else:
-                    outbox.put(wire.encode([wire.HELLO, self.node, self.boot]))
+        for ts in self.ring.nodes:
+            outbox = self._outbox(ts)
+            if outbox.failed != self._failures_synced.get(ts, 0):
+                self._send_sync(ts)  # some update may have been lost: send the truth
+            else:
+                outbox.put(wire.encode([wire.HELLO, self.node, self.boot]))
         self._flush_counts()
         self._expire_memberships(now)
         self._sweep_channels(now)

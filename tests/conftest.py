@@ -1,0 +1,40 @@
+"""Shared fixtures. Real Redis servers come from tests.support.fixtures (never port 6379)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.support.inproc import TopicServerThread, cluster_of
+
+pytest_plugins = ["tests.support.fixtures"]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def layer_factory(request, redis_factory):
+    """Builds DPS layers on either the embedded (memory) cluster or a Redis cluster of one WS
+    node and one TS node, each with its own real redis-server. Layers are closed after."""
+    from channel_layer.layer import DPSChannelLayer
+
+    made = []
+    servers = []
+    state = {}
+
+    def make(**config):
+        if request.param == "memory":
+            layer = DPSChannelLayer(**config)
+        else:
+            if "cluster" not in state:
+                state["cluster"] = cluster_of(
+                    {"ws-a": redis_factory().url, "ts-a": redis_factory().url})
+                servers.append(TopicServerThread(state["cluster"]).start())
+            layer = DPSChannelLayer(cluster=state["cluster"], node="ws-a", **config)
+        made.append(layer)
+        return layer
+
+    make.backend = request.param
+    yield make
+    from asgiref.sync import async_to_sync
+
+    for layer in made:
+        async_to_sync(layer.close)()
+    for server in servers:
+        server.stop()
