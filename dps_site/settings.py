@@ -5,6 +5,7 @@ Every node (WS or TS) loads these settings. Which node a process is comes from t
 ``DPS_CLUSTER`` (see ``channel_layer/cluster.py``). With neither set, the process runs the
 embedded development cluster: one WS node with an in-process topic server and no Redis.
 """
+import json
 import os
 from pathlib import Path
 
@@ -73,6 +74,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The DPS layer. Cluster membership and Redis addresses come from DPS_CLUSTER / DPS_NODE
 # (or the DPS_CLUSTER setting); CONFIG holds the layer's limits (see README "Settings").
+# Limits shared by the layer and the topic server (names in channel_layer/settings.py), as
+# JSON in the environment so that one cluster file + one env var configure every node.
+DPS_LAYER = json.loads(os.environ.get("DPS_LAYER", "{}"))
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channel_layer.DPSChannelLayer",

@@ -1,0 +1,81 @@
+"""Real node processes for multi-process tests: topic servers and WS-side workers."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_cluster_file(tmp_path: Path, urls: dict[str, str]) -> Path:
+    path = tmp_path / "cluster.json"
+    path.write_text(json.dumps({"nodes": [
+        {"name": name, "role": name.split("-")[0], "redis": url} for name, url in urls.items()
+    ]}))
+    return path
+
+
+def node_env(cluster_file: Path, node: str | None, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "DPS_CLUSTER": str(cluster_file), "PYTHONPATH": str(ROOT),
+           "DJANGO_SETTINGS_MODULE": "dps_site.settings", **extra}
+    env.pop("DPS_NODE", None)
+    if node:
+        env["DPS_NODE"] = node
+    return env
+
+
+def start_topic_server(cluster_file: Path, node: str, **extra: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "topic_server"],
+        env=node_env(cluster_file, node, **extra), cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = proc.stdout.readline()
+    if "serving" not in line:
+        proc.kill()
+        raise RuntimeError(f"topic server {node} did not start: {line}{proc.stdout.read()}")
+    return proc
+
+
+class Worker:
+    """A ``tests.support.ws_worker`` process."""
+
+    def __init__(self, cluster_file: Path, node: str, *args: str, **extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.ws_worker", *args],
+            env=node_env(cluster_file, node, **extra), cwd=ROOT,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def read_event(self, name: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"worker exited: {self.proc.stderr.read()}")
+            event = json.loads(line)
+            if event.get("event") == name:
+                return event
+        raise TimeoutError(name)
+
+    def go(self) -> None:
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+
+
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
