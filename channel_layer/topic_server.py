@@ -79,7 +79,10 @@ class TopicServer:
                 await self._flush()
         finally:
             housekeeping.cancel()
+            self._warm_until = 0.0  # stopping: fan out what was held for the resync, now
+            self._release_held_if_warm()
             await self._flush()
+            await self.transport.ack(self.node)  # a clean restart re-reads nothing
             await self._publish_stats()
             logger.info("topic server %s stopped", self.node)
 

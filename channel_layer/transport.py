@@ -62,6 +62,10 @@ class Transport(ABC):
         Entries returned by the previous call are considered handled and are trimmed.
         """
 
+    async def ack(self, node: str) -> None:
+        """Trim what the last ``read`` returned now (a reader that stops cleanly)."""
+        return None  # nothing to trim where reads consume entries (MemoryTransport)
+
     @abstractmethod
     async def inbox_length(self, node: str) -> int: ...
 
@@ -172,6 +176,13 @@ class RedisTransport(Transport):
         if entries:
             self._read_cursor[node] = entries[-1][0]
         return entries
+
+    async def ack(self, node: str) -> None:
+        cursor = self._read_cursor.get(node)
+        if cursor is not None and cursor != self._acked.get(node):
+            await self._reader(node).execute_command("XTRIM", self.inbox_key(node), "MINID",
+                                                     _next_id(cursor))
+            self._acked[node] = cursor
 
     async def inbox_length(self, node: str) -> int:
         return int(await self._client(node).xlen(self.inbox_key(node)))

@@ -1,0 +1,158 @@
+"""Dead and stalled peers: bounded inboxes, membership tied to live WS nodes, TS restarts."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import pytest
+import redis
+
+from channel_layer.cluster import load_cluster
+from channel_layer.layer import DPSChannelLayer
+from tests.support.processes import Worker, start_topic_server, stop_all, write_cluster_file
+
+pytestmark = pytest.mark.e2e
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
+
+
+def ts_stats(url: str, node: str = "ts-a") -> dict | None:
+    client = redis.Redis.from_url(url)
+    try:
+        blob = client.get(f"dps:stats:{node}")
+    finally:
+        client.close()
+    return json.loads(blob) if blob else None
+
+
+def xlen(url: str, node: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return client.xlen(f"dps:inbox:{node}")
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def cluster_setup(tmp_path, redis_factory):
+    urls = {n: redis_factory().url for n in ("ws-a", "ws-b", "ts-a")}
+    cluster_file = write_cluster_file(tmp_path, urls)
+    return urls, cluster_file
+
+
+def client_layer(cluster_file) -> DPSChannelLayer:
+    return DPSChannelLayer(cluster=load_cluster(env={"DPS_CLUSTER": str(cluster_file)}))
+
+
+async def publish(cluster_file, group: str, count: int, start: int = 0, **config) -> None:
+    layer = DPSChannelLayer(cluster=load_cluster(env={"DPS_CLUSTER": str(cluster_file)}), **config)
+    try:
+        for i in range(start, start + count):
+            await layer.group_send(group, {"type": "test.message", "group": group,
+                                           "publisher": "client", "seq": i})
+    finally:
+        await layer.close()
+
+
+def test_stalled_ws_node_cannot_grow_its_inbox_past_the_cap(cluster_setup):
+    urls, cluster_file = cluster_setup
+    limits = json.dumps({"inbox_cap": 50, "node_timeout": 60, "stats_interval": 0.2})
+    server = start_topic_server(cluster_file, "ts-a", DPS_LAYER=limits)
+    stalled = Worker(cluster_file, "ws-b", "--groups", "room", "--expect", "1000",
+                     DPS_LAYER=limits)
+    try:
+        stalled.read_event("ready")
+        os.kill(stalled.proc.pid, signal.SIGSTOP)  # alive but no longer reading
+        asyncio.run(publish(cluster_file, "room", 500, inbox_cap=50))
+        # The owner has fanned every publish out to the stalled node ...
+        wait_for(lambda: (s := ts_stats(urls["ts-a"]))
+                 and s["counters"].get("node_deliveries") == 500)
+        # ... whose inbox kept only the newest 50.
+        assert xlen(urls["ws-b"], "ws-b") == 50
+    finally:
+        os.kill(stalled.proc.pid, signal.SIGCONT)
+        stalled.stop()
+        stop_all([server])
+
+
+def test_crashed_ws_node_loses_its_memberships_within_node_timeout(cluster_setup):
+    urls, cluster_file = cluster_setup
+    limits = json.dumps({"node_timeout": 1.5, "heartbeat_interval": 0.3, "stats_interval": 0.3})
+    server = start_topic_server(cluster_file, "ts-a", DPS_LAYER=limits)
+    crashing = Worker(cluster_file, "ws-b", "--members", "2", "--groups", "doomed",
+                      DPS_LAYER=limits)
+    try:
+        crashing.read_event("ready")
+        # Counts after the first member are sent with the next heartbeat, so wait for them.
+        wait_for(lambda: (s := ts_stats(urls["ts-a"])) and s["group_count"] == 1
+                 and s["groups"][0]["members"] == {"ws-b": 2})
+        crashing.proc.kill()
+        killed_at = time.monotonic()
+        wait_for(lambda: (s := ts_stats(urls["ts-a"])) and s["group_count"] == 0, timeout=10)
+        assert time.monotonic() - killed_at < 1.5 + 2.0  # node_timeout plus sweep/stats slack
+        stats = ts_stats(urls["ts-a"])
+        assert "ws-b" not in stats["ws_nodes"] and stats["counters"]["nodes_expired"] == 1
+    finally:
+        crashing.stop()
+        stop_all([server])
+
+
+def test_restarted_ws_node_replaces_its_old_memberships(cluster_setup):
+    urls, cluster_file = cluster_setup
+    limits = json.dumps({"node_timeout": 60, "stats_interval": 0.3})
+    server = start_topic_server(cluster_file, "ts-a", DPS_LAYER=limits)
+    first = Worker(cluster_file, "ws-b", "--members", "3", "--groups", "old", DPS_LAYER=limits)
+    second = None
+    try:
+        first.read_event("ready")
+        wait_for(lambda: (s := ts_stats(urls["ts-a"])) and s["group_count"] == 1)
+        first.proc.kill()
+        second = Worker(cluster_file, "ws-b", "--members", "1", "--groups", "new",
+                        DPS_LAYER=limits)
+        second.read_event("ready")
+        stats = wait_for(lambda: (s := ts_stats(urls["ts-a"]))
+                         and [g["group"] for g in s["groups"]] == ["new"] and s)
+        assert stats["groups"][0]["members"] == {"ws-b": 1}
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+        stop_all([server])
+
+
+def test_topic_server_restart_keeps_memberships_and_queued_messages(cluster_setup):
+    urls, cluster_file = cluster_setup
+    limits = json.dumps({"startup_sync_timeout": 3})
+    server = start_topic_server(cluster_file, "ts-a", DPS_LAYER=limits)
+    worker = Worker(cluster_file, "ws-a", "--members", "2", "--groups", "durable",
+                    "--expect", "30", "--timeout", "8", DPS_LAYER=limits)
+    try:
+        worker.read_event("ready")
+        worker.go()
+        asyncio.run(publish(cluster_file, "durable", 10, start=0))
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(10) == 0  # graceful
+        # Queued on the owner's Redis while its process is down ...
+        asyncio.run(publish(cluster_file, "durable", 10, start=10))
+        assert xlen(urls["ts-a"], "ts-a") >= 10
+        # ... and delivered once it is back, to members it learns about by resync alone.
+        server = start_topic_server(cluster_file, "ts-a", DPS_LAYER=limits)
+        asyncio.run(publish(cluster_file, "durable", 10, start=20))
+        done = worker.read_event("done", timeout=30)
+        assert done["complete"], done
+        for per_group in done["received"].values():
+            assert [seq for _, seq in per_group["durable"]] == list(range(30))
+    finally:
+        worker.stop()
+        stop_all([server])
