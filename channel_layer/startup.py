@@ -27,3 +27,30 @@ def check_reachable(cluster: Cluster, timeout: float = 2.0) -> None:
             ) from None
         finally:
             client.close()
+
+
+def check_ws_node() -> None:
+    """Fail a WS process at start (not at its first message) when its cluster is unusable.
+
+    Runs the same validation the layer does (unknown node, duplicate names, malformed URLs)
+    and pings every node's Redis. Only for the DPS layer; a no-op for the embedded cluster.
+    """
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    from .cluster import WS, current_node_name, load_cluster
+
+    backend = settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND", "")
+    if not backend.startswith("channel_layer"):
+        return
+    try:
+        cluster = load_cluster(getattr(settings, "DPS_CLUSTER", None))
+        node = current_node_name(cluster, getattr(settings, "DPS_NODE", None))
+        if cluster.embedded:
+            return
+        if node is not None and cluster.node(node).role != WS:
+            raise ClusterConfigError(f"node {node!r} has role 'ts': run it with "
+                                     "`manage.py topic_server`, not as a WebSocket server")
+        check_reachable(cluster)
+    except ClusterConfigError as exc:
+        raise ImproperlyConfigured(f"DPS cannot start: {exc}") from None

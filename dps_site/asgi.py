@@ -13,7 +13,10 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from channel_layer.startup import check_ws_node  # noqa: E402
 from topics.routing import websocket_urlpatterns  # noqa: E402
+
+check_ws_node()  # a bad cluster file or an unreachable Redis stops the server here, clearly
 
 application = ProtocolTypeRouter({
     "http": django_asgi_app,

@@ -74,6 +74,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The DPS layer. Cluster membership and Redis addresses come from DPS_CLUSTER / DPS_NODE
 # (or the DPS_CLUSTER setting); CONFIG holds the layer's limits (see README "Settings").
+# Phoenix socket limits (topics/consumers.py); the environment may override them.
+DPS_IDLE_TIMEOUT = float(os.environ.get("DPS_IDLE_TIMEOUT", "60"))
+DPS_MAX_FRAME_BYTES = int(os.environ.get("DPS_MAX_FRAME_BYTES", str(1024 * 1024)))
+DPS_MAX_TOPICS_PER_SOCKET = int(os.environ.get("DPS_MAX_TOPICS_PER_SOCKET", "100"))
+
 # Limits shared by the layer and the topic server (names in channel_layer/settings.py), as
 # JSON in the environment so that one cluster file + one env var configure every node.
 DPS_LAYER = json.loads(os.environ.get("DPS_LAYER", "{}"))
