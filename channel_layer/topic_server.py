@@ -164,7 +164,11 @@ class TopicServer:
     def handle_sync(self, envelope: list, now: float) -> None:
         _, ws_node, boot, _ts, snapshot = envelope
         state = self._see(ws_node, boot, now)
-        self._drop_node_members(ws_node)
+        # Replace this node's memberships with the snapshot, keeping the state (counters) of
+        # groups that stay.
+        for group in [g for g, s in self.groups.items() if ws_node in s.members
+                      and g not in snapshot]:
+            self._set_count(group, ws_node, 0, now)
         for group, count in snapshot.items():
             self._set_count(group, ws_node, int(count), now)
         state.synced = True
