@@ -16,7 +16,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,6 +61,7 @@ class Cluster:
     nodes: tuple[Node, ...]
     source: str  # where the configuration came from, for error messages
     embedded: bool = False
+    path: str | None = None  # the cluster file, when there is one (it may change at runtime)
 
     @property
     def ws_nodes(self) -> tuple[Node, ...]:
@@ -145,7 +146,7 @@ def load_cluster(setting: Mapping | None = None, env: Mapping[str, str] = os.env
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ClusterConfigError(f"DPS_CLUSTER={path}: not valid JSON: {exc}") from None
-        return parse_cluster(data, f"DPS_CLUSTER={path}")
+        return replace(parse_cluster(data, f"DPS_CLUSTER={path}"), path=path)
     if setting:
         return parse_cluster(setting, "settings.DPS_CLUSTER")
     return embedded_cluster()
@@ -160,3 +161,32 @@ def current_node_name(cluster: Cluster, setting: str | None = None,
     if name:
         cluster.node(name)  # raises for an unknown node
     return name
+
+
+class ClusterFileWatcher:
+    """Notices edits of a cluster file, so nodes can follow a ring change without restarting."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._stamp = self._read_stamp()
+
+    def _read_stamp(self) -> tuple[float, int] | None:
+        if not self.cluster.path:
+            return None
+        try:
+            stat = os.stat(self.cluster.path)
+        except OSError:
+            return None
+        return stat.st_mtime, stat.st_size
+
+    def poll(self) -> Cluster | None:
+        """The new cluster if the file changed and is valid; None otherwise (errors raise)."""
+        stamp = self._read_stamp()
+        if stamp is None or stamp == self._stamp:
+            return None
+        self._stamp = stamp
+        cluster = load_cluster(env={"DPS_CLUSTER": self.cluster.path})
+        if cluster.nodes == self.cluster.nodes:
+            return None
+        self.cluster = cluster
+        return cluster

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from . import wire
-from .cluster import EMBEDDED_TS, Cluster
+from .cluster import EMBEDDED_TS, Cluster, ClusterConfigError, ClusterFileWatcher
 from .local_channels import LocalChannel, Wakeups
 from .outbox import Outbox
 from .ring import Ring
@@ -72,6 +72,7 @@ class NodeRuntime:
         self._plain_buffers: dict[str, deque[bytes]] = {}
         self._tasks: list[asyncio.Task] = []
         self._stop: asyncio.Event | None = None
+        self._watcher = ClusterFileWatcher(cluster)
 
     # --------------------------------------------------------------------------- lifecycle
     def ensure_started(self) -> None:
@@ -411,6 +412,7 @@ class NodeRuntime:
                 logger.exception("heartbeat failed")
 
     def _beat(self, now: float) -> None:
+        self._follow_cluster_file()
         for ts in self.ring.nodes:
             outbox = self._outbox(ts)
             if outbox.failed != self._failures_synced.get(ts, 0):
@@ -420,6 +422,35 @@ class NodeRuntime:
         self._flush_counts()
         self._expire_memberships(now)
         self._sweep_channels(now)
+
+    def _follow_cluster_file(self) -> None:
+        """Swap in a new ring when the cluster file changes, and move memberships with it:
+        groups whose owner changed are unregistered at the old owner and the new owners get
+        a full snapshot before anything else this node sends them."""
+        try:
+            cluster = self._watcher.poll()
+        except ClusterConfigError as exc:
+            logger.error("ignoring the changed cluster file: %s", exc)
+            return
+        if cluster is None:
+            return
+        old_ring, new_ring = self.ring, Ring(n.name for n in cluster.ts_nodes)
+        self.cluster = cluster
+        self.transport.use_cluster(cluster)
+        if new_ring == old_ring:
+            return
+        self.ring = new_ring
+        gaining: set[str] = set()
+        for group in self.groups:
+            before, after = old_ring.owner_of(group), new_ring.owner_of(group)
+            if before != after:
+                gaining.add(after)
+                if cluster.has_node(before):
+                    self._outbox(before).put(self._member_envelope(group, 0))
+        for ts in gaining:
+            self._send_sync(ts)
+        logger.info("ring changed to %s; moved memberships to %s", list(new_ring.nodes),
+                    sorted(gaining))
 
     def _flush_counts(self) -> None:
         dirty, self._dirty_counts = self._dirty_counts, set()

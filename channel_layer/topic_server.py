@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from . import wire
-from .cluster import Cluster
+from .cluster import Cluster, ClusterConfigError, ClusterFileWatcher
 from .outbox import Outbox
 from .ring import Ring
 from .settings import LayerSettings
@@ -59,6 +59,7 @@ class TopicServer:
         self._outboxes: dict[str, Outbox] = {}
         self._warm_until = 0.0
         self._held: list[list] = []  # publishes held back while WS nodes resync after a start
+        self._watcher = ClusterFileWatcher(cluster)
 
     # ----------------------------------------------------------------------------- running
     async def run(self, stop: asyncio.Event) -> None:
@@ -91,6 +92,7 @@ class TopicServer:
         last_stats = 0.0
         while not stop.is_set():
             await asyncio.sleep(interval)
+            self._follow_cluster_file()
             self.expire_silent_nodes(time.time())
             if time.monotonic() - last_stats >= self.settings.stats_interval:
                 last_stats = time.monotonic()
@@ -221,6 +223,20 @@ class TopicServer:
                 self._drop_node_members(ws_node)
                 del self.ws_nodes[ws_node]
                 self.counters["nodes_expired"] += 1
+
+    def _follow_cluster_file(self) -> None:
+        # The WS nodes move memberships when the ring changes; the topic server only needs
+        # to know the new node list (whom to ask for snapshots, which nodes exist).
+        try:
+            cluster = self._watcher.poll()
+        except ClusterConfigError as exc:
+            logger.error("ignoring the changed cluster file: %s", exc)
+            return
+        if cluster is not None:
+            self.cluster = cluster
+            self.transport.use_cluster(cluster)
+            self.ring = Ring(n.name for n in cluster.ts_nodes)
+            logger.info("cluster file changed; ring is now %s", list(self.ring.nodes))
 
     def _request_resync(self, ws_node: str) -> None:
         if self.cluster.embedded or self.cluster.has_node(ws_node):

@@ -90,6 +90,10 @@ class Transport(ABC):
     async def close(self) -> None:
         return None
 
+    def use_cluster(self, cluster: Cluster) -> None:
+        """Follow a changed cluster file (new nodes, new addresses)."""
+        return None
+
     def inbox_key(self, node: str) -> str:
         return f"{self.prefix}:inbox:{node}"
 
@@ -112,6 +116,9 @@ class RedisTransport(Transport):
         self._readers: dict[str, aioredis.Redis] = {}
         self._read_cursor: dict[str, bytes] = {}
         self._acked: dict[str, bytes] = {}
+
+    def use_cluster(self, cluster: Cluster) -> None:
+        self.cluster = cluster
 
     def _client(self, node: str) -> aioredis.Redis:
         url = self.cluster.node(node).redis_url

@@ -1,0 +1,50 @@
+"""Adding a topic server at runtime: nodes follow the edited cluster file, members keep receiving."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from channel_layer.ring import Ring
+from tests.support.processes import Worker, start_topic_server, stop_all, write_cluster_file
+from tests.test_node_failures import publish, ts_stats, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_adding_a_topic_server_moves_groups_without_rejoining(tmp_path, redis_factory):
+    urls = {n: redis_factory().url for n in ("ws-a", "ts-a", "ts-b")}
+    cluster_file = write_cluster_file(tmp_path, {n: urls[n] for n in ("ws-a", "ts-a")})
+    groups = [f"moving{i}" for i in range(12)]
+    moved = [g for g in groups if Ring(["ts-a", "ts-b"]).owner_of(g) == "ts-b"]
+    assert moved  # the new server takes over some of them
+    limits = json.dumps({"heartbeat_interval": 0.2, "stats_interval": 0.2})
+    servers = [start_topic_server(cluster_file, "ts-a", DPS_LAYER=limits)]
+    worker = Worker(cluster_file, "ws-a", "--members", "2", "--groups", ",".join(groups),
+                    "--expect", "2", DPS_LAYER=limits)
+    try:
+        worker.read_event("ready")
+        worker.go()
+        for group in groups:
+            asyncio.run(publish(cluster_file, group, 1, start=0))
+
+        write_cluster_file(tmp_path, urls)  # the operator adds ts-b ...
+        servers.append(start_topic_server(cluster_file, "ts-b", DPS_LAYER=limits))
+        # ... and the WS node hands ts-b the memberships of the groups it now owns.
+        wait_for(lambda: (s := ts_stats(urls["ts-b"], "ts-b"))
+                 and s["group_count"] == len(moved))
+        for group in groups:
+            asyncio.run(publish(cluster_file, group, 1, start=1))
+
+        done = worker.read_event("done", timeout=30)
+        assert done["complete"], done
+        for per_group in done["received"].values():
+            for group in groups:
+                assert [seq for _, seq in per_group[group]] == [0, 1]
+        stats_a = wait_for(lambda: (s := ts_stats(urls["ts-a"], "ts-a"))
+                           and s["group_count"] == len(groups) - len(moved) and s)
+        assert {g["group"] for g in stats_a["groups"]} == set(groups) - set(moved)
+    finally:
+        worker.stop()
+        stop_all(servers)
