@@ -8,9 +8,11 @@ the group's owner topic server, which sends one message per WS node holding memb
 """
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from channels.exceptions import ChannelFull
@@ -18,7 +20,7 @@ from channels.layers import BaseChannelLayer
 
 from . import wire
 from .cluster import Cluster, current_node_name, load_cluster
-from .local_channels import Wakeups
+from .local_channels import Fastlane, Wakeups
 from .runtime import NodeRuntime, node_of_channel
 from .settings import LayerSettings
 
@@ -130,6 +132,16 @@ class DPSChannelLayer(BaseChannelLayer):
         self.require_valid_group_name(group)
         expires_at, data = self._encode(message)
         await self.runtime.call(self.runtime.group_send(group, expires_at, data))
+
+    def add_fastlane(self, channel: str, deliver: Callable[[dict], None]) -> None:
+        """Hand group messages for ``channel`` to ``deliver`` on the calling loop, instead of
+        queueing them for ``receive`` (a DPS extension; ``send`` still queues). ``deliver``
+        runs once per message, must not block, and must treat the message as read-only:
+        members of one node share it."""
+        self.runtime.fastlanes[channel] = Fastlane(asyncio.get_running_loop(), deliver)
+
+    def remove_fastlane(self, channel: str) -> None:
+        self.runtime.fastlanes.pop(channel, None)
 
     # --------------------------------------------------------------------- extensions
     async def flush(self) -> None:

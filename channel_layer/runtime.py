@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from . import wire
 from .cluster import EMBEDDED_TS, Cluster, ClusterConfigError, ClusterFileWatcher
-from .local_channels import LocalChannel, Wakeups
+from .local_channels import Fastlane, LocalChannel, Wakeups
 from .outbox import Outbox
 from .ring import Ring
 from .settings import LayerSettings
@@ -57,6 +57,7 @@ class NodeRuntime:
         self.ring = Ring(n.name for n in cluster.ts_nodes)
         self.counters: Counter[str] = Counter()
         self.channels: dict[str, LocalChannel] = {}
+        self.fastlanes: dict[str, Fastlane] = {}
         self.groups: dict[str, dict[str, float]] = {}  # I/O thread only
         self.boot = ""
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -385,8 +386,12 @@ class NodeRuntime:
         # a received message as read-only, as with any Channels layer that avoids copies).
         message = wire.decode_message(data)
         local_node = self.node
+        fastlanes = self.fastlanes
         for channel in members:
-            if node_of_channel(channel) == local_node:
+            lane = fastlanes.get(channel)
+            if lane is not None:
+                wake.call(lane, message)
+            elif node_of_channel(channel) == local_node:
                 self.deliver_local(channel, expires_at, message, wake)
             else:
                 self._forward(channel, expires_at, data)

@@ -323,3 +323,32 @@ async def test_client_process_without_node_can_send_but_not_receive(redis_factor
         finally:
             await node.close()
             await client.close()
+
+
+async def test_fastlane_takes_group_messages_on_the_callers_loop(layer_factory):
+    layer = layer_factory()
+    fast, slow = await layer.new_channel(), await layer.new_channel()
+    loop = asyncio.get_running_loop()
+    got: list = []
+    arrived = asyncio.Event()
+
+    def deliver(message):
+        assert asyncio.get_running_loop() is loop  # called on the registering loop
+        got.append(message["i"])
+        if len(got) == 20:
+            arrived.set()
+
+    layer.add_fastlane(fast, deliver)
+    await layer.group_add("lanes", fast)
+    await layer.group_add("lanes", slow)
+    for i in range(20):
+        await layer.group_send("lanes", {"type": "m", "i": i})
+    await asyncio.wait_for(arrived.wait(), WAIT)
+    assert got == list(range(20))
+    assert [(await receive(layer, slow))["i"] for _ in range(20)] == list(range(20))
+    await layer.send(fast, {"type": "direct"})  # point-to-point still queues
+    assert (await receive(layer, fast))["type"] == "direct"
+    await nothing_arrives(layer, fast)
+    layer.remove_fastlane(fast)
+    await layer.group_send("lanes", {"type": "m", "i": 20})
+    assert (await receive(layer, fast))["i"] == 20 and len(got) == 20
