@@ -1,0 +1,54 @@
+"""The benchmark harness itself: a tiny ``manage.py benchmark --quick`` run (not a timed test).
+
+Starts real clusters (DPS: 2 WS + 2 TS nodes with their Redis; local: one WS node), so it is an
+e2e test; it checks the harness's plumbing and its delivery checks, not any number.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.e2e
+
+STEP_FIELDS = {"rate", "published", "deliveries", "expected_deliveries", "delivered_per_s",
+               "p50_ms", "p99_ms", "max_ms", "lost", "dups", "reorders", "order_violations",
+               "cpu_us_per_delivery", "ok"}
+
+
+def test_quick_fanout_on_dps_and_local(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "benchmark", "--quick", "--backends", "dps,local",
+         "--scenarios", "fanout", "--duration", "1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "fanout" in proc.stdout and "targets" in proc.stdout
+
+    data = json.loads((out / "results.json").read_text())
+    assert data["meta"]["quick"] is True
+    for backend in ("dps", "local"):
+        fanout = data["results"][backend]["fanout"]
+        assert fanout["members"] == 10
+        assert len(fanout["steps"]) == 2, fanout["steps"]
+        assert fanout["rss_per_connection"] is not None
+        for step in fanout["steps"]:
+            assert STEP_FIELDS <= set(step), STEP_FIELDS - set(step)
+            assert step["published"] > 0
+            assert step["deliveries"] == step["expected_deliveries"] == step["published"] * 10
+            assert (step["lost"], step["dups"], step["reorders"], step["order_violations"]) \
+                == (0, 0, 0, 0)
+            assert step["publish_errors"] == 0
+            assert step["cpu_us_per_delivery"] is not None
+    dps_step = data["results"]["dps"]["fanout"]["steps"][-1]
+    assert dps_step["redis_commands_per_publish"] > 0
+    assert "xadd" in dps_step["redis_calls_per_publish"]
+    assert {t["target"] for t in data["targets"]}  # computed, whatever they say
+    png = out / "fanout_p99.png"
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

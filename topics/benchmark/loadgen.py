@@ -1,0 +1,329 @@
+"""The load generator: one OS process, driven over stdin/stdout by the benchmark command.
+
+Run as ``python -m topics.benchmark.loadgen``. Each command is one JSON line on stdin and gets
+one JSON line on stdout (``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``):
+
+- ``{"cmd": "open", "url": U, "sockets": N}``: open N WebSockets (Phoenix v2 JSON) to U.
+- ``{"cmd": "join", "joins": [[sock, topic], ...]}``: send every join at once (pipelined on
+  each socket) and wait for all replies; reports joins/s and join-reply latency.
+- ``{"cmd": "publish", "rate": R, "duration": D, "publishers": [[sock, topic, pub_id], ...]}``:
+  publish at R msg/s in total, round-robin over the publishers, each payload carrying
+  ``{"p": pub_id, "s": seq, "t": time.time()}``; reports the last seq of every publisher.
+- ``{"cmd": "collect", "expected": {topic: {pub_id: last_seq}}, "previous": {...}, "timeout": T}``:
+  (``previous``: the last seqs before the step) wait until
+  every member held here has seen every expected message (or T s), then report deliveries,
+  loss, duplicates, per-publisher reordering, per-topic order hashes and latency; the step's
+  counters start again from zero.
+- ``{"cmd": "close"}``.
+
+A member is one (socket, topic) join. Per delivery the work is one ``json.loads`` and a few
+integer operations: the generator shares the machine's cores with the servers it measures.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from websockets.asyncio.client import connect
+
+BENCH_EVENT = "bench"
+HEARTBEAT_INTERVAL = 20.0  # the server closes sockets silent for 60 s
+_HASH_MASK = (1 << 61) - 1
+LATENCY_BUCKET_S = 1e-4  # histograms in 0.1 ms buckets (they merge across generators)
+
+
+class Member:
+    __slots__ = ("last", "seen", "dups", "reorders", "order_hash", "count")
+
+    def __init__(self) -> None:
+        self.last: dict[int, int] = {}
+        self.seen: set[int] = set()
+        self.dups = 0
+        self.reorders = 0
+        self.order_hash = 0
+        self.count = 0
+
+
+class Generator:
+    def __init__(self) -> None:
+        self.sockets: list[Any] = []
+        self.readers: list[asyncio.Task] = []
+        self.members: dict[tuple[int, str], Member] = {}
+        self.pending_joins: dict[str, float] = {}  # ref -> send time
+        self.join_refs: dict[tuple[int, str], str] = {}
+        self.join_latencies: list[float] = []
+        self.join_errors: list[str] = []
+        self.joins_left = 0
+        self.joins_done: asyncio.Event | None = None
+        self.pub_ok = 0
+        self.pub_err = 0
+        self.pub_err_samples: list[str] = []
+        self.refs = 0
+        self._reset_step()
+        self.heartbeat_task: asyncio.Task | None = None
+        self.closed_sockets = 0
+
+    def _reset_step(self) -> None:
+        self.hist: dict[int, int] = {}
+        self.lat_max = 0.0
+        self.deliveries = 0
+        self.first_rx = 0.0
+        self.last_rx = 0.0
+        for member in self.members.values():
+            member.seen = set()
+            member.dups = member.reorders = member.count = 0
+
+    def next_ref(self) -> str:
+        self.refs += 1
+        return str(self.refs)
+
+    # ------------------------------------------------------------------------ receiving
+    async def _read(self, index: int, ws: Any) -> None:
+        members = self.members
+        loads = json.loads
+        hist = self.hist
+        try:
+            async for text in ws:
+                now = time.time()
+                frame = loads(text)
+                event = frame[3]
+                if event == BENCH_EVENT:
+                    payload = frame[4]
+                    member = members.get((index, frame[2]))
+                    if member is None:
+                        continue
+                    pub = payload["p"]
+                    seq = payload["s"]
+                    lat = now - payload["t"]
+                    if self.hist is not hist:
+                        hist = self.hist
+                    bucket = int(lat / LATENCY_BUCKET_S)
+                    hist[bucket] = hist.get(bucket, 0) + 1
+                    if lat > self.lat_max:
+                        self.lat_max = lat
+                    if not self.deliveries:
+                        self.first_rx = now
+                    self.deliveries += 1
+                    self.last_rx = now
+                    key = (pub << 32) | seq
+                    if key in member.seen:
+                        member.dups += 1
+                        continue
+                    member.seen.add(key)
+                    member.count += 1
+                    if seq <= member.last.get(pub, 0):
+                        member.reorders += 1
+                    else:
+                        member.last[pub] = seq
+                    member.order_hash = (member.order_hash * 1000003 + key) & _HASH_MASK
+                elif event == "phx_reply":
+                    ref = frame[1]
+                    sent = self.pending_joins.pop(ref, None)
+                    status = frame[4].get("status")
+                    if sent is not None:
+                        self.join_latencies.append(now - sent)
+                        if status != "ok":
+                            self.join_errors.append(json.dumps(frame[4])[:200])
+                        self.joins_left -= 1
+                        if self.joins_left <= 0 and self.joins_done is not None:
+                            self.joins_done.set()
+                    elif frame[2] == "phoenix":
+                        pass  # a heartbeat's reply
+                    elif status == "ok":
+                        self.pub_ok += 1
+                    else:
+                        self.pub_err += 1
+                        if len(self.pub_err_samples) < 5:
+                            self.pub_err_samples.append(json.dumps(frame[4])[:200])
+        except Exception:  # a closed socket ends its reader; counted below
+            pass
+        finally:
+            self.closed_sockets += 1
+
+    # ------------------------------------------------------------------------- commands
+    async def open(self, url: str, sockets: int, concurrency: int = 50) -> dict:
+        limit = asyncio.Semaphore(concurrency)
+        started = time.monotonic()
+
+        async def one() -> Any:
+            async with limit:
+                return await connect(url, compression=None, max_size=None, ping_interval=None,
+                                     open_timeout=30, max_queue=None)
+
+        opened = await asyncio.gather(*(one() for _ in range(sockets)))
+        base = len(self.sockets)
+        for offset, ws in enumerate(opened):
+            self.sockets.append(ws)
+            self.readers.append(asyncio.create_task(self._read(base + offset, ws)))
+        if self.heartbeat_task is None:
+            self.heartbeat_task = asyncio.create_task(self._heartbeats())
+        return {"sockets": len(self.sockets), "seconds": time.monotonic() - started}
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            for ws in self.sockets:
+                try:
+                    await ws.send(json.dumps([None, self.next_ref(), "phoenix", "heartbeat", {}]))
+                except Exception:
+                    pass
+
+    async def join(self, joins: list[list], timeout: float = 120.0) -> dict:
+        self.join_latencies = []
+        self.join_errors = []
+        self.joins_left = len(joins)
+        self.joins_done = asyncio.Event()
+        for sock, topic in joins:
+            self.members[(sock, topic)] = Member()
+        by_socket: dict[int, list[str]] = {}
+        started = time.time()
+        for sock, topic in joins:
+            ref = self.next_ref()
+            self.join_refs[(sock, topic)] = ref
+            by_socket.setdefault(sock, []).append(
+                json.dumps([ref, ref, topic, "phx_join", {}]))
+            self.pending_joins[ref] = started
+
+        async def send_all(sock: int, frames: list[str]) -> None:
+            ws = self.sockets[sock]
+            for frame in frames:
+                await ws.send(frame)
+
+        # Send times are taken just before each socket's burst goes out.
+        sends = []
+        for sock, frames in by_socket.items():
+            sends.append(send_all(sock, frames))
+        await asyncio.gather(*sends)
+        try:
+            if joins:
+                await asyncio.wait_for(self.joins_done.wait(), timeout)
+        except TimeoutError:
+            pass
+        elapsed = time.time() - started
+        lats = sorted(self.join_latencies)
+        return {"joins": len(joins), "replies": len(lats), "errors": len(self.join_errors),
+                "error_samples": self.join_errors[:5], "seconds": elapsed,
+                "latencies": _percentiles(lats), "timed_out": self.joins_left > 0}
+
+    async def publish(self, rate: float, duration: float, publishers: list[list]) -> dict:
+        seqs: dict[int, int] = getattr(self, "seqs", {})
+        self.seqs = seqs
+        sockets = self.sockets
+        dumps = json.dumps
+        join_refs = self.join_refs
+        n = len(publishers)
+        sent = 0
+        started = time.monotonic()
+        end = started + duration
+        tick = 0.002
+        pub_ok0, pub_err0 = self.pub_ok, self.pub_err
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                break
+            due = int((now - started) * rate) + 1 - sent
+            for _ in range(due):
+                sock, topic, pub = publishers[sent % n]
+                seq = seqs.get(pub, 0) + 1
+                seqs[pub] = seq
+                ref = self.next_ref()
+                frame = dumps([join_refs[(sock, topic)], ref, topic, "publish",
+                               [BENCH_EVENT, {"p": pub, "s": seq, "t": time.time()}]])
+                await sockets[sock].send(frame)
+                sent += 1
+            await asyncio.sleep(tick)
+        elapsed = time.monotonic() - started
+        expected: dict[str, dict[str, int]] = {}
+        for _sock, topic, pub in publishers:
+            if pub in seqs:
+                expected.setdefault(topic, {})[str(pub)] = seqs[pub]
+        return {"sent": sent, "seconds": elapsed, "expected": expected,
+                "pub_ok_before": pub_ok0, "pub_err_before": pub_err0}
+
+    async def collect(self, expected: dict[str, dict[str, int]],
+                      previous: dict[str, dict[str, int]], timeout: float) -> dict:
+        """``expected``/``previous``: each publisher's last seq after/before this step."""
+        want: dict[str, int] = {}
+        for topic, pubs in expected.items():
+            before = previous.get(topic, {})
+            want[topic] = sum(last - before.get(pub, 0) for pub, last in pubs.items())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(m.count >= want.get(topic, 0) for (_s, topic), m in self.members.items()):
+                break
+            await asyncio.sleep(0.05)
+        lost = dups = reorders = incomplete = 0
+        hashes: dict[str, dict[str, int]] = {}
+        for (_sock, topic), member in self.members.items():
+            missing = want.get(topic, 0) - member.count
+            if missing > 0:
+                lost += missing
+                incomplete += 1
+            dups += member.dups
+            reorders += member.reorders
+            if topic in want and missing <= 0:
+                per = hashes.setdefault(topic, {})
+                per[str(member.order_hash)] = per.get(str(member.order_hash), 0) + 1
+        result = {
+            "deliveries": self.deliveries, "expected_deliveries": sum(
+                want.get(topic, 0) for (_s, topic) in self.members),
+            "lost": lost, "dups": dups, "reorders": reorders, "incomplete_members": incomplete,
+            "hashes": hashes, "hist": {str(k): v for k, v in self.hist.items()},
+            "lat_max": self.lat_max, "first_rx": self.first_rx, "last_rx": self.last_rx,
+            "pub_ok": self.pub_ok, "pub_err": self.pub_err,
+            "pub_err_samples": self.pub_err_samples[:5], "closed_sockets": self.closed_sockets,
+        }
+        self._reset_step()
+        for member in self.members.values():
+            member.order_hash = 0
+        return result
+
+    async def close(self) -> None:
+        if self.heartbeat_task is not None:
+            self.heartbeat_task.cancel()
+        await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
+        for task in self.readers:
+            task.cancel()
+
+
+def _percentiles(sorted_values: list[float]) -> dict[str, float | None]:
+    if not sorted_values:
+        return {"p50": None, "p99": None, "max": None}
+
+    def pick(q: float) -> float:
+        return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+    return {"p50": pick(0.5), "p99": pick(0.99), "max": sorted_values[-1]}
+
+
+async def main() -> None:
+    gen = Generator()
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        command = json.loads(line)
+        cmd = command.pop("cmd")
+        try:
+            if cmd == "close":
+                await gen.close()
+                reply: dict = {}
+            else:
+                reply = await getattr(gen, cmd)(**command)
+            reply["ok"] = True
+        except Exception as exc:  # reported to the orchestrator, which stops the run
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()
+        if cmd == "close":
+            break
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,197 @@
+"""Results out: the readable table, the issue's targets, the JSON file and the PNG plot."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BACKEND_LABELS = {"dps": "DPS", "redis": "RedisChannelLayer",
+                  "redis_pubsub": "RedisPubSubChannelLayer", "local": "local (1 node)"}
+
+
+def _f(value, spec: str = ".1f") -> str:
+    if value is None:
+        return "-"
+    return format(value, spec)
+
+
+def fanout_table(results: dict) -> list[str]:
+    lines = ["fanout (1 topic; publish rate stepped until p99 > 100 ms or a violation)",
+             f"{'back end':24s} {'rate':>6s} {'pub/s':>7s} {'deliv/s':>8s} {'p50 ms':>7s} "
+             f"{'p99 ms':>7s} {'max ms':>7s} {'cpu us/dlv':>10s} {'redis cmd/pub':>13s} "
+             f"{'lost':>5s} {'dup':>4s} {'order':>5s}  ok"]
+    for backend, per in results.items():
+        fanout = per.get("fanout")
+        if not fanout:
+            continue
+        for step in fanout["steps"]:
+            lines.append(
+                f"{BACKEND_LABELS.get(backend, backend):24s} {step['rate']:>6.0f} "
+                f"{step['publish_rate']:>7.0f} {step['delivered_per_s']:>8.0f} "
+                f"{_f(step['p50_ms']):>7s} {_f(step['p99_ms']):>7s} {_f(step['max_ms']):>7s} "
+                f"{_f(step['cpu_us_per_delivery']):>10s} "
+                f"{_f(step.get('redis_commands_per_publish'), '.2f'):>13s} {step['lost']:>5d} "
+                f"{step['dups']:>4d} {step['order_violations'] + step['reorders']:>5d}  "
+                f"{'yes' if step['ok'] else 'NO'}")
+        lines.append(f"{'':24s} highest rate with p99 <= 100 ms and no violation: "
+                     f"{fanout['max_ok_rate']:.0f} msg/s; RSS/connection "
+                     f"{fanout['rss_per_connection'] / 1024:.0f} KiB")
+    return lines
+
+
+def other_tables(results: dict) -> list[str]:
+    lines: list[str] = []
+    rows = [(b, r["many_topics"]) for b, r in results.items() if r.get("many_topics")]
+    if rows:
+        lines += ["", "many_topics (2 members per topic, one per WS node; fixed rate)",
+                  f"{'back end':24s} {'topics':>6s} {'pub/s':>7s} {'deliv/s':>8s} {'p50 ms':>7s} "
+                  f"{'p99 ms':>7s} {'max ms':>7s} {'cpu us/dlv':>10s} {'redis cmd/pub':>13s} "
+                  f"{'KiB/conn':>8s} {'lost':>5s} {'dup':>4s} {'order':>5s}"]
+        for backend, r in rows:
+            lines.append(
+                f"{BACKEND_LABELS.get(backend, backend):24s} {r['topics']:>6d} "
+                f"{r['publish_rate']:>7.0f} {r['delivered_per_s']:>8.0f} {_f(r['p50_ms']):>7s} "
+                f"{_f(r['p99_ms']):>7s} {_f(r['max_ms']):>7s} {_f(r['cpu_us_per_delivery']):>10s} "
+                f"{_f(r.get('redis_commands_per_publish'), '.2f'):>13s} "
+                f"{r['rss_per_connection'] / 1024:>8.0f} {r['lost']:>5d} {r['dups']:>4d} "
+                f"{r['order_violations'] + r['reorders']:>5d}")
+    rows = [(b, r["join_storm"]) for b, r in results.items() if r.get("join_storm")]
+    if rows:
+        lines += ["", "join_storm (all joins sent at once, pipelined per socket)",
+                  f"{'back end':24s} {'joins':>6s} {'joins/s':>8s} {'p50 ms':>7s} {'p99 ms':>7s} "
+                  f"{'max ms':>7s} {'cpu us/join':>11s} {'redis cmd/join':>14s}"]
+        for backend, r in rows:
+            lines.append(
+                f"{BACKEND_LABELS.get(backend, backend):24s} {r['joins']:>6d} "
+                f"{r['joins_per_s']:>8.0f} {_f(r['p50_ms']):>7s} {_f(r['p99_ms']):>7s} "
+                f"{_f(r['max_ms']):>7s} {_f(r['cpu_us_per_join']):>11s} "
+                f"{_f(r.get('redis_commands_per_join'), '.2f'):>14s}")
+    rows = [(b, r["node_scale"]) for b, r in results.items() if r.get("node_scale")]
+    if rows:
+        lines += ["", "node_scale (members on 2 WS nodes; the rest are idle stand-in layer "
+                      "instances). Redis commands / bytes per publish, all Redis servers",
+                  f"{'back end':24s} {'WS nodes':>8s} {'cmd/pub':>8s} {'marginal':>8s} "
+                  f"{'B/pub':>8s} {'marg. B':>8s} {'idle cmd/s':>10s}  marginal commands"]
+        for backend, r in rows:
+            for p in r["points"]:
+                calls = ", ".join(f"{c} {v:.2f}" for c, v in
+                                  sorted(p["marginal_calls_per_publish"].items(),
+                                         key=lambda kv: -abs(kv[1]))[:5])
+                lines.append(
+                    f"{BACKEND_LABELS.get(backend, backend):24s} {p['ws_nodes']:>8d} "
+                    f"{p['commands_per_publish']:>8.2f} {p['marginal_commands_per_publish']:>8.2f} "
+                    f"{p['bytes_per_publish']:>8.0f} {p['marginal_bytes_per_publish']:>8.0f} "
+                    f"{p['idle_commands_per_s']:>10.1f}  {calls}")
+    return lines
+
+
+def _ok_rates(fanout: dict) -> dict[float, dict]:
+    return {s["rate"]: s for s in fanout["steps"] if s["ok"]}
+
+
+def _common_step(a: dict, b: dict) -> tuple[dict, dict] | None:
+    """The two back ends' steps at the highest rate both passed (else their first steps)."""
+    ra, rb = _ok_rates(a), _ok_rates(b)
+    common = sorted(set(ra) & set(rb))
+    if common:
+        return ra[common[-1]], rb[common[-1]]
+    if a["steps"] and b["steps"]:
+        return a["steps"][0], b["steps"][0]
+    return None
+
+
+def targets(results: dict) -> list[dict]:
+    """The issue's fanout targets, computed from this run's numbers."""
+    out: list[dict] = []
+    fan = {b: r["fanout"] for b, r in results.items() if r.get("fanout")}
+    dps = fan.get("dps")
+    if not dps:
+        return out
+    for other, factor, label in (("redis_pubsub", 1 / 3, "<= 1/3 of RedisPubSubChannelLayer's"),
+                                 ("local", 1.5, "<= 1.5x local's")):
+        if other not in fan:
+            continue
+        pair = _common_step(dps, fan[other])
+        if pair is None or pair[0]["cpu_us_per_delivery"] is None \
+                or pair[1]["cpu_us_per_delivery"] is None:
+            continue
+        mine, theirs = pair[0]["cpu_us_per_delivery"], pair[1]["cpu_us_per_delivery"]
+        out.append({"target": f"DPS server CPU per delivered message {label}",
+                    "holds": mine <= factor * theirs,
+                    "detail": f"at {pair[0]['rate']:.0f} msg/s: DPS {mine:.1f} us vs "
+                              f"{theirs:.1f} us (ratio {mine / theirs:.2f}, limit {factor:.2f})"})
+    redis_best = max((fan[b]["max_ok_rate"] for b in ("redis", "redis_pubsub") if b in fan),
+                     default=None)
+    if redis_best is not None:
+        top_step = max((s["rate"] for s in dps["steps"]), default=0)
+        capped = dps["max_ok_rate"] == top_step and dps["steps"][-1]["ok"]
+        out.append({"target": "DPS highest rate with p99 <= 100 ms >= 3x the best channels_redis "
+                              "layer's",
+                    "holds": redis_best > 0 and dps["max_ok_rate"] >= 3 * redis_best,
+                    "detail": f"DPS {dps['max_ok_rate']:.0f} msg/s"
+                              + (" (the last step; the real limit may be higher)" if capped else "")
+                              + f" vs best channels_redis {redis_best:.0f} msg/s"})
+    ok = [s for s in dps["steps"] if s.get("redis_calls_per_publish")]
+    if ok:
+        step = max(ok, key=lambda s: (s["ok"], s["rate"]))
+        with_members = dps["ws_nodes"]
+        want = 1 + with_members
+        marginal = step.get("marginal_calls_per_publish", step["redis_calls_per_publish"])
+        xadd = marginal.get("xadd", 0.0)
+        total = step.get("marginal_commands_per_publish", step["redis_commands_per_publish"])
+        out.append({"target": f"DPS Redis writes per publish = 1 + WS nodes with members "
+                              f"(= {want})",
+                    "holds": abs(xadd - want) < 0.1,
+                    "detail": f"at {step['rate']:.0f} msg/s: XADD {xadd:.2f}/publish beyond the "
+                              "idle heartbeats"})
+        out.append({"target": f"DPS ALL Redis commands per publish = {want} (inbox reads and "
+                              "trims included; idle heartbeat traffic subtracted)",
+                    "holds": total <= want + 0.1,
+                    "detail": f"at {step['rate']:.0f} msg/s: {total:.2f}/publish "
+                              f"({step['redis_commands_per_publish']:.2f} raw): " + ", ".join(
+                        f"{c} {v:.2f}" for c, v in sorted(marginal.items(),
+                                                          key=lambda kv: -kv[1]))})
+    return out
+
+
+def target_lines(found: list[dict]) -> list[str]:
+    if not found:
+        return []
+    lines = ["", "targets (fanout, this run)"]
+    for t in found:
+        lines.append(f"  [{'HOLDS' if t['holds'] else 'FAILS'}] {t['target']}: {t['detail']}")
+    return lines
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False))
+
+
+def plot(path: Path, results: dict) -> bool:
+    """p99 latency vs delivered rate, one line per back end (fanout steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    drew = False
+    for backend, per in results.items():
+        fanout = per.get("fanout")
+        if not fanout or not fanout["steps"]:
+            continue
+        xs = [s["delivered_per_s"] for s in fanout["steps"] if s["p99_ms"] is not None]
+        ys = [s["p99_ms"] for s in fanout["steps"] if s["p99_ms"] is not None]
+        ax.plot(xs, ys, marker="o", label=BACKEND_LABELS.get(backend, backend))
+        drew = True
+    ax.axhline(100, color="grey", linestyle="--", linewidth=1, label="p99 limit (100 ms)")
+    ax.set_xlabel("delivered messages / s")
+    ax.set_ylabel("p99 delivery latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title("fanout: p99 latency vs delivered rate")
+    ax.grid(True, which="both", alpha=0.3)
+    if drew:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return drew

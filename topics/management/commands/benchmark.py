@@ -1,0 +1,121 @@
+"""``python manage.py benchmark``: DPS side by side with channels_redis and an in-process baseline.
+
+For every back end and scenario a FRESH cluster is started (see ``topics/benchmark/servers``),
+loaded by one generator process per WS node (``topics/benchmark/loadgen``), and measured: the
+delivered rate, delivery latency, server CPU per delivery (WS, TS and Redis processes), Redis
+commands and bytes per publish, RSS per connection. Every delivery is checked: no loss, no
+duplicate, one order per topic. Writes ``results.json`` and ``fanout_p99.png`` to ``--out`` and
+prints a table and whether the issue's targets hold.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from topics.benchmark import report
+from topics.benchmark.scenarios import Bench
+from topics.benchmark.servers import BACKENDS
+
+SCENARIOS = ("fanout", "many_topics", "join_storm", "node_scale")
+FULL_RATES = [5, 10, 15, 20, 30, 40, 50, 70, 100, 140, 200, 280, 400, 560, 800, 1100, 1600]
+
+
+def _csv(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise CommandError(f"--{what}: choose from {', '.join(allowed)} (got {value!r})")
+    return items
+
+
+class Command(BaseCommand):
+    help = "Benchmark DPS against channels_redis' layers and an in-process baseline."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--backends", default=",".join(BACKENDS))
+        parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+        parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
+        parser.add_argument("--duration", type=float, default=None,
+                            help="seconds per measured step (default 4; 1 with --quick)")
+        parser.add_argument("--out", default="bench-results")
+        parser.add_argument("--quick", action="store_true",
+                            help="tiny sizes: a correctness check of the harness, not a benchmark")
+        parser.add_argument("--members", type=int, default=None, help="fanout members (200)")
+        parser.add_argument("--rates", default=None,
+                            help="fanout publish rates, comma-separated (5,10,15,...,1600)")
+
+    def handle(self, *args, **options) -> None:
+        backends = _csv(options["backends"], BACKENDS, "backends")
+        scenarios = _csv(options["scenarios"], SCENARIOS, "scenarios")
+        quick = options["quick"]
+        duration = options["duration"] or (1.0 if quick else 4.0)
+        members = options["members"] or (10 if quick else 200)
+        if options["rates"]:
+            rates = [float(r) for r in options["rates"].split(",")]
+        else:
+            rates = [20.0, 40.0] if quick else [float(r) for r in FULL_RATES]
+        sizes = dict(
+            mt_topics=40 if quick else 2000, mt_rate=40.0 if quick else 200.0,
+            js_sockets=20 if quick else 500, js_per_socket=5 if quick else 10,
+            js_topics=20 if quick else 1000,
+            ns_sizes=[2, 4] if quick else [2, 4, 8, 16], ns_members=10 if quick else 40,
+            ns_rate=20.0 if quick else 100.0)
+        out = Path(options["out"])
+        out.mkdir(parents=True, exist_ok=True)
+        log = open(out / "servers.log", "w")  # noqa: SIM115 - closed below
+
+        def say(line: str) -> None:
+            self.stdout.write(line)
+            self.stdout.flush()
+
+        bench = Bench(options["server"], say, log)
+        results: dict[str, dict] = {b: {} for b in backends}
+        started = time.monotonic()
+        try:
+            for scenario in scenarios:
+                say(f"== {scenario}")
+                for backend in backends:
+                    if scenario == "node_scale" and backend == "local":
+                        continue  # one process, no Redis: nothing grows with the cluster
+                    if scenario == "fanout":
+                        results[backend]["fanout"] = bench.fanout(
+                            backend, members, rates, duration, stop_at_limit=not quick)
+                    elif scenario == "many_topics":
+                        results[backend]["many_topics"] = bench.many_topics(
+                            backend, sizes["mt_topics"], sizes["mt_rate"], duration * 2)
+                    elif scenario == "join_storm":
+                        results[backend]["join_storm"] = bench.join_storm(
+                            backend, sizes["js_sockets"], sizes["js_per_socket"],
+                            sizes["js_topics"])
+                    elif scenario == "node_scale":
+                        results[backend]["node_scale"] = bench.node_scale(
+                            backend, sizes["ns_sizes"], sizes["ns_members"], sizes["ns_rate"],
+                            max(1.0, duration / 2))
+        finally:
+            log.close()
+        found = report.targets(results)
+        data = {
+            "meta": {"when": datetime.now(UTC).isoformat(timespec="seconds"),
+                     "server": options["server"], "duration_s": duration, "quick": quick,
+                     "backends": backends, "scenarios": scenarios, "fanout_members": members,
+                     "fanout_rates": rates, "sizes": sizes, "python": platform.python_version(),
+                     "cpus": _cpus(), "wall_s": time.monotonic() - started},
+            "results": results, "targets": found,
+        }
+        report.write_json(out / "results.json", data)
+        png = out / "fanout_p99.png"
+        plotted = "fanout" in scenarios and report.plot(png, results)
+        lines = ["", *report.fanout_table(results), *report.other_tables(results),
+                 *report.target_lines(found), "",
+                 f"results: {out / 'results.json'}" + (f", plot: {png}" if plotted else "")]
+        say("\n".join(lines))
+
+
+def _cpus() -> int | None:
+    import os
+
+    return os.cpu_count()
