@@ -155,6 +155,12 @@ class NodeRuntime:
             for ts in self.ring.nodes:
                 self._outbox(ts).put(wire.encode([wire.BYE, self.node, self.boot]))
         self._stop.set()
+        if self.node is not None:
+            try:  # end the reader's blocking read now rather than cancelling it mid-command
+                await self.transport.push(self.node, [wire.encode([wire.WAKE])])
+                await asyncio.wait(self._tasks[:1], timeout=1.0)
+            except TransportError:
+                pass
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -367,6 +373,8 @@ class NodeRuntime:
                     self.deliver_local(channel, expires_at, wire.decode_message(message), wake)
             elif kind == wire.RESYNC:
                 self._send_sync(envelope[1])
+            elif kind == wire.WAKE:
+                pass
             else:
                 self.counters["unknown_envelopes"] += 1
         except (wire.MalformedEnvelope, ValueError, TypeError, IndexError) as exc:

@@ -67,7 +67,9 @@ class TopicServer:
         logger.info("topic server %s starting (boot %s)", self.node, self.boot)
         self._request_resync_from_all()
         self._warm_until = time.monotonic() + self.settings.startup_sync_timeout
-        housekeeping = asyncio.get_running_loop().create_task(self._housekeeping(stop))
+        loop = asyncio.get_running_loop()
+        housekeeping = loop.create_task(self._housekeeping(stop))
+        waker = loop.create_task(self._wake_reader_on(stop))
         try:
             while not stop.is_set():
                 block = min(self.settings.read_block_ms, 200) if self._held else \
@@ -80,12 +82,21 @@ class TopicServer:
                 await self._flush()
         finally:
             housekeeping.cancel()
+            waker.cancel()
             self._warm_until = 0.0  # stopping: fan out what was held for the resync, now
             self._release_held_if_warm()
             await self._flush()
             await self.transport.ack(self.node)  # a clean restart re-reads nothing
             await self._publish_stats()
             logger.info("topic server %s stopped", self.node)
+
+    async def _wake_reader_on(self, stop: asyncio.Event) -> None:
+        """Stop promptly: end the blocking inbox read with an entry of our own."""
+        await stop.wait()
+        try:
+            await self.transport.push(self.node, [wire.encode([wire.WAKE])])
+        except Exception as exc:  # the read times out by itself anyway
+            logger.debug("could not wake the inbox reader: %s", exc)
 
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         interval = min(self.settings.heartbeat_interval, self.settings.stats_interval)
@@ -130,6 +141,8 @@ class TopicServer:
                 self.handle_sync(envelope, now)
             elif kind == wire.BYE:
                 self.handle_bye(envelope)
+            elif kind == wire.WAKE:
+                pass
             else:
                 self.counters["unknown_envelopes"] += 1
         except (wire.MalformedEnvelope, ValueError, TypeError, IndexError) as exc:

@@ -19,6 +19,7 @@ HELLO = 5           # [HELLO, ws_node, boot]                                 -> 
 RESYNC = 6          # [RESYNC, ts_node, ts_boot]                             -> a WS node
 SYNC = 7            # [SYNC, ws_node, boot, ts_node, {group: local_count}]   -> a TS node
 BYE = 8             # [BYE, ws_node, boot]                                   -> every TS node
+WAKE = 9            # [WAKE]: ends a reader's blocking read when its process stops -> itself
 
 RESERVED_KEY = "__asgi_channel__"
 
