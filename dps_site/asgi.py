@@ -14,7 +14,10 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from channel_layer.startup import check_ws_node  # noqa: E402
+from topics.daphne_compat import allow_protocol_close_codes  # noqa: E402
 from topics.routing import websocket_urlpatterns  # noqa: E402
+
+allow_protocol_close_codes()
 
 check_ws_node()  # a bad cluster file or an unreachable Redis stops the server here, clearly
 

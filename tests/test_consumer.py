@@ -1,13 +1,14 @@
-"""The Channels adapter (topics.consumers) end to end through the ASGI app, on the in-memory
-channel layer: what a client sees on the wire."""
+"""The Channels adapter (topics.consumers) end to end through the ASGI app, on Channels'
+in-memory layer and on DPS's embedded cluster: what a client sees on the wire."""
 from __future__ import annotations
 
 import asyncio
 import json
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
-from channels.layers import get_channel_layer
+from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from dps_site.asgi import application
@@ -16,9 +17,25 @@ OK = {"status": "ok", "response": {}}
 PATH = "/socket/websocket?vsn=2.0.0"
 
 
-@pytest.fixture(autouse=True)
-def in_memory_layer(settings):
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+LAYERS = {
+    "in-memory": "channels.layers.InMemoryChannelLayer",
+    # DPS's embedded cluster: group messages reach the consumer by the fastlane, not the queue.
+    "dps-embedded": "channel_layer.DPSChannelLayer",
+}
+
+
+@pytest.fixture(autouse=True, params=sorted(LAYERS))
+def channel_layer_backend(request, settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": LAYERS[request.param]}}
+    yield request.param
+    layer = channel_layers.backends.get("default")
+    if layer is not None and hasattr(layer, "runtime"):
+        async_to_sync(layer.close)()
+
+
+def members_of(layer, group: str) -> int:
+    groups = layer.runtime.groups if hasattr(layer, "runtime") else layer.groups
+    return len(groups.get(group, {}))
 
 
 async def connect(path: str = PATH) -> WebsocketCommunicator:
@@ -79,7 +96,7 @@ async def test_join_reply_waits_for_the_subscription(monkeypatch):
     await send(client, "1", "1", "topics:matrix", "phx_join", {})
     assert await receive(client) == ["1", "1", "topics:matrix", "phx_reply", OK]
     assert added == ["topics.matrix"]
-    assert len(layer.groups["topics.matrix"]) == 1
+    assert members_of(layer, "topics.matrix") == 1
     await client.disconnect()
 
 
@@ -216,8 +233,8 @@ async def test_disconnect_discards_every_group():
     await join(client, "2", "topics:bb")
     await client.disconnect()
     layer = get_channel_layer()
-    assert not layer.groups.get("topics.aa")
-    assert not layer.groups.get("topics.bb")
+    assert not members_of(layer, "topics.aa")
+    assert not members_of(layer, "topics.bb")
 
 
 async def test_topic_limit_comes_from_settings(settings):
@@ -247,3 +264,13 @@ async def test_idle_socket_is_closed_and_activity_keeps_it_open(settings):
         assert await receive(client) == [None, str(ref), "phoenix", "phx_reply", OK]
     assert await client.receive_output(timeout=2) == {"type": "websocket.close", "code": 1000}
     await client.disconnect()
+
+
+async def test_a_protocol_error_close_leaves_every_topic_first():
+    layer = get_channel_layer()
+    client = await connect()
+    await join(client, "1", "topics:aa")
+    await join(client, "2", "topics:bb")
+    await client.send_to(bytes_data=b"\xff\xfe")  # invalid UTF-8
+    assert (await client.receive_output(2))["code"] == 1007
+    assert not members_of(layer, "topics.aa") and not members_of(layer, "topics.bb")

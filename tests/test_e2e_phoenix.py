@@ -408,18 +408,10 @@ async def test_a_join_outside_topics_is_an_unmatched_topic(cluster: E2ECluster) 
         assert answer.as_list() == reply(None, "1", "room:x", UNMATCHED)
 
 
-# Under daphne the specified close codes cannot be sent: autobahn's sendClose() accepts only
-# 1000 and 3000-4999, so Close(1003 / 1007 / 1009) raises inside the consumer, daphne closes with
-# 1011 and the socket's memberships are never discarded. Frames over 1 MiB never reach the
-# consumer at all: daphne's own --websocket-max-message-size (1 MiB, the same as
-# DPS_MAX_FRAME_BYTES) drops the TCP connection (1006). Under uvicorn every code is as specified.
-DAPHNE_CLOSE_CODES = pytest.mark.xfail(
-    strict=True, reason="daphne/autobahn refuses close codes 1003/1007/1009 (the consumer "
-    "crashes, the client sees 1011, memberships leak); over-size frames are dropped by "
-    "daphne's own 1 MiB limit (1006)")
-
-
-@pytest.fixture(params=[pytest.param("daphne", marks=DAPHNE_CLOSE_CODES), "uvicorn"])
+# Both servers send the specified close codes: daphne's autobahn only after
+# topics.daphne_compat lifts its 1000/3000-4999 restriction, and only frames somewhat over
+# DPS_MAX_FRAME_BYTES get past the server to be answered by the socket (cluster_runner).
+@pytest.fixture(params=["daphne", "uvicorn"])
 def closing_cluster(request: pytest.FixtureRequest) -> Iterator[E2ECluster]:
     e2e: E2ECluster = request.getfixturevalue("e2e" if request.param == "daphne" else "uvicorn_e2e")
     e2e.check_running()

@@ -560,3 +560,16 @@ def test_is_valid_topic_is_a_full_ascii_match():
 ])
 def test_serializer_for_query_string(query, serializer):
     assert serializer_for_query_string(query) is serializer
+
+
+def test_closing_leaves_every_topic_first():
+    from topics.protocol import Unsubscribe
+    from topics.protocol.serializers import SERIALIZERS
+
+    socket = PhoenixSocket(SERIALIZERS["2.0.0"])
+    for topic in ("topics:one", "topics:two"):
+        (subscribe,) = socket.handle_frame(f'["1","1","{topic}","phx_join",{{}}]')
+        socket.joined(subscribe)
+    actions = socket.handle_frame(b"\xff\xfe not utf-8")
+    assert actions == [Unsubscribe("topics:one"), Unsubscribe("topics:two"), Close(1007)]
+    assert socket.topics == frozenset() and socket.handle_disconnect() == []

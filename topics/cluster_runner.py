@@ -171,11 +171,15 @@ class LocalCluster:
         if node.role == TS:
             return [sys.executable, "manage.py", "topic_server"]
         assert node.port is not None
+        # The server must pass frames somewhat over the socket's own limit through, so that
+        # the Phoenix socket (not the server) answers them with its specified close 1009.
+        frame_limit = str(4 * int(self._base_env.get("DPS_MAX_FRAME_BYTES", 1024 * 1024)))
         if self.server == "uvicorn":
             return [sys.executable, "-m", "uvicorn", "--host", self.host, "--port", str(node.port),
-                    "dps_site.asgi:application"]
+                    "--ws-max-size", frame_limit, "dps_site.asgi:application"]
         return [sys.executable, "-m", "daphne", "-b", self.host, "-p", str(node.port),
-                "dps_site.asgi:application"]
+                "--websocket-max-message-size", frame_limit, "--websocket-max-frame-size",
+                frame_limit, "dps_site.asgi:application"]
 
     def _child_env(self) -> dict[str, str]:
         env = dict(self._base_env)

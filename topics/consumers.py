@@ -34,11 +34,14 @@ from .protocol import (
     Unsubscribe,
     serializer_for_query_string,
 )
+from .sender import OrderedSender
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_IDLE_TIMEOUT = 60.0
+DEFAULT_MAX_PENDING_FRAMES = 1000
 BROADCAST_TYPE = "phx.broadcast"
+CLOSE_TRY_AGAIN_LATER = 1013  # a client too slow to take what it subscribed to
 
 
 def broadcast_message(publish: Publish) -> dict[str, Any]:
@@ -60,6 +63,34 @@ class PhoenixSocketConsumer(AsyncConsumer):
     socket: PhoenixSocket | None = None
     _idle_timer: asyncio.TimerHandle | None = None
     _idle_close: asyncio.Task | None = None
+    _sender: OrderedSender | None = None
+    # While a handler runs (a join or publish awaiting the layer), fastlane broadcasts wait
+    # here, so the handler's reply goes out first (the publisher's reply precedes its copy).
+    _busy = 0
+    _held: list[dict] | None = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self._sender is None:
+            await self.base_send(message)
+        else:
+            await self._sender.send(message)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        self._busy += 1
+        try:
+            await super().dispatch(message)
+        except (StopConsumer, asyncio.CancelledError):
+            raise
+        except Exception:
+            # A consumer that dies must not leave its memberships behind for group_expiry.
+            await self._leave_everything()
+            raise
+        finally:
+            self._busy -= 1
+            if not self._busy and self._held:
+                held, self._held = self._held, None
+                for broadcast in held:
+                    self._deliver_broadcast(broadcast)
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         serializer = serializer_for_query_string(self.scope.get("query_string", b""))
@@ -72,6 +103,11 @@ class PhoenixSocketConsumer(AsyncConsumer):
             max_topics=getattr(settings, "DPS_MAX_TOPICS_PER_SOCKET", DEFAULT_MAX_TOPICS),
         )
         await self.send({"type": "websocket.accept"})
+        self._sender = OrderedSender(self.base_send, int(getattr(
+            settings, "DPS_MAX_PENDING_FRAMES", DEFAULT_MAX_PENDING_FRAMES)))
+        add_fastlane = getattr(self.channel_layer, "add_fastlane", None)
+        if add_fastlane is not None:
+            add_fastlane(self.channel_name, self._fastlane)
         self._start_idle_timer()
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
@@ -86,17 +122,49 @@ class PhoenixSocketConsumer(AsyncConsumer):
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        if self.socket is not None:
-            await self._execute(self.socket.handle_disconnect())
+        await self._leave_everything()
         raise StopConsumer()
 
+    async def _leave_everything(self) -> None:
+        remove_fastlane = getattr(self.channel_layer, "remove_fastlane", None)
+        if remove_fastlane is not None:
+            remove_fastlane(self.channel_name)
+        if self.socket is not None:
+            await self._execute(self.socket.handle_disconnect())
+
     async def phx_broadcast(self, message: dict[str, Any]) -> None:
-        """A publish on a topic this socket joined: deliver it with this member's join_ref."""
-        if self.socket is None:
+        """A publish on a topic this socket joined, through the layer's queue (any layer)."""
+        self._deliver_broadcast(message)
+
+    def _fastlane(self, message: dict[str, Any]) -> None:
+        """A group message handed over directly by the DPS layer: no queue, no task."""
+        if message.get("type") != BROADCAST_TYPE:
+            self._loop.create_task(self.dispatch(message))  # not a broadcast: the usual way
+        elif self._busy:
+            if self._held is None:
+                self._held = []
+            self._held.append(message)
+        else:
+            self._deliver_broadcast(message)
+
+    def _deliver_broadcast(self, message: dict[str, Any]) -> None:
+        """Render the broadcast with this member's join_ref (the payload was encoded once by
+        the publisher) and send it; nothing is delivered for a topic no longer joined."""
+        socket = self.socket
+        if socket is None or self._sender is None:
             return
-        text = self.socket.render_broadcast(message["topic"], message["event"], message["payload"])
-        if text is not None:
-            await self.send({"type": "websocket.send", "text": text})
+        text = socket.render_broadcast(message["topic"], message["event"], message["payload"])
+        if text is None:
+            return
+        if not self._sender.send_nowait({"type": "websocket.send", "text": text}):
+            logger.warning("closing a client %d frames behind", self._sender.pending)
+            self._loop.create_task(self._close_slow_client())
+
+    async def _close_slow_client(self) -> None:
+        await self._leave_everything()
+        if self.socket is not None:
+            self.socket.closed = True
+        await self.base_send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})
 
     async def _execute(self, actions: list[Action]) -> None:
         socket = self.socket

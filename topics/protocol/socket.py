@@ -221,8 +221,12 @@ class PhoenixSocket:
         return join
 
     def _close(self, code: int) -> list[Action]:
+        # Leave every topic before closing: the membership must go even if the close itself
+        # fails or the connection dies on the way.
+        actions: list[Action] = [Unsubscribe(topic) for topic in self._joins]
+        self._joins.clear()
         self.closed = True
-        return [Close(code)]
+        return [*actions, Close(code)]
 
     def _reply(self, join_ref: Ref, ref: Ref, topic: str, status: str,
                response: Any) -> SendFrame:
