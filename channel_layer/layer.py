@@ -46,10 +46,13 @@ class DPSChannelLayer(BaseChannelLayer):
                  **options: Any) -> None:
         super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
         self.channel_capacity = self.compile_capacities(channel_capacity or {})
-        merged = {**(_django_setting("DPS_LAYER") or {}), **options}
-        self.settings = LayerSettings.from_config(
-            {"expiry": expiry, "capacity": capacity, "group_expiry": group_expiry, **merged})
-        self.group_expiry = group_expiry
+        # DPS_LAYER (one JSON for every node of a deployment) overrides CONFIG.
+        self.settings = LayerSettings.from_config({
+            "expiry": expiry, "capacity": capacity, "group_expiry": group_expiry, **options,
+            **(_django_setting("DPS_LAYER") or {})})
+        self.expiry = self.settings.expiry
+        self.capacity = self.settings.capacity
+        self.group_expiry = self.settings.group_expiry
         if isinstance(cluster, Cluster):
             self.cluster = cluster
         else:

@@ -352,3 +352,11 @@ async def test_fastlane_takes_group_messages_on_the_callers_loop(layer_factory):
     layer.remove_fastlane(fast)
     await layer.group_send("lanes", {"type": "m", "i": 20})
     assert (await receive(layer, fast))["i"] == 20 and len(got) == 20
+
+
+def test_dps_layer_setting_overrides_config(settings):
+    from channel_layer.layer import DPSChannelLayer
+
+    settings.DPS_LAYER = {"capacity": 7, "expiry": 5}
+    layer = DPSChannelLayer(capacity=100)
+    assert layer.get_capacity("specific.local!x") == 7 and layer.settings.expiry == 5
