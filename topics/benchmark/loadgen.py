@@ -302,7 +302,7 @@ def _percentiles(sorted_values: list[float]) -> dict[str, float | None]:
 async def main() -> None:
     gen = Generator()
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=1 << 26)  # a join command lists thousands of joins
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while True:
         line = await reader.readline()
