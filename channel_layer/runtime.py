@@ -340,6 +340,12 @@ class NodeRuntime:
         node = self.node
         settings = self.settings
         stop = self._stop
+        handlers = {
+            wire.GROUP_DELIVER: self._deliver_group,
+            wire.CHANNEL: self._deliver_channel,
+            wire.RESYNC: self._answer_resync,
+            wire.WAKE: wire.ignore,
+        }
         while not stop.is_set():
             try:
                 entries = await self.transport.read(node, settings.read_batch,
@@ -356,30 +362,18 @@ class NodeRuntime:
             wake = Wakeups()
             now = time.time()
             for _, data in entries:
-                self._dispatch(data, now, wake)
+                wire.dispatch(data, handlers, self.counters, now, wake)
             wake.fire()
 
-    def _dispatch(self, data: bytes, now: float, wake: Wakeups) -> None:
-        try:
-            envelope = wire.decode(data)
-            kind = envelope[0]
-            if kind == wire.GROUP_DELIVER:
-                self._deliver_group(envelope, now, wake)
-            elif kind == wire.CHANNEL:
-                _, channel, expires_at, message = envelope
-                if expires_at < now:
-                    self.counters["expired"] += 1
-                else:
-                    self.deliver_local(channel, expires_at, wire.decode_message(message), wake)
-            elif kind == wire.RESYNC:
-                self._send_sync(envelope[1])
-            elif kind == wire.WAKE:
-                pass
-            else:
-                self.counters["unknown_envelopes"] += 1
-        except (wire.MalformedEnvelope, ValueError, TypeError, IndexError) as exc:
-            self.counters["malformed_envelopes"] += 1
-            logger.warning("skipped a malformed inbox entry: %s", exc)
+    def _deliver_channel(self, envelope: list, now: float, wake: Wakeups) -> None:
+        _, channel, expires_at, message = envelope
+        if expires_at < now:
+            self.counters["expired"] += 1
+        else:
+            self.deliver_local(channel, expires_at, wire.decode_message(message), wake)
+
+    def _answer_resync(self, envelope: list, now: float, wake: Wakeups) -> None:
+        self._send_sync(envelope[1])
 
     def _deliver_group(self, envelope: list, now: float, wake: Wakeups) -> None:
         _, group, expires_at, data = envelope

@@ -60,6 +60,14 @@ class TopicServer:
         self._warm_until = 0.0
         self._held: list[list] = []  # publishes held back while WS nodes resync after a start
         self._watcher = ClusterFileWatcher(cluster)
+        self._handlers = {
+            wire.PUBLISH: self._publish_or_hold,
+            wire.MEMBER: self.handle_member,
+            wire.HELLO: self.handle_hello,
+            wire.SYNC: self.handle_sync,
+            wire.BYE: self.handle_bye,
+            wire.WAKE: wire.ignore,
+        }
 
     # ----------------------------------------------------------------------------- running
     async def run(self, stop: asyncio.Event) -> None:
@@ -125,29 +133,13 @@ class TopicServer:
     # --------------------------------------------------------------------------- envelopes
     def handle(self, data: bytes, now: float) -> None:
         """Apply one inbox envelope. Bad input is counted and skipped, never fatal."""
-        try:
-            envelope = wire.decode(data)
-            kind = envelope[0]
-            if kind == wire.PUBLISH:
-                if self._held or time.monotonic() < self._warm_until and not self._all_synced():
-                    self._held.append(envelope)
-                else:
-                    self.handle_publish(envelope, now)
-            elif kind == wire.MEMBER:
-                self.handle_member(envelope, now)
-            elif kind == wire.HELLO:
-                self.handle_hello(envelope, now)
-            elif kind == wire.SYNC:
-                self.handle_sync(envelope, now)
-            elif kind == wire.BYE:
-                self.handle_bye(envelope)
-            elif kind == wire.WAKE:
-                pass
-            else:
-                self.counters["unknown_envelopes"] += 1
-        except (wire.MalformedEnvelope, ValueError, TypeError, IndexError) as exc:
-            self.counters["malformed_envelopes"] += 1
-            logger.warning("skipped a malformed inbox entry: %s", exc)
+        wire.dispatch(data, self._handlers, self.counters, now)
+
+    def _publish_or_hold(self, envelope: list, now: float) -> None:
+        if self._held or time.monotonic() < self._warm_until and not self._all_synced():
+            self._held.append(envelope)
+        else:
+            self.handle_publish(envelope, now)
 
     def handle_publish(self, envelope: list, now: float) -> None:
         _, group, expires_at, _message = envelope
@@ -189,7 +181,7 @@ class TopicServer:
         state.synced = True
         self.counters["syncs"] += 1
 
-    def handle_bye(self, envelope: list) -> None:
+    def handle_bye(self, envelope: list, now: float) -> None:
         _, ws_node, boot = envelope
         state = self.ws_nodes.get(ws_node)
         if state is not None and state.boot == boot:

@@ -6,9 +6,14 @@ the topic server forwards those bytes to each WS node without decoding them.
 """
 from __future__ import annotations
 
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
+
+logger = logging.getLogger("channel_layer.wire")
 
 # Envelope kinds. Keep the numbers stable: they are the wire format.
 CHANNEL = 1         # [CHANNEL, channel, expires_at, message_bytes]          -> the channel's node
@@ -75,3 +80,25 @@ def decode_plain(data: bytes) -> tuple[float, bytes]:
     """A plain channel's list entry: ``[expires_at, message_bytes]``."""
     expires_at, message = msgpack.unpackb(data, raw=False)
     return expires_at, message
+
+
+def ignore(envelope: list, *context: Any) -> None:
+    """Handler for envelopes that only need to arrive (WAKE)."""
+
+
+def dispatch(data: bytes, handlers: Mapping[int, Callable[..., None]], counters: Counter,
+             *context: Any) -> None:
+    """Decode one inbox entry and call the handler for its kind with ``context``.
+
+    Bad input is counted and skipped, never fatal: a node must outlive any peer's bytes.
+    """
+    try:
+        envelope = decode(data)
+        handler = handlers.get(envelope[0])
+        if handler is None:
+            counters["unknown_envelopes"] += 1
+            return
+        handler(envelope, *context)
+    except (MalformedEnvelope, ValueError, TypeError, IndexError) as exc:
+        counters["malformed_envelopes"] += 1
+        logger.warning("skipped a malformed inbox entry: %s", exc)
