@@ -78,6 +78,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DPS_IDLE_TIMEOUT = float(os.environ.get("DPS_IDLE_TIMEOUT", "60"))
 DPS_MAX_FRAME_BYTES = int(os.environ.get("DPS_MAX_FRAME_BYTES", str(1024 * 1024)))
 DPS_MAX_TOPICS_PER_SOCKET = int(os.environ.get("DPS_MAX_TOPICS_PER_SOCKET", "100"))
+# Frames a socket may have waiting when the server applies backpressure (a slow client);
+# past it the socket leaves its topics and is closed with 1013.
+DPS_MAX_PENDING_FRAMES = int(os.environ.get("DPS_MAX_PENDING_FRAMES", "1000"))
 
 # Limits shared by the layer and the topic server (names in channel_layer/settings.py), as
 # JSON in the environment so that one cluster file + one env var configure every node.
