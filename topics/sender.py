@@ -27,10 +27,9 @@ async def _finish(coro: Coroutine, awaiting: Any) -> None:
         if awaiting is None:
             await asyncio.sleep(0)  # a bare yield
         else:
-            try:
-                await awaiting
-            except BaseException:  # noqa: S110 - the coroutine sees the outcome when resumed
-                pass
+            # Wait for the future it is blocked on without awaiting it a second time; the
+            # coroutine reads the result (or the exception) itself when resumed.
+            await asyncio.wait((awaiting,))
         try:
             awaiting = coro.send(None)
         except StopIteration:
