@@ -18,7 +18,7 @@ import asyncio
 import logging
 from typing import Any
 
-from channels.consumer import AsyncConsumer
+from channels.consumer import AsyncConsumer, get_handler_name
 from channels.exceptions import ChannelFull, StopConsumer
 from django.conf import settings
 
@@ -78,7 +78,12 @@ class PhoenixSocketConsumer(AsyncConsumer):
     async def dispatch(self, message: dict[str, Any]) -> None:
         self._busy += 1
         try:
-            await super().dispatch(message)
+            # Not super().dispatch(): Channels closes stale database connections before every
+            # message, a thread hop per frame, and the Phoenix socket never uses the database.
+            handler = getattr(self, get_handler_name(message), None)
+            if handler is None:
+                raise ValueError(f"no handler for message type {message['type']!r}")
+            await handler(message)
         except (StopConsumer, asyncio.CancelledError):
             raise
         except Exception:
