@@ -351,7 +351,7 @@ class NodeRuntime:
                 entries = await self.transport.read(node, settings.read_batch,
                                                     settings.read_block_ms)
             except TransportError as exc:
-                if stop.is_set():
+                if stop.is_set() or asyncio.current_task().cancelling():
                     return  # redis-py turns a cancelled blocking read into an error
                 self.counters["inbox_read_errors"] += 1
                 logger.warning("cannot read inbox of %s: %s", node, exc)

@@ -44,6 +44,11 @@ def _next_id(entry_id: bytes) -> bytes:
     return ms + b"-" + str(int(seq) + 1).encode()
 
 
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class Transport(ABC):
     """The seam between the layer / topic server and whatever carries their envelopes."""
 
@@ -253,7 +258,7 @@ class MemoryTransport(Transport):
     def __init__(self, prefix: str = "dps", inbox_cap: int = 100_000) -> None:
         super().__init__(prefix, inbox_cap)
         self._inboxes: dict[str, deque[bytes]] = {}
-        self._arrived: dict[str, asyncio.Event] = {}
+        self._readers: dict[str, asyncio.Future] = {}
         self._channels: dict[str, deque[bytes]] = {}
         self._stats: dict[str, bytes] = {}
         self._seq = 0
@@ -262,22 +267,24 @@ class MemoryTransport(Transport):
         inbox = self._inboxes.get(node)
         if inbox is None:
             inbox = self._inboxes[node] = deque(maxlen=self.inbox_cap)
-            self._arrived[node] = asyncio.Event()
         return inbox
 
     async def push(self, node: str, envelopes: Sequence[bytes]) -> None:
         self._inbox(node).extend(envelopes)
-        self._arrived[node].set()
+        reader = self._readers.pop(node, None)
+        if reader is not None and not reader.done():
+            reader.set_result(None)
 
     async def read(self, node: str, count: int, block_ms: int) -> list[Entry]:
         inbox = self._inbox(node)
         if not inbox and block_ms:
-            event = self._arrived[node]
-            event.clear()
+            loop = asyncio.get_running_loop()
+            arrived = self._readers[node] = loop.create_future()
+            timer = loop.call_later(block_ms / 1000, _resolve, arrived)
             try:
-                await asyncio.wait_for(event.wait(), block_ms / 1000)
-            except TimeoutError:
-                return []
+                await arrived
+            finally:
+                timer.cancel()
         batch = []
         while inbox and len(batch) < count:
             self._seq += 1

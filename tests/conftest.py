@@ -35,6 +35,10 @@ def layer_factory(request, redis_factory):
     from asgiref.sync import async_to_sync
 
     for layer in made:
-        async_to_sync(layer.close)()
+        home = layer.runtime.loop
+        if home is not None and not home.is_running() and not home.is_closed():
+            home.run_until_complete(layer.close())  # the test's own loop, not yet closed
+        else:
+            async_to_sync(layer.close)()
     for server in servers:
         server.stop()
