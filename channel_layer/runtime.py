@@ -407,6 +407,8 @@ class NodeRuntime:
                 self.send_plain(channel, expires_at, data, self.capacity_for(channel)))
         elif self.cluster.has_node(node):
             self._outbox(node).put(wire.encode([wire.CHANNEL, channel, expires_at, data]))
+        else:
+            self.counters["dropped_unknown_node"] += 1
 
     # ----------------------------------------------------------------------- heartbeat
     async def _heartbeat(self) -> None:

@@ -244,7 +244,7 @@ class TopicServer:
             logger.info("cluster file changed; ring is now %s", list(self.ring.nodes))
 
     def _request_resync(self, ws_node: str) -> None:
-        if self.cluster.embedded or self.cluster.has_node(ws_node):
+        if self.cluster.has_node(ws_node):  # a name not in the cluster file has no inbox
             self._outbox(ws_node).put(wire.encode([wire.RESYNC, self.node, self.boot]))
 
     def _request_resync_from_all(self) -> None:

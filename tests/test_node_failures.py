@@ -51,10 +51,6 @@ def cluster_setup(tmp_path, redis_factory):
     return urls, cluster_file
 
 
-def client_layer(cluster_file) -> DPSChannelLayer:
-    return DPSChannelLayer(cluster=load_cluster(env={"DPS_CLUSTER": str(cluster_file)}))
-
-
 async def publish(cluster_file, group: str, count: int, start: int = 0, **config) -> None:
     layer = DPSChannelLayer(cluster=load_cluster(env={"DPS_CLUSTER": str(cluster_file)}), **config)
     try:
