@@ -81,6 +81,11 @@ DPS_MAX_TOPICS_PER_SOCKET = int(os.environ.get("DPS_MAX_TOPICS_PER_SOCKET", "100
 # Frames a socket may have waiting when the server applies backpressure (a slow client);
 # past it the socket leaves its topics and is closed with 1013.
 DPS_MAX_PENDING_FRAMES = int(os.environ.get("DPS_MAX_PENDING_FRAMES", "1000"))
+# Broadcast bytes written to a client's connection that it has not read yet; past this the
+# socket leaves its topics and is closed with 1013 (a client too slow for what it joined).
+DPS_MAX_SEND_BUFFER_BYTES = int(os.environ.get("DPS_MAX_SEND_BUFFER_BYTES", str(4 * 1024 * 1024)))
+# Write broadcast frames straight to the connection (daphne, uvicorn) instead of through ASGI.
+DPS_DIRECT_FRAMES = os.environ.get("DPS_DIRECT_FRAMES", "1") != "0"
 
 # Limits shared by the layer and the topic server (names in channel_layer/settings.py), as
 # JSON in the environment so that one cluster file + one env var configure every node.

@@ -22,6 +22,7 @@ from channels.consumer import AsyncConsumer, get_handler_name
 from channels.exceptions import ChannelFull, StopConsumer
 from django.conf import settings
 
+from .direct_frames import DirectFrames, direct_frames_for
 from .protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_TOPICS,
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_MAX_PENDING_FRAMES = 1000
+DEFAULT_MAX_SEND_BUFFER_BYTES = 4 * 1024 * 1024
 BROADCAST_TYPE = "phx.broadcast"
 CLOSE_TRY_AGAIN_LATER = 1013  # a client too slow to take what it subscribed to
 
@@ -64,6 +66,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
     _idle_timer: asyncio.TimerHandle | None = None
     _idle_close: asyncio.Task | None = None
     _sender: OrderedSender | None = None
+    _direct: DirectFrames | None = None
     # While a handler runs (a join or publish awaiting the layer), fastlane broadcasts wait
     # here, so the handler's reply goes out first (the publisher's reply precedes its copy).
     _busy = 0
@@ -112,6 +115,10 @@ class PhoenixSocketConsumer(AsyncConsumer):
             settings, "DPS_MAX_PENDING_FRAMES", DEFAULT_MAX_PENDING_FRAMES)))
         add_fastlane = getattr(self.channel_layer, "add_fastlane", None)
         if add_fastlane is not None:
+            if getattr(settings, "DPS_DIRECT_FRAMES", True):
+                self._direct = direct_frames_for(self.base_send)
+            self._max_send_buffer = int(getattr(
+                settings, "DPS_MAX_SEND_BUFFER_BYTES", DEFAULT_MAX_SEND_BUFFER_BYTES))
             add_fastlane(self.channel_name, self._fastlane)
         self._start_idle_timer()
 
@@ -161,14 +168,23 @@ class PhoenixSocketConsumer(AsyncConsumer):
         text = socket.render_broadcast(message["topic"], message["event"], message["payload"])
         if text is None:
             return
-        if not self._sender.send_nowait({"type": "websocket.send", "text": text}):
-            logger.warning("closing a client %d frames behind", self._sender.pending)
-            self._loop.create_task(self._close_slow_client())
+        direct = self._direct
+        if direct is not None and self._sender.idle and direct.send_text(text):
+            if direct.buffered_bytes() > self._max_send_buffer:
+                self._drop_slow_client(f"{direct.buffered_bytes()} bytes")
+        elif not self._sender.send_nowait({"type": "websocket.send", "text": text}):
+            self._drop_slow_client(f"{self._sender.pending} frames")
 
-    async def _close_slow_client(self) -> None:
+    def _drop_slow_client(self, backlog: str) -> None:
+        logger.warning("closing a client %s behind", backlog)
+        self._direct = None
+        # Leave every topic now, so the rest of this batch renders nothing more for it.
+        unsubscribes = self.socket.handle_disconnect()
+        self._loop.create_task(self._close_slow_client(unsubscribes))
+
+    async def _close_slow_client(self, unsubscribes: list[Action]) -> None:
+        await self._execute(unsubscribes)
         await self._leave_everything()
-        if self.socket is not None:
-            self.socket.closed = True
         await self.base_send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})
 
     async def _execute(self, actions: list[Action]) -> None:

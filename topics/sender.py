@@ -47,6 +47,11 @@ class OrderedSender:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing is waiting to go out: a frame written by other means keeps its place."""
+        return self._flusher is None
+
     def send_nowait(self, message: dict) -> bool:
         """Send now if the server lets us, else queue; False when the queue is full."""
         if self._flusher is not None:

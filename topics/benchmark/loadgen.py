@@ -16,8 +16,9 @@ one JSON line on stdout (``{"ok": true, ...}`` or ``{"ok": false, "error": ...}`
   counters start again from zero.
 - ``{"cmd": "close"}``.
 
-A member is one (socket, topic) join. Per delivery the work is one ``json.loads`` and a few
-integer operations: the generator shares the machine's cores with the servers it measures.
+A member is one (socket, topic) join. Sockets are ``wsclient`` connections and per delivery the
+work is one ``json.loads`` and a few integer operations: the generator shares the machine's
+cores with the servers it measures.
 """
 from __future__ import annotations
 
@@ -25,9 +26,9 @@ import asyncio
 import json
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
 
-from websockets.asyncio.client import connect
+from .wsclient import RawWebSocket, connect
 
 BENCH_EVENT = "bench"
 HEARTBEAT_INTERVAL = 20.0  # the server closes sockets silent for 60 s
@@ -49,8 +50,7 @@ class Member:
 
 class Generator:
     def __init__(self) -> None:
-        self.sockets: list[Any] = []
-        self.readers: list[asyncio.Task] = []
+        self.sockets: list[RawWebSocket] = []
         self.members: dict[tuple[int, str], Member] = {}
         self.pending_joins: dict[str, float] = {}  # ref -> send time
         self.join_refs: dict[tuple[int, str], str] = {}
@@ -81,83 +81,85 @@ class Generator:
         return str(self.refs)
 
     # ------------------------------------------------------------------------ receiving
-    async def _read(self, index: int, ws: Any) -> None:
+    def _receiver(self, index: int) -> Callable[[str], None]:
+        """The callback for socket ``index``: called for every text message, in order."""
         members = self.members
         loads = json.loads
-        hist = self.hist
-        try:
-            async for text in ws:
-                now = time.time()
-                frame = loads(text)
-                event = frame[3]
-                if event == BENCH_EVENT:
-                    payload = frame[4]
-                    member = members.get((index, frame[2]))
-                    if member is None:
-                        continue
-                    pub = payload["p"]
-                    seq = payload["s"]
-                    lat = now - payload["t"]
-                    if self.hist is not hist:
-                        hist = self.hist
-                    bucket = int(lat / LATENCY_BUCKET_S)
-                    hist[bucket] = hist.get(bucket, 0) + 1
-                    if lat > self.lat_max:
-                        self.lat_max = lat
-                    if not self.deliveries:
-                        self.first_rx = now
-                    self.deliveries += 1
-                    self.last_rx = now
-                    key = (pub << 32) | seq
-                    if key in member.seen:
-                        member.dups += 1
-                        continue
-                    member.seen.add(key)
-                    member.count += 1
-                    if seq <= member.last.get(pub, 0):
-                        member.reorders += 1
-                    else:
-                        member.last[pub] = seq
-                    member.order_hash = (member.order_hash * 1000003 + key) & _HASH_MASK
-                elif event == "phx_reply":
-                    ref = frame[1]
-                    sent = self.pending_joins.pop(ref, None)
-                    status = frame[4].get("status")
-                    if sent is not None:
-                        self.join_latencies.append(now - sent)
-                        if status != "ok":
-                            self.join_errors.append(json.dumps(frame[4])[:200])
-                        self.joins_left -= 1
-                        if self.joins_left <= 0 and self.joins_done is not None:
-                            self.joins_done.set()
-                    elif frame[2] == "phoenix":
-                        pass  # a heartbeat's reply
-                    elif status == "ok":
-                        self.pub_ok += 1
-                    else:
-                        self.pub_err += 1
-                        if len(self.pub_err_samples) < 5:
-                            self.pub_err_samples.append(json.dumps(frame[4])[:200])
-        except Exception:  # a closed socket ends its reader; counted below
-            pass
-        finally:
-            self.closed_sockets += 1
+
+        def on_text(text: str) -> None:
+            now = time.time()
+            frame = loads(text)
+            event = frame[3]
+            if event == BENCH_EVENT:
+                payload = frame[4]
+                member = members.get((index, frame[2]))
+                if member is None:
+                    return
+                pub = payload["p"]
+                seq = payload["s"]
+                lat = now - payload["t"]
+                hist = self.hist
+                bucket = int(lat / LATENCY_BUCKET_S)
+                hist[bucket] = hist.get(bucket, 0) + 1
+                if lat > self.lat_max:
+                    self.lat_max = lat
+                if not self.deliveries:
+                    self.first_rx = now
+                self.deliveries += 1
+                self.last_rx = now
+                key = (pub << 32) | seq
+                if key in member.seen:
+                    member.dups += 1
+                    return
+                member.seen.add(key)
+                member.count += 1
+                if seq <= member.last.get(pub, 0):
+                    member.reorders += 1
+                else:
+                    member.last[pub] = seq
+                member.order_hash = (member.order_hash * 1000003 + key) & _HASH_MASK
+            elif event == "phx_reply":
+                self._on_reply(frame, now)
+
+        return on_text
+
+    def _on_reply(self, frame: list, now: float) -> None:
+        ref = frame[1]
+        sent = self.pending_joins.pop(ref, None)
+        status = frame[4].get("status")
+        if sent is not None:
+            self.join_latencies.append(now - sent)
+            if status != "ok":
+                self.join_errors.append(json.dumps(frame[4])[:200])
+            self.joins_left -= 1
+            if self.joins_left <= 0 and self.joins_done is not None:
+                self.joins_done.set()
+        elif frame[2] == "phoenix":
+            pass  # a heartbeat's reply
+        elif status == "ok":
+            self.pub_ok += 1
+        else:
+            self.pub_err += 1
+            if len(self.pub_err_samples) < 5:
+                self.pub_err_samples.append(json.dumps(frame[4])[:200])
+
+    def _closed(self, _future: asyncio.Future) -> None:
+        self.closed_sockets += 1
 
     # ------------------------------------------------------------------------- commands
     async def open(self, url: str, sockets: int, concurrency: int = 50) -> dict:
         limit = asyncio.Semaphore(concurrency)
         started = time.monotonic()
 
-        async def one() -> Any:
-            async with limit:
-                return await connect(url, compression=None, max_size=None, ping_interval=None,
-                                     open_timeout=30, max_queue=None)
-
-        opened = await asyncio.gather(*(one() for _ in range(sockets)))
         base = len(self.sockets)
-        for offset, ws in enumerate(opened):
-            self.sockets.append(ws)
-            self.readers.append(asyncio.create_task(self._read(base + offset, ws)))
+
+        async def one(index: int) -> RawWebSocket:
+            async with limit:
+                ws = await connect(url, self._receiver(index))
+                ws.closed.add_done_callback(self._closed)
+                return ws
+
+        self.sockets.extend(await asyncio.gather(*(one(base + i) for i in range(sockets))))
         if self.heartbeat_task is None:
             self.heartbeat_task = asyncio.create_task(self._heartbeats())
         return {"sockets": len(self.sockets), "seconds": time.monotonic() - started}
@@ -167,8 +169,8 @@ class Generator:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
             for ws in self.sockets:
                 try:
-                    await ws.send(json.dumps([None, self.next_ref(), "phoenix", "heartbeat", {}]))
-                except Exception:
+                    ws.send_text(json.dumps([None, self.next_ref(), "phoenix", "heartbeat", {}]))
+                except ConnectionError:
                     pass
 
     async def join(self, joins: list[list], timeout: float = 120.0) -> dict:
@@ -187,16 +189,10 @@ class Generator:
                 json.dumps([ref, ref, topic, "phx_join", {}]))
             self.pending_joins[ref] = started
 
-        async def send_all(sock: int, frames: list[str]) -> None:
+        for sock, frames in by_socket.items():
             ws = self.sockets[sock]
             for frame in frames:
-                await ws.send(frame)
-
-        # Send times are taken just before each socket's burst goes out.
-        sends = []
-        for sock, frames in by_socket.items():
-            sends.append(send_all(sock, frames))
-        await asyncio.gather(*sends)
+                ws.send_text(frame)
         try:
             if joins:
                 await asyncio.wait_for(self.joins_done.wait(), timeout)
@@ -232,7 +228,7 @@ class Generator:
                 ref = self.next_ref()
                 frame = dumps([join_refs[(sock, topic)], ref, topic, "publish",
                                [BENCH_EVENT, {"p": pub, "s": seq, "t": time.time()}]])
-                await sockets[sock].send(frame)
+                sockets[sock].send_text(frame)
                 sent += 1
             await asyncio.sleep(tick)
         elapsed = time.monotonic() - started
@@ -285,8 +281,6 @@ class Generator:
         if self.heartbeat_task is not None:
             self.heartbeat_task.cancel()
         await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
-        for task in self.readers:
-            task.cancel()
 
 
 def _percentiles(sorted_values: list[float]) -> dict[str, float | None]:
