@@ -91,6 +91,10 @@ class TopicServer:
         finally:
             housekeeping.cancel()
             waker.cancel()
+            # Stop receiving first (publishes from now on wait in the backlog for the next
+            # run), then handle what had already been pushed to this run.
+            for _, data in await self.transport.stop_reading(self.node):
+                self.handle(data, time.time())
             self._warm_until = 0.0  # stopping: fan out what was held for the resync, now
             self._release_held_if_warm()
             await self._flush()

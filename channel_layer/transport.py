@@ -1,10 +1,18 @@
 """Node transport: every node's inbox lives on that node's own Redis.
 
 A sender writes straight into the receiver's Redis (no central broker); a node reads only its
-own inbox. Inboxes are Redis streams: ``XADD ... MAXLEN cap`` appends and bounds in one
-command, so a receiver that is gone can never make its inbox grow past ``inbox_cap``; a reader
-takes up to ``read_batch`` entries per ``XREAD`` and trims what it has handled in the same
-round trip as its next read, so entries not yet handled survive a restart of its process.
+own inbox. Delivery is pushed: the receiver holds a subscription to its inbox channel
+(``subscriber``) and a sender PUBLISHes to it, so an envelope costs exactly one Redis command
+and reading costs none.
+
+When PUBLISH reaches no subscriber (the node is down, restarting, or Redis dropped a subscriber
+that stopped reading once it passed ``client-output-buffer-limit pubsub``), the envelope goes
+to the node's *backlog*, a stream capped at ``inbox_cap`` (``XADD ... MAXLEN``). From then on
+that sender queues through a script that publishes only while the backlog is empty, so its
+envelopes keep their order; the first one that goes out live puts it back on plain PUBLISH. A
+receiver subscribes first and then drains its backlog (trimming what it has handled in the
+same round trip as its next read) before it takes live envelopes, so what was queued while it
+was away arrives first and in order.
 
 ``MemoryTransport`` is the same contract inside one process, for the embedded cluster.
 """
@@ -20,6 +28,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .cluster import Cluster, redact_url
+from .subscriber import InboxSubscription, SubscriptionError
 
 logger = logging.getLogger("channel_layer.transport")
 
@@ -33,6 +42,18 @@ redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
+
+
+# A sender that has found its receiver absent: publish only while the backlog is empty (the
+# receiver drains it before taking live envelopes), otherwise queue behind it. 1 = went live.
+_PUBLISH_OR_QUEUE = """
+if redis.call('XLEN', KEYS[1]) == 0 and redis.call('PUBLISH', ARGV[1], ARGV[2]) > 0 then
+  return 1
+end
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '*', 'd', ARGV[2])
+return 0
+"""
+LIVE_ENTRY_ID = b""  # envelopes received live have no stream id: nothing to trim for them
 
 
 class TransportError(ConnectionError):
@@ -70,6 +91,11 @@ class Transport(ABC):
     async def ack(self, node: str) -> None:
         """Trim what the last ``read`` returned now (a reader that stops cleanly)."""
         return None  # nothing to trim where reads consume entries (MemoryTransport)
+
+    async def stop_reading(self, node: str) -> list[Entry]:
+        """Stop receiving for ``node``; return what had already been sent to this reader
+        (from now on senders queue for the next one)."""
+        return []
 
     @abstractmethod
     async def inbox_length(self, node: str) -> int: ...
@@ -110,7 +136,7 @@ class Transport(ABC):
 
 
 class RedisTransport(Transport):
-    """Inboxes as Redis streams, one connection pool per distinct Redis URL."""
+    """Inbox channels (with backlog streams), one connection pool per distinct Redis URL."""
 
     def __init__(self, cluster: Cluster, prefix: str = "dps", inbox_cap: int = 100_000,
                  connect_timeout: float = 2.0) -> None:
@@ -121,6 +147,9 @@ class RedisTransport(Transport):
         self._readers: dict[str, aioredis.Redis] = {}
         self._read_cursor: dict[str, bytes] = {}
         self._acked: dict[str, bytes] = {}
+        self._subscriptions: dict[str, InboxSubscription] = {}
+        self._draining: set[str] = set()  # receivers still taking their backlog
+        self._queueing: set[str] = set()  # destinations this sender found absent
 
     def use_cluster(self, cluster: Cluster) -> None:
         self.cluster = cluster
@@ -134,7 +163,7 @@ class RedisTransport(Transport):
         return client
 
     def _reader(self, node: str) -> aioredis.Redis:
-        # A blocking XREAD holds its connection; give each inbox reader its own single one.
+        # Backlog reads and trims: one connection per receiving node, apart from the senders'.
         client = self._readers.get(node)
         if client is None:
             url = self.cluster.node(node).redis_url
@@ -148,36 +177,79 @@ class RedisTransport(Transport):
         return TransportError(f"Redis of node {node} at {redact_url(url)} failed: {exc}")
 
     async def push(self, node: str, envelopes: Sequence[bytes]) -> None:
-        key = self.inbox_key(node)
+        channel = key = self.inbox_key(node)
+        client = self._client(node)
         try:
-            if len(envelopes) == 1:
-                await self._client(node).execute_command(
-                    "XADD", key, "MAXLEN", self.inbox_cap, "*", "d", envelopes[0])
-                return
-            pipe = self._client(node).pipeline(transaction=False)
+            if node not in self._queueing:
+                if len(envelopes) == 1:
+                    receivers = [await client.execute_command("PUBLISH", channel, envelopes[0])]
+                else:
+                    pipe = client.pipeline(transaction=False)
+                    for envelope in envelopes:
+                        pipe.execute_command("PUBLISH", channel, envelope)
+                    receivers = await pipe.execute()
+                missed = [e for e, n in zip(envelopes, receivers, strict=True) if not n]
+                if not missed:
+                    return
+                self._queueing.add(node)
+                envelopes = missed
+            pipe = client.pipeline(transaction=False)
             for envelope in envelopes:
-                pipe.execute_command("XADD", key, "MAXLEN", self.inbox_cap, "*", "d", envelope)
-            await pipe.execute()
+                pipe.eval(_PUBLISH_OR_QUEUE, 1, key, channel, envelope, self.inbox_cap)
+            went_live = await pipe.execute()
+            if went_live[-1] == 1:
+                self._queueing.discard(node)
         except (RedisError, OSError) as exc:
             raise self._fail(node, exc) from None
 
     async def read(self, node: str, count: int, block_ms: int) -> list[Entry]:
+        subscription = self._subscriptions.get(node)
+        if subscription is None:
+            subscription = await self._subscribe(node)
+        if node in self._draining:
+            entries = await self._read_backlog(node, count)
+            if entries:
+                return entries
+            self._draining.discard(node)
+        try:
+            messages = await subscription.read(count, block_ms / 1000)
+        except SubscriptionError as exc:
+            # Redis restarted, or dropped us for reading too slowly: subscribe again (and
+            # take the backlog first) on the next read.
+            await self._drop_subscription(node)
+            raise self._fail(node, exc) from None
+        return [(LIVE_ENTRY_ID, m) for m in messages]
+
+    async def _subscribe(self, node: str) -> InboxSubscription:
+        subscription = InboxSubscription(self.cluster.node(node).redis_url,
+                                         self.inbox_key(node).encode(), self.connect_timeout)
+        try:
+            await subscription.open()
+        except (OSError, TimeoutError, SubscriptionError) as exc:
+            await subscription.close()
+            raise self._fail(node, exc) from None
+        self._subscriptions[node] = subscription
+        self._draining.add(node)
+        return subscription
+
+    async def _drop_subscription(self, node: str) -> None:
+        subscription = self._subscriptions.pop(node, None)
+        if subscription is not None:
+            await subscription.close()
+
+    async def _read_backlog(self, node: str, count: int) -> list[Entry]:
         key = self.inbox_key(node)
         cursor = self._read_cursor.get(node, b"0-0")
         client = self._reader(node)
         try:
+            pipe = client.pipeline(transaction=False)
             if cursor != self._acked.get(node, b"0-0"):
                 # Trim what the previous read returned (it has been handled) in the same round
                 # trip as the next read.
-                pipe = client.pipeline(transaction=False)
                 pipe.execute_command("XTRIM", key, "MINID", _next_id(cursor))
-                pipe.execute_command("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", key,
-                                     cursor)
-                _, reply = await pipe.execute()
-                self._acked[node] = cursor
-            else:
-                reply = await client.execute_command("XREAD", "COUNT", count, "BLOCK", block_ms,
-                                                     "STREAMS", key, cursor)
+            pipe.execute_command("XREAD", "COUNT", count, "STREAMS", key, cursor)
+            reply = (await pipe.execute())[-1]
+            self._acked[node] = cursor
         except (RedisError, OSError) as exc:
             raise self._fail(node, exc) from None
         if not reply:
@@ -188,6 +260,15 @@ class RedisTransport(Transport):
         if entries:
             self._read_cursor[node] = entries[-1][0]
         return entries
+
+    async def stop_reading(self, node: str) -> list[Entry]:
+        subscription = self._subscriptions.pop(node, None)
+        if subscription is None:
+            return []
+        remaining = await subscription.unsubscribe(self.connect_timeout)
+        await subscription.close()
+        self._draining.discard(node)
+        return [(LIVE_ENTRY_ID, m) for m in remaining]
 
     async def ack(self, node: str) -> None:
         cursor = self._read_cursor.get(node)
@@ -242,6 +323,8 @@ class RedisTransport(Transport):
             raise self._fail(node, exc) from None
 
     async def close(self) -> None:
+        for node in list(self._subscriptions):
+            await self._drop_subscription(node)
         clients = list(self._clients.values()) + list(self._readers.values())
         self._clients.clear()
         self._readers.clear()

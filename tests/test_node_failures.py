@@ -51,31 +51,61 @@ def cluster_setup(tmp_path, redis_factory):
     return urls, cluster_file
 
 
-async def publish(cluster_file, group: str, count: int, start: int = 0, **config) -> None:
+async def publish(cluster_file, group: str, count: int, start: int = 0, padding: str = "",
+                  **config) -> None:
     layer = DPSChannelLayer(cluster=load_cluster(env={"DPS_CLUSTER": str(cluster_file)}), **config)
     try:
         for i in range(start, start + count):
-            await layer.group_send(group, {"type": "test.message", "group": group,
-                                           "publisher": "client", "seq": i})
+            message = {"type": "test.message", "group": group, "publisher": "client", "seq": i}
+            if padding:
+                message["padding"] = padding
+            await layer.group_send(group, message)
     finally:
         await layer.close()
 
 
-def test_stalled_ws_node_cannot_grow_its_inbox_past_the_cap(cluster_setup):
+def subscribers(url: str, node: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return dict(client.pubsub_numsub(f"dps:inbox:{node}"))[f"dps:inbox:{node}".encode()]
+    finally:
+        client.close()
+
+
+def largest_output_buffer(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    try:
+        return max(int(c["omem"]) for c in client.client_list())
+    finally:
+        client.close()
+
+
+def test_stalled_ws_node_costs_its_redis_a_bounded_amount(cluster_setup):
+    """A WS node that stops reading (SIGSTOP) keeps its subscription until its Redis's pubsub
+    output limit drops it; from then on its envelopes go to its backlog, capped at inbox_cap."""
     urls, cluster_file = cluster_setup
+    stalled_redis = redis.Redis.from_url(urls["ws-b"])
+    limit = 256 * 1024
+    stalled_redis.config_set("client-output-buffer-limit", f"pubsub {limit} {limit} 0")
+    stalled_redis.close()
     limits = json.dumps({"inbox_cap": 50, "node_timeout": 60, "stats_interval": 0.2})
     server = start_topic_server(cluster_file, "ts-a", DPS_LAYER=limits)
     stalled = Worker(cluster_file, "ws-b", "--groups", "room", "--expect", "1000",
                      DPS_LAYER=limits)
     try:
         stalled.read_event("ready")
-        os.kill(stalled.proc.pid, signal.SIGSTOP)  # alive but no longer reading
-        asyncio.run(publish(cluster_file, "room", 500, inbox_cap=50))
-        # The owner has fanned every publish out to the stalled node ...
+        wait_for(lambda: subscribers(urls["ws-b"], "ws-b") == 1)
+        os.kill(stalled.proc.pid, signal.SIGSTOP)  # alive, subscribed, no longer reading
+        asyncio.run(publish(cluster_file, "room", 500, inbox_cap=50, padding="x" * 32768))
+        # The owner has fanned every publish out to the stalled node (16 MB in all: more than
+        # the kernel buffers between them hold) ...
         wait_for(lambda: (s := ts_stats(urls["ts-a"]))
                  and s["counters"].get("node_deliveries") == 500)
-        # ... whose inbox kept only the newest 50.
+        # ... whose Redis dropped the subscriber at the output limit, so the rest went to the
+        # backlog, which kept only the newest 50.
+        assert subscribers(urls["ws-b"], "ws-b") == 0
         assert xlen(urls["ws-b"], "ws-b") == 50
+        assert largest_output_buffer(urls["ws-b"]) < limit
     finally:
         os.kill(stalled.proc.pid, signal.SIGCONT)
         stalled.stop()
