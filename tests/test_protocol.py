@@ -18,6 +18,7 @@ from topics.protocol import (
     SendFrame,
     Subscribe,
     Unsubscribe,
+    encode_event,
     group_for_topic,
     is_valid_topic,
     serializer_for_query_string,
@@ -179,6 +180,20 @@ def test_broadcast_encodes_any_event_name(wire, event):
     client = joined_client(wire)
     text = client.socket.render_broadcast("topics:matrix", event, "{}")
     assert wire.parse(text) == ["1", None, "topics:matrix", event, {}]
+
+
+@pytest.mark.parametrize("event", ["event", "ünïcode"])
+def test_a_frame_from_bytes_parts_is_the_rendered_frame(wire, event):
+    """Direct writes assemble the frame from the join's prefix and a tail shared by all
+    members: byte for byte what render_broadcast gives."""
+    client = joined_client(wire, join_ref="ü7")
+    payload = '{"message":"hé"}'
+    tail = wire.serializer.broadcast_tail(encode_event(event), payload).encode()
+    parts = client.socket.broadcast_prefix_bytes("topics:matrix") + tail
+    assert parts == client.socket.render_broadcast("topics:matrix", event, payload).encode()
+    assert client.socket.broadcast_prefix_bytes("topics:other") is None  # not joined
+    client.socket.handle_disconnect()
+    assert client.socket.broadcast_prefix_bytes("topics:matrix") is None
 
 
 @pytest.mark.parametrize("topic", [

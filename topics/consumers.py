@@ -31,8 +31,10 @@ from .protocol import (
     PhoenixSocket,
     Publish,
     SendFrame,
+    Serializer,
     Subscribe,
     Unsubscribe,
+    encode_event,
     serializer_for_query_string,
 )
 from .sender import OrderedSender
@@ -44,12 +46,27 @@ DEFAULT_MAX_PENDING_FRAMES = 1000
 DEFAULT_MAX_SEND_BUFFER_BYTES = 4 * 1024 * 1024
 BROADCAST_TYPE = "phx.broadcast"
 CLOSE_TRY_AGAIN_LATER = 1013  # a client too slow to take what it subscribed to
+_ENCODED_TAILS = "_dps_encoded_tails"
 
 
 def broadcast_message(publish: Publish) -> dict[str, Any]:
     """The group message that carries a publish to every member of its topic."""
     return {"type": BROADCAST_TYPE, "topic": publish.topic, "event": publish.event,
             "payload": publish.payload_json}
+
+
+def _encoded_tail(message: dict[str, Any], serializer: Serializer) -> bytes:
+    """The UTF-8 part of a broadcast frame that every member shares, encoded by the first
+    member that needs it and kept on the message: the layer hands one message object to all of
+    a node's members, so this runs once per node and serializer, not once per member."""
+    tails = message.get(_ENCODED_TAILS)
+    if tails is None:
+        tails = message[_ENCODED_TAILS] = {}
+    tail = tails.get(serializer)
+    if tail is None:
+        tail = tails[serializer] = serializer.broadcast_tail(
+            encode_event(message["event"]), message["payload"]).encode()
+    return tail
 
 
 def _failure_reason(operation: str, exc: Exception) -> str:
@@ -160,19 +177,25 @@ class PhoenixSocketConsumer(AsyncConsumer):
             self._deliver_broadcast(message)
 
     def _deliver_broadcast(self, message: dict[str, Any]) -> None:
-        """Render the broadcast with this member's join_ref (the payload was encoded once by
-        the publisher) and send it; nothing is delivered for a topic no longer joined."""
+        """Send the broadcast with this member's join_ref; nothing is delivered for a topic no
+        longer joined. On the direct path the frame is this join's prefix plus the rest of the
+        frame, encoded once per node for all members (see :func:`_encoded_tail`)."""
         socket = self.socket
         if socket is None or self._sender is None:
             return
+        direct = self._direct
+        if direct is not None and self._sender.idle:
+            prefix = socket.broadcast_prefix_bytes(message["topic"])
+            if prefix is None:
+                return
+            if direct.send_parts(prefix, _encoded_tail(message, socket.serializer)):
+                if direct.buffered_bytes() > self._max_send_buffer:
+                    self._drop_slow_client(f"{direct.buffered_bytes()} bytes")
+                return
         text = socket.render_broadcast(message["topic"], message["event"], message["payload"])
         if text is None:
             return
-        direct = self._direct
-        if direct is not None and self._sender.idle and direct.send_text(text):
-            if direct.buffered_bytes() > self._max_send_buffer:
-                self._drop_slow_client(f"{direct.buffered_bytes()} bytes")
-        elif not self._sender.send_nowait({"type": "websocket.send", "text": text}):
+        if not self._sender.send_nowait({"type": "websocket.send", "text": text}):
             self._drop_slow_client(f"{self._sender.pending} frames")
 
     def _drop_slow_client(self, backlog: str) -> None:

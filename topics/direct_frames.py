@@ -27,14 +27,13 @@ _LONG = struct.Struct("!BBQ").pack
 _FIN_TEXT = 0x81  # FIN + opcode 1 (text), no RSV bits: not compressed
 
 
-def text_frame(data: bytes) -> bytes:
-    """The complete unmasked frame carrying ``data`` as one text message."""
-    size = len(data)
+def text_frame_header(size: int) -> bytes:
+    """The header of an unmasked frame carrying ``size`` bytes as one text message."""
     if size < 126:
-        return _SHORT(_FIN_TEXT, size) + data
+        return _SHORT(_FIN_TEXT, size)
     if size < 65536:
-        return _MEDIUM(_FIN_TEXT, 126, size) + data
-    return _LONG(_FIN_TEXT, 127, size) + data
+        return _MEDIUM(_FIN_TEXT, 126, size)
+    return _LONG(_FIN_TEXT, 127, size)
 
 
 class DirectFrames:
@@ -48,12 +47,12 @@ class DirectFrames:
         self._is_open = is_open
         self._buffered = buffered
 
-    def send_text(self, text: str) -> bool:
-        """Write one message now; False (nothing written) when the connection is not open, or
-        cannot take a write now, and ASGI ``send`` must decide."""
+    def send_parts(self, head: bytes, tail: bytes) -> bool:
+        """Write one text message, ``head + tail`` (UTF-8), now; False (nothing written) when
+        the connection is not open or cannot take a write now, and ASGI ``send`` must decide."""
         if not self._is_open():
             return False
-        self._write(text_frame(text.encode()))
+        self._write(text_frame_header(len(head) + len(tail)) + head + tail)
         return True
 
     def buffered_bytes(self) -> int:

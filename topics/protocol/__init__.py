@@ -3,7 +3,7 @@ machine. Nothing here touches sockets, event loops, clocks or Django; ``topics.c
 is the adapter that does.
 """
 from .actions import Action, Close, Publish, SendFrame, Subscribe, Unsubscribe
-from .message import MalformedFrame, Message, Ref
+from .message import MalformedFrame, Message, Ref, encode_event
 from .serializers import DEFAULT_VSN, SERIALIZERS, Serializer, serializer_for_query_string
 from .socket import (
     CLOSE_INVALID_DATA,
@@ -19,7 +19,7 @@ from .topics import INVALID_NAME, group_for_topic, is_valid_topic
 
 __all__ = [
     "Action", "Close", "Publish", "SendFrame", "Subscribe", "Unsubscribe",
-    "MalformedFrame", "Message", "Ref",
+    "MalformedFrame", "Message", "Ref", "encode_event",
     "DEFAULT_VSN", "SERIALIZERS", "Serializer", "serializer_for_query_string",
     "CLOSE_INVALID_DATA", "CLOSE_NORMAL", "CLOSE_TOO_BIG", "CLOSE_UNSUPPORTED_DATA",
     "DEFAULT_MAX_FRAME_BYTES", "DEFAULT_MAX_TOPICS", "PhoenixSocket", "publish_error",

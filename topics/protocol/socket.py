@@ -36,8 +36,10 @@ BINARY_NOT_SUPPORTED = "binary payloads are not supported"
 class _Join:
     join_ref: Ref
     # The broadcast frame up to the event, computed once per join so that rendering a
-    # broadcast for this member is concatenation only.
+    # broadcast for this member is concatenation only (``prefix_bytes``: UTF-8, for frames
+    # assembled from bytes).
     prefix: str
+    prefix_bytes: bytes
 
 
 class PhoenixSocket:
@@ -116,7 +118,8 @@ class PhoenixSocket:
         """
         topic, join_ref = subscribe.topic, subscribe.join_ref
         old = self._joins.get(topic)
-        self._joins[topic] = _Join(join_ref, self.serializer.broadcast_prefix(join_ref, topic))
+        prefix = self.serializer.broadcast_prefix(join_ref, topic)
+        self._joins[topic] = _Join(join_ref, prefix, prefix.encode())
         actions: list[Action] = [self._reply(join_ref, subscribe.ref, topic, "ok", {})]
         if old is not None:
             # As in Phoenix, even when the client reused the join_ref: the old join is gone.
@@ -181,6 +184,14 @@ class PhoenixSocket:
         if join is None or self.closed:
             return None
         return self.serializer.render_broadcast(join.prefix, encode_event(event), payload_json)
+
+    def broadcast_prefix_bytes(self, topic: str) -> bytes | None:
+        """This member's part of a broadcast frame on ``topic`` (the rest, the serializer's
+        ``broadcast_tail``, is the same for every member); None when it is no longer joined."""
+        join = self._joins.get(topic)
+        if join is None or self.closed:
+            return None
+        return join.prefix_bytes
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -45,6 +45,11 @@ def broadcast_prefix(join_ref: Ref, topic: str) -> str:
     return '{"join_ref":' + dumps(join_ref) + ',"ref":null,"topic":' + dumps(topic) + ","
 
 
+def broadcast_tail(event_json: str, payload_json: str) -> str:
+    """The part of a broadcast frame after the join's prefix: the same for every member."""
+    return '"event":' + event_json + ',"payload":' + payload_json + "}"
+
+
 def render_broadcast(prefix: str, event_json: str, payload_json: str) -> str:
     """A broadcast frame from a join's prefix and the already-encoded event and payload."""
-    return prefix + '"event":' + event_json + ',"payload":' + payload_json + "}"
+    return prefix + broadcast_tail(event_json, payload_json)

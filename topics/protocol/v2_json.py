@@ -40,6 +40,11 @@ def broadcast_prefix(join_ref: Ref, topic: str) -> str:
     return "[" + dumps(join_ref) + ",null," + dumps(topic) + ","
 
 
+def broadcast_tail(event_json: str, payload_json: str) -> str:
+    """The part of a broadcast frame after the join's prefix: the same for every member."""
+    return event_json + "," + payload_json + "]"
+
+
 def render_broadcast(prefix: str, event_json: str, payload_json: str) -> str:
     """A broadcast frame from a join's prefix and the already-encoded event and payload."""
-    return prefix + event_json + "," + payload_json + "]"
+    return prefix + broadcast_tail(event_json, payload_json)
