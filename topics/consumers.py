@@ -22,7 +22,7 @@ from channels.consumer import AsyncConsumer, get_handler_name
 from channels.exceptions import ChannelFull, StopConsumer
 from django.conf import settings
 
-from .direct_frames import DirectFrames, direct_frames_for
+from .direct_frames import NOT_OPEN, DirectFrames, direct_frames_for
 from .protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_TOPICS,
@@ -188,9 +188,10 @@ class PhoenixSocketConsumer(AsyncConsumer):
             prefix = socket.broadcast_prefix_bytes(message["topic"])
             if prefix is None:
                 return
-            if direct.send_parts(prefix, _encoded_tail(message, socket.serializer)):
-                if direct.buffered_bytes() > self._max_send_buffer:
-                    self._drop_slow_client(f"{direct.buffered_bytes()} bytes")
+            backlog = direct.send(prefix, _encoded_tail(message, socket.serializer))
+            if backlog > self._max_send_buffer:
+                self._drop_slow_client(f"{backlog} bytes")
+            if backlog != NOT_OPEN:
                 return
         text = socket.render_broadcast(message["topic"], message["event"], message["payload"])
         if text is None:

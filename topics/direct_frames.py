@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Callable
 from typing import Any
 
 _SHORT = struct.Struct("!BB").pack
@@ -36,28 +35,97 @@ def text_frame_header(size: int) -> bytes:
     return _LONG(_FIN_TEXT, 127, size)
 
 
+NOT_OPEN = -1
+
+
 class DirectFrames:
-    """Writes text messages to one open connection, bypassing the server's WebSocket layer."""
+    """Writes text messages to one open connection, bypassing the server's WebSocket layer.
 
-    __slots__ = ("_write", "_is_open", "_buffered")
+    ``send(head, tail)`` writes the message ``head + tail`` (UTF-8) now and returns how many
+    bytes of this connection are still waiting for the client (a slow client's backlog), or
+    ``NOT_OPEN`` (nothing written) when the connection is closing, closed or cannot take a
+    write now, and ASGI ``send`` must decide.
+    """
 
-    def __init__(self, write: Callable[[bytes], None], is_open: Callable[[], bool],
-                 buffered: Callable[[], int]) -> None:
-        self._write = write
-        self._is_open = is_open
-        self._buffered = buffered
+    __slots__ = ()
 
-    def send_parts(self, head: bytes, tail: bytes) -> bool:
-        """Write one text message, ``head + tail`` (UTF-8), now; False (nothing written) when
-        the connection is not open or cannot take a write now, and ASGI ``send`` must decide."""
-        if not self._is_open():
-            return False
-        self._write(text_frame_header(len(head) + len(tail)) + head + tail)
-        return True
+    def send(self, head: bytes, tail: bytes) -> int:
+        raise NotImplementedError
 
-    def buffered_bytes(self) -> int:
-        """Bytes written but not yet taken by the client's socket (a slow client's backlog)."""
+
+class _TwistedFrames(DirectFrames):
+    """daphne: autobahn's protocol over a Twisted transport.
+
+    Twisted's ``write`` only buffers: it registers the socket with the reactor, which sends on
+    its next turn and unregisters it (two epoll_ctl calls and a callback per frame). On a plain
+    TCP connection with nothing buffered, the frame goes to the socket at once and only what the
+    kernel does not take is left to Twisted, in order.
+    """
+
+    __slots__ = ("_protocol", "_open", "_transport", "_socket")
+
+    def __init__(self, protocol: Any) -> None:
+        from twisted.internet import tcp
+
+        self._protocol = protocol
+        self._open = protocol.STATE_OPEN
+        self._transport = protocol.transport
+        plain_tcp = type(self._transport) is tcp.Server and not self._transport.TLS
+        self._socket = self._transport.socket if plain_tcp else None
+
+    def send(self, head: bytes, tail: bytes) -> int:
+        if self._protocol.state != self._open:
+            return NOT_OPEN
+        frame = text_frame_header(len(head) + len(tail)) + head + tail
+        transport = self._transport
+        sock = self._socket
+        if (sock is None or transport._tempDataLen or transport.dataBuffer
+                or transport.disconnecting or not transport.connected):
+            transport.write(frame)
+            return self._buffered()
+        try:
+            sent = sock.send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            return 0  # the connection is broken: Twisted's reader reports the loss
+        if sent == len(frame):
+            return 0
+        transport.write(frame[sent:])
         return self._buffered()
+
+    def _buffered(self) -> int:
+        # Twisted's FileDescriptor: a list of pending chunks plus the partly written one.
+        transport = self._transport
+        pending = getattr(transport, "_tempDataLen", 0)
+        return pending + len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+
+
+class _AsyncioFrames(DirectFrames):
+    """uvicorn's default protocol (websockets, sans-I/O) over an asyncio transport, whose
+    ``write`` already sends at once when nothing is buffered."""
+
+    __slots__ = ("_protocol", "_open", "_transport", "_conn", "_writable")
+
+    def __init__(self, protocol: Any) -> None:
+        from websockets.protocol import State
+
+        self._protocol = protocol
+        self._open = State.OPEN
+        self._transport = protocol.transport
+        self._conn = protocol.conn
+        self._writable = protocol.writable
+
+    def send(self, head: bytes, tail: bytes) -> int:
+        protocol = self._protocol
+        transport = self._transport
+        # While the transport is paused (flow control), ASGI send queues behind it instead.
+        if (not protocol.handshake_complete or protocol.close_sent or protocol.disconnected
+                or self._conn.state is not self._open or not self._writable.is_set()
+                or transport.is_closing()):
+            return NOT_OPEN
+        transport.write(text_frame_header(len(head) + len(tail)) + head + tail)
+        return transport.get_write_buffer_size()
 
 
 def direct_frames_for(send: Any) -> DirectFrames | None:
@@ -82,69 +150,14 @@ def _daphne(send: Any) -> DirectFrames | None:
     server, protocol = getattr(send.func, "__self__", None), send.args[0]
     if not isinstance(server, Server) or not isinstance(protocol, WebSocketProtocol):
         return None
-    transport = protocol.transport
-    open_state = WebSocketProtocol.STATE_OPEN
-    connections = server.connections
-
-    def is_open() -> bool:
-        return protocol.state == open_state and not connections.get(protocol, {}).get(
-            "disconnected")
-
-    def buffered() -> int:
-        # Twisted's FileDescriptor: a list of pending chunks plus the partly written one.
-        pending = getattr(transport, "_tempDataLen", 0)
-        data_buffer = getattr(transport, "dataBuffer", b"")
-        return pending + len(data_buffer) - getattr(transport, "offset", 0)
-
-    return DirectFrames(_twisted_write(transport), is_open, buffered)
-
-
-def _twisted_write(transport: Any) -> Callable[[bytes], None]:
-    """Twisted's ``write`` only buffers: it registers the socket with the reactor, which
-    sends on its next turn and unregisters it (two epoll_ctl calls and a callback per frame).
-    On a plain TCP connection with nothing buffered, the frame goes to the socket at once and
-    only what the kernel does not take is left to Twisted, in order."""
-    from twisted.internet import tcp
-
-    if type(transport) is not tcp.Server or transport.TLS:
-        return transport.write
-    sock = transport.socket
-    buffered_write = transport.write
-
-    def write(frame: bytes) -> None:
-        if (transport._tempDataLen or transport.dataBuffer or transport.disconnecting
-                or transport._writeDisconnected or not transport.connected):
-            buffered_write(frame)
-            return
-        try:
-            sent = sock.send(frame)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            return  # the connection is broken: Twisted's reader reports the loss
-        if sent < len(frame):
-            buffered_write(frame[sent:])
-
-    return write
+    return _TwistedFrames(protocol)
 
 
 def _uvicorn_sansio(send: Any) -> DirectFrames | None:
     # uvicorn's default WebSocket protocol passes its bound ``send`` method.
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-    from websockets.protocol import State
 
     protocol = getattr(send, "__self__", None)
     if not isinstance(protocol, WebSocketsSansIOProtocol):
         return None
-    transport = protocol.transport
-    conn = protocol.conn
-    writable = protocol.writable
-    open_state = State.OPEN
-
-    def is_open() -> bool:
-        # While the transport is paused (flow control), ASGI send queues behind it instead.
-        return (protocol.handshake_complete and not protocol.close_sent
-                and not protocol.disconnected and conn.state is open_state
-                and writable.is_set() and not transport.is_closing())
-
-    return DirectFrames(transport.write, is_open, transport.get_write_buffer_size)
+    return _AsyncioFrames(protocol)

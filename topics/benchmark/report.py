@@ -85,18 +85,20 @@ def other_tables(results: dict) -> list[str]:
     return lines
 
 
-def _ok_rates(fanout: dict) -> dict[float, dict]:
-    return {s["rate"]: s for s in fanout["steps"] if s["ok"]}
+def _clean_rates(fanout: dict) -> dict[float, dict]:
+    """The steps every message of which arrived exactly once and in order, by rate (p99 may be
+    over the limit: CPU per delivery is comparable at the same offered load either way)."""
+    return {s["rate"]: s for s in fanout["steps"]
+            if not (s["lost"] or s["dups"] or s["reorders"] or s["order_violations"]
+                    or s.get("publish_errors")) and s["cpu_us_per_delivery"] is not None}
 
 
 def _common_step(a: dict, b: dict) -> tuple[dict, dict] | None:
-    """The two back ends' steps at the highest rate both passed (else their first steps)."""
-    ra, rb = _ok_rates(a), _ok_rates(b)
+    """The two back ends' steps at the highest rate both delivered cleanly."""
+    ra, rb = _clean_rates(a), _clean_rates(b)
     common = sorted(set(ra) & set(rb))
     if common:
         return ra[common[-1]], rb[common[-1]]
-    if a["steps"] and b["steps"]:
-        return a["steps"][0], b["steps"][0]
     return None
 
 
@@ -112,13 +114,13 @@ def targets(results: dict) -> list[dict]:
         if other not in fan:
             continue
         pair = _common_step(dps, fan[other])
-        if pair is None or pair[0]["cpu_us_per_delivery"] is None \
-                or pair[1]["cpu_us_per_delivery"] is None:
+        if pair is None:
             continue
         mine, theirs = pair[0]["cpu_us_per_delivery"], pair[1]["cpu_us_per_delivery"]
         out.append({"target": f"DPS server CPU per delivered message {label}",
                     "holds": mine <= factor * theirs,
-                    "detail": f"at {pair[0]['rate']:.0f} msg/s: DPS {mine:.1f} us vs "
+                    "detail": f"at {pair[0]['rate']:.0f} msg/s (the highest rate both delivered "
+                              f"without loss, duplicate or reorder): DPS {mine:.1f} us vs "
                               f"{theirs:.1f} us (ratio {mine / theirs:.2f}, limit {factor:.2f})"})
     redis_best = max((fan[b]["max_ok_rate"] for b in ("redis", "redis_pubsub") if b in fan),
                      default=None)
