@@ -23,7 +23,7 @@ from .cluster import Cluster, ClusterConfigError, ClusterFileWatcher
 from .outbox import Outbox
 from .ring import Ring
 from .settings import LayerSettings
-from .transport import Transport
+from .transport import Transport, TransportError
 
 logger = logging.getLogger("channel_layer.topic_server")
 
@@ -82,7 +82,16 @@ class TopicServer:
             while not stop.is_set():
                 block = min(self.settings.read_block_ms, 200) if self._held else \
                     self.settings.read_block_ms
-                entries = await self.transport.read(self.node, self.settings.read_batch, block)
+                try:
+                    entries = await self.transport.read(self.node, self.settings.read_batch,
+                                                        block)
+                except TransportError as exc:
+                    # Our own Redis is down or restarting: keep trying; what senders publish
+                    # meanwhile waits in the backlog once Redis is back.
+                    self.counters["inbox_read_errors"] += 1
+                    logger.warning("cannot read the inbox of %s: %s", self.node, exc)
+                    await asyncio.sleep(1.0)
+                    continue
                 now = time.time()
                 for _, data in entries:
                     self.handle(data, now)

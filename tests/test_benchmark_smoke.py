@@ -38,7 +38,9 @@ def test_quick_fanout_on_dps_and_local(tmp_path):
         assert fanout["members"] == 10
         assert len(fanout["steps"]) == 2, fanout["steps"]
         assert fanout["rss_per_connection"] is not None
-        for step in fanout["steps"]:
+        reference = fanout["cpu_reference"]  # the CPU comparison step, same rate everywhere
+        assert reference["rate"] == 20
+        for step in [*fanout["steps"], reference]:
             assert STEP_FIELDS <= set(step), STEP_FIELDS - set(step)
             assert step["published"] > 0
             assert step["deliveries"] == step["expected_deliveries"] == step["published"] * 10

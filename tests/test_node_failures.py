@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from channel_layer.cluster import load_cluster
+from channel_layer.embedded_redis import RedisProcess, find_redis_server
 from channel_layer.layer import DPSChannelLayer
 from tests.support.processes import Worker, start_topic_server, stop_all, write_cluster_file
 
@@ -182,3 +183,35 @@ def test_topic_server_restart_keeps_memberships_and_queued_messages(cluster_setu
     finally:
         worker.stop()
         stop_all([server])
+
+
+def test_topic_server_keeps_serving_across_a_restart_of_its_own_redis(tmp_path, redis_factory):
+    """Its subscription breaks with the Redis; it subscribes again, takes what was published
+    meanwhile from the backlog, and its members (held in its memory) still get everything."""
+    urls = {n: redis_factory().url for n in ("ws-a", "ws-b")}
+    ts_redis = redis_factory()
+    urls["ts-a"] = ts_redis.url
+    cluster_file = write_cluster_file(tmp_path, urls)
+    limits = json.dumps({"node_timeout": 60})
+    server = start_topic_server(cluster_file, "ts-a", DPS_LAYER=limits)
+    worker = Worker(cluster_file, "ws-a", "--members", "2", "--groups", "steady",
+                    "--expect", "20", "--timeout", "20", DPS_LAYER=limits)
+    restarted = None
+    try:
+        worker.read_event("ready")
+        worker.go()
+        asyncio.run(publish(cluster_file, "steady", 10, start=0))
+        ts_redis.stop()
+        time.sleep(1.5)  # the topic server notices, and keeps retrying
+        restarted = RedisProcess(ts_redis.port, binary=find_redis_server()).start()
+        asyncio.run(publish(cluster_file, "steady", 10, start=10))
+        done = worker.read_event("done", timeout=30)
+        assert done["complete"], done
+        for per_group in done["received"].values():
+            assert [seq for _, seq in per_group["steady"]] == list(range(20))
+        assert server.poll() is None  # still serving
+    finally:
+        worker.stop()
+        stop_all([server])
+        if restarted is not None:
+            restarted.stop()

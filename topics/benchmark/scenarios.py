@@ -250,7 +250,10 @@ class Bench:
 
     # ------------------------------------------------------------------------------ scenarios
     def fanout(self, backend: str, members: int, rates: list[float], duration: float,
-               stop_at_limit: bool = True) -> dict:
+               stop_at_limit: bool = True, cpu_rate: float = 0.0,
+               cpu_duration: float = 10.0) -> dict:
+        """The rate ladder, then (with ``cpu_rate``) one longer step at that same rate for
+        every back end: the CPU comparison, with less noise than a short ladder step."""
         run = self.open_run(backend)
         try:
             n = len(run.gens)
@@ -271,8 +274,15 @@ class Bench:
                 self.say(_step_line(backend, "fanout", step))
                 if not step["ok"] and stop_at_limit:
                     break
+            reference = None
+            if cpu_rate:
+                reference, previous = self._step(run, cpu_rate, cpu_duration, pubs, previous,
+                                                 idle)
+                reference["ok"] = _step_ok(reference)
+                self.say(_step_line(backend, "cpu ref", reference))
             passing = [s["rate"] for s in steps if s["ok"]]
             return {"members": members, "ws_nodes": n, "steps": steps, "idle_redis": idle,
+                    "cpu_reference": reference,
                     "max_ok_rate": max(passing) if passing else 0.0,
                     "rss_per_connection": (rss - conn["rss0"]) / conn["sockets"]}
         finally:

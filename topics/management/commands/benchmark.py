@@ -48,6 +48,11 @@ class Command(BaseCommand):
         parser.add_argument("--members", type=int, default=None, help="fanout members (200)")
         parser.add_argument("--rates", default=None,
                             help="fanout publish rates, comma-separated (5,7,10,14,...,1280)")
+        parser.add_argument("--cpu-rate", type=float, default=20.0,
+                            help="fanout rate of the CPU comparison step, the same for every "
+                                 "back end (20 msg/s; 0: none)")
+        parser.add_argument("--cpu-duration", type=float, default=None,
+                            help="seconds of the CPU comparison step (default 10; 1 with --quick)")
 
     def handle(self, *args, **options) -> None:
         backends = _csv(options["backends"], BACKENDS, "backends")
@@ -55,6 +60,7 @@ class Command(BaseCommand):
         quick = options["quick"]
         duration = options["duration"] or (1.0 if quick else 4.0)
         members = options["members"] or (10 if quick else 200)
+        cpu_duration = options["cpu_duration"] or (1.0 if quick else 10.0)
         if options["rates"]:
             rates = [float(r) for r in options["rates"].split(",")]
         else:
@@ -84,7 +90,8 @@ class Command(BaseCommand):
                         continue  # one process, no Redis: nothing grows with the cluster
                     if scenario == "fanout":
                         results[backend]["fanout"] = bench.fanout(
-                            backend, members, rates, duration, stop_at_limit=not quick)
+                            backend, members, rates, duration, stop_at_limit=not quick,
+                            cpu_rate=options["cpu_rate"], cpu_duration=cpu_duration)
                     elif scenario == "many_topics":
                         results[backend]["many_topics"] = bench.many_topics(
                             backend, sizes["mt_topics"], sizes["mt_rate"], duration * 2)
@@ -103,7 +110,8 @@ class Command(BaseCommand):
             "meta": {"when": datetime.now(UTC).isoformat(timespec="seconds"),
                      "server": options["server"], "duration_s": duration, "quick": quick,
                      "backends": backends, "scenarios": scenarios, "fanout_members": members,
-                     "fanout_rates": rates, "sizes": sizes, "python": platform.python_version(),
+                     "fanout_rates": rates, "cpu_rate": options["cpu_rate"],
+                     "cpu_duration_s": cpu_duration, "sizes": sizes, "python": platform.python_version(),
                      "cpus": _cpus(), "wall_s": time.monotonic() - started},
             "results": results, "targets": found,
         }
