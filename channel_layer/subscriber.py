@@ -5,89 +5,33 @@ PUBLISH to it (see ``transport``). Redis pushes every message down this connecti
 published, in publish order, so reading costs no command at all. A received buffer is cut into
 messages by hiredis in one go, so a burst becomes one batch.
 
-This is deliberately a small client of its own rather than redis-py's ``PubSub``: the reader
-needs "every message already received, or wait up to N ms for the first one" without a
-command, a task or a timeout wrapper per message, and a clean hand-over on stop (UNSUBSCRIBE,
-then take what was pushed before Redis saw it).
+The reader needs "every message already received, or wait up to N ms for the first one"
+without a command, a task or a timeout wrapper per message, and a clean hand-over on stop
+(UNSUBSCRIBE, then take what was pushed before Redis saw it): a bare ``resp`` connection.
 """
 from __future__ import annotations
 
 import asyncio
-import ssl as ssl_module
 
-import hiredis
-from redis.asyncio.connection import SSLConnection, parse_url
-
-READ_CHUNK = 1 << 16
-
-
-class SubscriptionError(ConnectionError):
-    """The subscription connection failed or was closed by Redis."""
+from .resp import RespConnection, RespError
 
 
 class InboxSubscription:
     def __init__(self, url: str, channel: bytes, connect_timeout: float) -> None:
-        self.url = url
         self.channel = channel
-        self.connect_timeout = connect_timeout
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._parser = hiredis.Reader()
+        self._conn = RespConnection(url, connect_timeout)
         self.unsubscribed = False
 
     async def open(self) -> None:
         """Connect, authenticate and subscribe; messages published after this returns are ours."""
-        params = parse_url(self.url)
-        if "path" in params:
-            connecting = asyncio.open_unix_connection(params["path"])
-        else:
-            tls = ssl_module.create_default_context() \
-                if params.get("connection_class") is SSLConnection else None
-            connecting = asyncio.open_connection(params.get("host", "localhost"),
-                                                 params.get("port", 6379), ssl=tls)
-        self._reader, self._writer = await asyncio.wait_for(connecting, self.connect_timeout)
-        if params.get("password") is not None:
-            auth = [b"AUTH", params["password"].encode()]
-            if params.get("username"):
-                auth.insert(1, params["username"].encode())
-            await self._command(auth, self.connect_timeout)
-        await self._command([b"SUBSCRIBE", self.channel], self.connect_timeout)
-
-    async def _command(self, args: list[bytes], timeout: float) -> object:
-        self._send(args)
-        async with asyncio.timeout(timeout):
-            reply = await self._next_reply()
-        if isinstance(reply, hiredis.ReplyError):
-            raise SubscriptionError(f"Redis refused {args[0].decode()}: {reply}")
-        return reply
-
-    def _send(self, args: list[bytes]) -> None:
-        parts = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-        self._writer.write(b"".join(parts))
-
-    async def _next_reply(self) -> object:
-        while True:
-            reply = self._parser.gets()
-            if reply is not False:
-                return reply
-            await self._fill()
-
-    async def _fill(self) -> None:
-        try:
-            data = await self._reader.read(READ_CHUNK)
-        except OSError as exc:
-            raise SubscriptionError(f"subscription connection failed: {exc}") from None
-        if not data:
-            raise SubscriptionError("Redis closed the subscription connection")
-        self._parser.feed(data)
+        await self._conn.open()
+        await self._conn.command([b"SUBSCRIBE", self.channel])
 
     def _take(self, count: int, into: list[bytes]) -> None:
         """Move already received messages (up to ``count`` in all) into ``into``."""
-        parser = self._parser
+        take = self._conn.take_reply
         while len(into) < count:
-            reply = parser.gets()
+            reply = take()
             if reply is False:
                 return
             kind = reply[0]
@@ -106,34 +50,28 @@ class InboxSubscription:
         try:
             async with asyncio.timeout(block):
                 while not messages and not self.unsubscribed:
-                    await self._fill()
+                    await self._conn.fill()
                     self._take(count, messages)
         except TimeoutError:
-            pass  # StreamReader.read is cancel-safe: nothing received is lost
+            pass  # nothing received is lost: the next read takes it
         return messages
 
     async def unsubscribe(self, timeout: float) -> list[bytes]:
         """Stop receiving; return what Redis pushed before it saw the UNSUBSCRIBE. Anything
         published after that finds no subscriber (and goes to the node's backlog)."""
-        if self._writer is None or self.unsubscribed:
+        if self.unsubscribed:
             return []
-        self._send([b"UNSUBSCRIBE", self.channel])
         remaining: list[bytes] = []
         try:
+            self._conn.send([[b"UNSUBSCRIBE", self.channel]])
             async with asyncio.timeout(timeout):
                 while not self.unsubscribed:
                     self._take(1 << 30, remaining)
                     if not self.unsubscribed:
-                        await self._fill()
-        except (TimeoutError, SubscriptionError):
+                        await self._conn.fill()
+        except (TimeoutError, RespError):
             pass
         return remaining
 
     async def close(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except (OSError, RuntimeError):
-                pass  # best effort: the loop may be going away
+        await self._conn.close()

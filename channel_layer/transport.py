@@ -28,7 +28,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .cluster import Cluster, redact_url
-from .subscriber import InboxSubscription, SubscriptionError
+from .resp import CommandPipe, RespError
+from .subscriber import InboxSubscription
 
 logger = logging.getLogger("channel_layer.transport")
 
@@ -148,6 +149,7 @@ class RedisTransport(Transport):
         self._read_cursor: dict[str, bytes] = {}
         self._acked: dict[str, bytes] = {}
         self._subscriptions: dict[str, InboxSubscription] = {}
+        self._pipes: dict[str, CommandPipe] = {}  # the PUBLISH path, one per Redis URL
         self._draining: set[str] = set()  # receivers still taking their backlog
         self._queueing: set[str] = set()  # destinations this sender found absent
 
@@ -176,24 +178,29 @@ class RedisTransport(Transport):
         url = self.cluster.node(node).redis_url or ""
         return TransportError(f"Redis of node {node} at {redact_url(url)} failed: {exc}")
 
+    def _pipe(self, node: str) -> CommandPipe:
+        url = self.cluster.node(node).redis_url
+        pipe = self._pipes.get(url)
+        if pipe is None:
+            pipe = self._pipes[url] = CommandPipe(url, self.connect_timeout)
+        return pipe
+
     async def push(self, node: str, envelopes: Sequence[bytes]) -> None:
         channel = key = self.inbox_key(node)
-        client = self._client(node)
         try:
             if node not in self._queueing:
-                if len(envelopes) == 1:
-                    receivers = [await client.execute_command("PUBLISH", channel, envelopes[0])]
-                else:
-                    pipe = client.pipeline(transaction=False)
-                    for envelope in envelopes:
-                        pipe.execute_command("PUBLISH", channel, envelope)
-                    receivers = await pipe.execute()
+                channel_bytes = channel.encode()
+                receivers = await self._pipe(node).execute(
+                    [[b"PUBLISH", channel_bytes, envelope] for envelope in envelopes])
+                refused = next((r for r in receivers if not isinstance(r, int)), None)
+                if refused is not None:
+                    raise RespError(f"Redis refused PUBLISH: {refused}")
                 missed = [e for e, n in zip(envelopes, receivers, strict=True) if not n]
                 if not missed:
                     return
                 self._queueing.add(node)
                 envelopes = missed
-            pipe = client.pipeline(transaction=False)
+            pipe = self._client(node).pipeline(transaction=False)
             for envelope in envelopes:
                 pipe.eval(_PUBLISH_OR_QUEUE, 1, key, channel, envelope, self.inbox_cap)
             went_live = await pipe.execute()
@@ -213,7 +220,7 @@ class RedisTransport(Transport):
             self._draining.discard(node)
         try:
             messages = await subscription.read(count, block_ms / 1000)
-        except SubscriptionError as exc:
+        except RespError as exc:
             # Redis restarted, or dropped us for reading too slowly: subscribe again (and
             # take the backlog first) on the next read.
             await self._drop_subscription(node)
@@ -225,7 +232,7 @@ class RedisTransport(Transport):
                                          self.inbox_key(node).encode(), self.connect_timeout)
         try:
             await subscription.open()
-        except (OSError, TimeoutError, SubscriptionError) as exc:
+        except RespError as exc:
             await subscription.close()
             raise self._fail(node, exc) from None
         self._subscriptions[node] = subscription
@@ -325,6 +332,10 @@ class RedisTransport(Transport):
     async def close(self) -> None:
         for node in list(self._subscriptions):
             await self._drop_subscription(node)
+        pipes = list(self._pipes.values())
+        self._pipes.clear()
+        for command_pipe in pipes:
+            await command_pipe.close()
         clients = list(self._clients.values()) + list(self._readers.values())
         self._clients.clear()
         self._readers.clear()

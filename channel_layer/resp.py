@@ -1,0 +1,184 @@
+"""Bare Redis connections for the two hot paths: pushing envelopes and receiving them.
+
+A node sends one PUBLISH per envelope and receives pushed messages; redis-py's general client
+(connection pool, retry wrapper, response callbacks, a timeout per read) costs more CPU per
+command than the rest of the route together. Here a command is encoded once, a batch is one
+write, replies are cut out of each received buffer by hiredis, and pipelined batches are
+matched to their callers in order. Everything else (backlog reads, stats, plain channels) stays
+on redis-py.
+"""
+from __future__ import annotations
+
+import asyncio
+import ssl as ssl_module
+from collections import deque
+
+import hiredis
+from redis.asyncio.connection import SSLConnection, parse_url
+
+READ_CHUNK = 1 << 16
+
+
+class RespError(ConnectionError):
+    """The connection failed, was closed, or Redis refused a command."""
+
+
+def encode_commands(commands: list[list[bytes]]) -> bytes:
+    parts = []
+    for args in commands:
+        parts.append(b"*%d\r\n" % len(args))
+        for arg in args:
+            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+    return b"".join(parts)
+
+
+class RespConnection:
+    """One connection: ``send`` writes commands, ``next_reply``/``take_reply`` read replies (or
+    pushed messages) in order."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._parser = hiredis.Reader()
+
+    async def open(self) -> None:
+        params = parse_url(self.url)
+        if "path" in params:
+            connecting = asyncio.open_unix_connection(params["path"])
+        else:
+            tls = ssl_module.create_default_context() \
+                if params.get("connection_class") is SSLConnection else None
+            connecting = asyncio.open_connection(params.get("host", "localhost"),
+                                                 params.get("port", 6379), ssl=tls)
+        try:
+            self._reader, self._writer = await asyncio.wait_for(connecting, self.timeout)
+        except (OSError, TimeoutError) as exc:
+            raise RespError(f"cannot connect: {exc or type(exc).__name__}") from None
+        if params.get("password") is not None:
+            auth = [b"AUTH", params["password"].encode()]
+            if params.get("username"):
+                auth.insert(1, params["username"].encode())
+            await self.command(auth)
+        if params.get("db"):
+            await self.command([b"SELECT", str(params["db"]).encode()])
+
+    async def command(self, args: list[bytes]) -> object:
+        """One command and its reply (for setting a connection up)."""
+        self.send([args])
+        async with asyncio.timeout(self.timeout):
+            reply = await self.next_reply()
+        if isinstance(reply, hiredis.ReplyError):
+            raise RespError(f"Redis refused {args[0].decode()}: {reply}")
+        return reply
+
+    def send(self, commands: list[list[bytes]]) -> None:
+        if self._writer is None:
+            raise RespError("the connection is closed")
+        self._writer.write(encode_commands(commands))
+
+    def take_reply(self) -> object:
+        """The next reply already received, or False."""
+        return self._parser.gets()
+
+    async def next_reply(self) -> object:
+        while True:
+            reply = self._parser.gets()
+            if reply is not False:
+                return reply
+            await self.fill()
+
+    async def fill(self) -> None:
+        """Wait for more bytes (StreamReader.read is cancel-safe: nothing received is lost)."""
+        if self._reader is None:
+            raise RespError("the connection is closed")
+        try:
+            data = await self._reader.read(READ_CHUNK)
+        except OSError as exc:
+            raise RespError(f"connection failed: {exc}") from None
+        if not data:
+            raise RespError("Redis closed the connection")
+        self._parser.feed(data)
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        self._reader = None
+        if writer is not None:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (OSError, RuntimeError):
+                pass  # best effort: the loop may be going away
+
+
+class CommandPipe:
+    """Commands to one Redis over one connection, pipelined; each batch gets its replies."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._conn: RespConnection | None = None
+        self._connecting: asyncio.Future | None = None
+        self._reader_task: asyncio.Task | None = None
+        self._waiting: deque[tuple[int, list, asyncio.Future]] = deque()
+
+    async def execute(self, commands: list[list[bytes]]) -> list:
+        """Send the batch in one write; its replies, in order (``hiredis.ReplyError`` values
+        for commands Redis refused)."""
+        conn = self._conn or await self._connect()
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((len(commands), [], done))
+        conn.send(commands)
+        return await done
+
+    async def _connect(self) -> RespConnection:
+        if self._connecting is not None:  # another batch is connecting: wait for it
+            return await asyncio.shield(self._connecting)
+        self._connecting = asyncio.get_running_loop().create_future()
+        try:
+            conn = RespConnection(self.url, self.timeout)
+            await conn.open()
+        except BaseException as exc:
+            self._connecting.set_exception(exc if isinstance(exc, Exception) else RespError(
+                "connecting was cancelled"))
+            self._connecting.exception()  # retrieved here: waiters may be none
+            self._connecting = None
+            raise
+        self._conn = conn
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_replies(conn))
+        self._connecting.set_result(conn)
+        self._connecting = None
+        return conn
+
+    async def _read_replies(self, conn: RespConnection) -> None:
+        waiting = self._waiting
+        failure: Exception = RespError("the connection was closed")
+        try:
+            while True:
+                reply = await conn.next_reply()
+                count, replies, done = waiting[0]  # replies come back in the order sent
+                replies.append(reply)
+                if len(replies) == count:
+                    waiting.popleft()
+                    if not done.done():
+                        done.set_result(replies)
+        except RespError as exc:
+            failure = exc
+        finally:
+            # Every batch still waiting fails; the next execute connects again.
+            self._conn = None
+            while waiting:
+                _, _, done = waiting.popleft()
+                if not done.done():
+                    done.set_exception(failure)
+            await conn.close()
+
+    async def close(self) -> None:
+        task, self._reader_task = self._reader_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
