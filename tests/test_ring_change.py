@@ -34,6 +34,11 @@ def test_adding_a_topic_server_moves_groups_without_rejoining(tmp_path, redis_fa
         # ... and the WS node hands ts-b the memberships of the groups it now owns.
         wait_for(lambda: (s := ts_stats(urls["ts-b"], "ts-b"))
                  and s["group_count"] == len(moved))
+        # ... and unregisters them at ts-a (checked while the worker still runs: once it is
+        # done it leaves, and ts-a forgets it altogether).
+        stats_a = wait_for(lambda: (s := ts_stats(urls["ts-a"], "ts-a"))
+                           and s["group_count"] == len(groups) - len(moved) and s)
+        assert {g["group"] for g in stats_a["groups"]} == set(groups) - set(moved)
         for group in groups:
             asyncio.run(publish(cluster_file, group, 1, start=1))
 
@@ -42,9 +47,6 @@ def test_adding_a_topic_server_moves_groups_without_rejoining(tmp_path, redis_fa
         for per_group in done["received"].values():
             for group in groups:
                 assert [seq for _, seq in per_group[group]] == [0, 1]
-        stats_a = wait_for(lambda: (s := ts_stats(urls["ts-a"], "ts-a"))
-                           and s["group_count"] == len(groups) - len(moved) and s)
-        assert {g["group"] for g in stats_a["groups"]} == set(groups) - set(moved)
     finally:
         worker.stop()
         stop_all(servers)
