@@ -26,10 +26,13 @@ _LONG = struct.Struct("!BBQ").pack
 _FIN_TEXT = 0x81  # FIN + opcode 1 (text), no RSV bits: not compressed
 
 
+_SHORT_HEADERS = tuple(_SHORT(_FIN_TEXT, size) for size in range(126))
+
+
 def text_frame_header(size: int) -> bytes:
     """The header of an unmasked frame carrying ``size`` bytes as one text message."""
     if size < 126:
-        return _SHORT(_FIN_TEXT, size)
+        return _SHORT_HEADERS[size]
     if size < 65536:
         return _MEDIUM(_FIN_TEXT, 126, size)
     return _LONG(_FIN_TEXT, 127, size)
@@ -76,7 +79,8 @@ class _TwistedFrames(DirectFrames):
     def send(self, head: bytes, tail: bytes) -> int:
         if self._protocol.state != self._open:
             return NOT_OPEN
-        frame = text_frame_header(len(head) + len(tail)) + head + tail
+        size = len(head) + len(tail)
+        frame = (_SHORT_HEADERS[size] if size < 126 else text_frame_header(size)) + head + tail
         transport = self._transport
         sock = self._socket
         if (sock is None or transport._tempDataLen or transport.dataBuffer
@@ -117,14 +121,15 @@ class _AsyncioFrames(DirectFrames):
         self._writable = protocol.writable
 
     def send(self, head: bytes, tail: bytes) -> int:
-        protocol = self._protocol
         transport = self._transport
         # While the transport is paused (flow control), ASGI send queues behind it instead.
-        if (not protocol.handshake_complete or protocol.close_sent or protocol.disconnected
-                or self._conn.state is not self._open or not self._writable.is_set()
-                or transport.is_closing()):
+        # (A direct writer exists only after the handshake; a lost connection is closing.)
+        if (self._conn.state is not self._open or self._protocol.close_sent
+                or not self._writable.is_set() or transport.is_closing()):
             return NOT_OPEN
-        transport.write(text_frame_header(len(head) + len(tail)) + head + tail)
+        size = len(head) + len(tail)
+        transport.write((_SHORT_HEADERS[size] if size < 126 else text_frame_header(size))
+                        + head + tail)
         return transport.get_write_buffer_size()
 
 
