@@ -10,6 +10,7 @@ prints a table and whether the issue's targets hold.
 from __future__ import annotations
 
 import platform
+import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,10 @@ def _csv(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
     if bad or not items:
         raise CommandError(f"--{what}: choose from {', '.join(allowed)} (got {value!r})")
     return items
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 class Command(BaseCommand):
@@ -55,6 +60,9 @@ class Command(BaseCommand):
                             help="seconds of the CPU comparison step (default 10; 1 with --quick)")
 
     def handle(self, *args, **options) -> None:
+        # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so every cluster this run started
+        # is stopped by its ``finally`` instead of being left behind.
+        signal.signal(signal.SIGTERM, _interrupt)
         backends = _csv(options["backends"], BACKENDS, "backends")
         scenarios = _csv(options["scenarios"], SCENARIOS, "scenarios")
         quick = options["quick"]
