@@ -41,6 +41,13 @@ def text_frame_header(size: int) -> bytes:
 NOT_OPEN = -1
 
 
+def _require(obj: Any, *names: str) -> None:
+    """Fail now (AttributeError: the consumer keeps ASGI send) rather than on every broadcast
+    when a server version lacks an internal this module reads."""
+    for name in names:
+        getattr(obj, name)
+
+
 class DirectFrames:
     """Writes text messages to one open connection, bypassing the server's WebSocket layer.
 
@@ -72,9 +79,10 @@ class _TwistedFrames(DirectFrames):
 
         self._protocol = protocol
         self._open = protocol.STATE_OPEN
-        self._transport = protocol.transport
-        plain_tcp = type(self._transport) is tcp.Server and not self._transport.TLS
-        self._socket = self._transport.socket if plain_tcp else None
+        self._transport = transport = protocol.transport
+        plain_tcp = type(transport) is tcp.Server and not transport.TLS
+        self._socket = transport.socket if plain_tcp else None
+        _require(transport, "_tempDataLen", "dataBuffer", "offset", "connected", "disconnecting")
 
     def send(self, head: bytes, tail: bytes) -> int:
         if self._protocol.state != self._open:
@@ -119,6 +127,7 @@ class _AsyncioFrames(DirectFrames):
         self._transport = protocol.transport
         self._conn = protocol.conn
         self._writable = protocol.writable
+        _require(protocol, "close_sent")
 
     def send(self, head: bytes, tail: bytes) -> int:
         transport = self._transport
