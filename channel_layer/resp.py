@@ -56,13 +56,17 @@ class RespConnection:
             self._reader, self._writer = await asyncio.wait_for(connecting, self.timeout)
         except (OSError, TimeoutError) as exc:
             raise RespError(f"cannot connect: {exc or type(exc).__name__}") from None
-        if params.get("password") is not None:
-            auth = [b"AUTH", params["password"].encode()]
-            if params.get("username"):
-                auth.insert(1, params["username"].encode())
-            await self.command(auth)
-        if params.get("db"):
-            await self.command([b"SELECT", str(params["db"]).encode()])
+        try:
+            if params.get("password") is not None:
+                auth = [b"AUTH", params["password"].encode()]
+                if params.get("username"):
+                    auth.insert(1, params["username"].encode())
+                await self.command(auth)
+            if params.get("db"):
+                await self.command([b"SELECT", str(params["db"]).encode()])
+        except BaseException:
+            await self.close()  # refused or timed out: do not leave the socket open
+            raise
 
     async def command(self, args: list[bytes]) -> object:
         """One command and its reply (for setting a connection up)."""

@@ -352,10 +352,10 @@ class NodeRuntime:
                                                     settings.read_block_ms)
             except TransportError as exc:
                 if stop.is_set() or asyncio.current_task().cancelling():
-                    return  # redis-py turns a cancelled blocking read into an error
+                    return  # a read cut short by the shutdown, not a failing Redis
                 self.counters["inbox_read_errors"] += 1
                 logger.warning("cannot read inbox of %s: %s", node, exc)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(settings.read_retry_interval)
                 continue
             if not entries:
                 continue

@@ -18,6 +18,7 @@ class LayerSettings:
     inbox_cap: int = 100_000          # entries a node inbox holds; the oldest go beyond it
     read_batch: int = 512             # inbox entries taken per read
     read_block_ms: int = 1000         # how long one inbox read waits for entries
+    read_retry_interval: float = 1.0  # seconds between attempts while a node's own Redis is down
     heartbeat_interval: float = 1.0   # how often a WS node tells each TS node it is alive
     node_timeout: float = 10.0        # silence after which a TS drops a WS node's members
     startup_sync_timeout: float = 2.0  # a restarted TS waits this long for WS resyncs

@@ -90,7 +90,7 @@ class TopicServer:
                     # meanwhile waits in the backlog once Redis is back.
                     self.counters["inbox_read_errors"] += 1
                     logger.warning("cannot read the inbox of %s: %s", self.node, exc)
-                    await asyncio.sleep(1.0)
+                    await asyncio.sleep(self.settings.read_retry_interval)
                     continue
                 now = time.time()
                 for _, data in entries:
@@ -289,7 +289,7 @@ class TopicServer:
             "member_count": sum(sum(s.members.values()) for s in self.groups.values()),
             "ws_nodes": {name: {"last_seen": s.last_seen, "synced": s.synced}
                          for name, s in self.ws_nodes.items()},
-            "counters": dict(self.counters),
+            "counters": dict(self.counters + self.transport.counters),
             "groups": [
                 {"group": name, "members": dict(s.members), "messages": s.messages,
                  "created": s.created, "last_activity": s.last_activity}

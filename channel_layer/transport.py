@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from abc import ABC, abstractmethod
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
@@ -77,6 +77,9 @@ class Transport(ABC):
     def __init__(self, prefix: str, inbox_cap: int) -> None:
         self.prefix = prefix
         self.inbox_cap = inbox_cap
+        # "backlogged": envelopes this sender queued for an absent receiver (the backlog keeps
+        # the newest inbox_cap of them).
+        self.counters: Counter[str] = Counter()
 
     @abstractmethod
     async def push(self, node: str, envelopes: Sequence[bytes]) -> None:
@@ -204,6 +207,7 @@ class RedisTransport(Transport):
             for envelope in envelopes:
                 pipe.eval(_PUBLISH_OR_QUEUE, 1, key, channel, envelope, self.inbox_cap)
             went_live = await pipe.execute()
+            self.counters["backlogged"] += went_live.count(0)
             if went_live[-1] == 1:
                 self._queueing.discard(node)
         except (RedisError, OSError) as exc:

@@ -82,8 +82,8 @@ def largest_output_buffer(url: str) -> int:
 
 
 def test_stalled_ws_node_costs_its_redis_a_bounded_amount(cluster_setup):
-    """A WS node that stops reading (SIGSTOP) keeps its subscription until its Redis's pubsub
-    output limit drops it; from then on its envelopes go to its backlog, capped at inbox_cap."""
+    """A WS node that stops reading (SIGSTOP) costs its Redis at most the pubsub output limit
+    (then Redis drops the subscriber) plus its backlog, capped at inbox_cap."""
     urls, cluster_file = cluster_setup
     stalled_redis = redis.Redis.from_url(urls["ws-b"])
     limit = 256 * 1024
@@ -102,10 +102,13 @@ def test_stalled_ws_node_costs_its_redis_a_bounded_amount(cluster_setup):
         # the kernel buffers between them hold) ...
         wait_for(lambda: (s := ts_stats(urls["ts-a"]))
                  and s["counters"].get("node_deliveries") == 500)
-        # ... whose Redis dropped the subscriber at the output limit, so the rest went to the
-        # backlog, which kept only the newest 50.
-        assert subscribers(urls["ws-b"], "ws-b") == 0
-        assert xlen(urls["ws-b"], "ws-b") == 50
+        # ... and what the stalled node costs its Redis is bounded either way: once its output
+        # buffer passed the pubsub limit Redis dropped the subscriber, and from then on (or from
+        # the start, if it stalled before trimming the backlog it had drained) the envelopes went
+        # to the backlog, which kept only the newest 50. (node_deliveries counts envelopes handed
+        # to the outbox, so the writes may still be finishing.)
+        wait_for(lambda: xlen(urls["ws-b"], "ws-b") == 50)
+        wait_for(lambda: ts_stats(urls["ts-a"])["counters"].get("backlogged", 0) >= 50)
         assert largest_output_buffer(urls["ws-b"]) < limit
     finally:
         os.kill(stalled.proc.pid, signal.SIGCONT)

@@ -166,26 +166,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
         self._deliver_broadcast(message)
 
     def _fastlane(self, message: dict[str, Any]) -> None:
-        """A group message handed over directly by the DPS layer: no queue, no task.
-
-        This runs once per member for every broadcast, so the common case (a broadcast, an
-        idle socket, a direct writer) is written out here rather than spread over calls."""
-        direct = self._direct
-        if (direct is not None and not self._busy and message.get("type") == BROADCAST_TYPE
-                and self._sender.idle):
-            socket = self.socket
-            prefix = socket.broadcast_prefix_bytes(message["topic"])
-            if prefix is None:
-                return  # no longer joined
-            tails = message.get(_ENCODED_TAILS)
-            tail = tails.get(socket.serializer) if tails else None
-            if tail is None:
-                tail = _encoded_tail(message, socket.serializer)
-            backlog = direct.send(prefix, tail)
-            if backlog > self._max_send_buffer:
-                self._drop_slow_client(f"{backlog} bytes")
-            if backlog != NOT_OPEN:
-                return
+        """A group message handed over directly by the DPS layer: no queue, no task."""
         if message.get("type") != BROADCAST_TYPE:
             self._loop.create_task(self.dispatch(message))  # not a broadcast: the usual way
         elif self._busy:

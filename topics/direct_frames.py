@@ -24,8 +24,6 @@ _SHORT = struct.Struct("!BB").pack
 _MEDIUM = struct.Struct("!BBH").pack
 _LONG = struct.Struct("!BBQ").pack
 _FIN_TEXT = 0x81  # FIN + opcode 1 (text), no RSV bits: not compressed
-
-
 _SHORT_HEADERS = tuple(_SHORT(_FIN_TEXT, size) for size in range(126))
 
 
@@ -87,8 +85,7 @@ class _TwistedFrames(DirectFrames):
     def send(self, head: bytes, tail: bytes) -> int:
         if self._protocol.state != self._open:
             return NOT_OPEN
-        size = len(head) + len(tail)
-        frame = (_SHORT_HEADERS[size] if size < 126 else text_frame_header(size)) + head + tail
+        frame = text_frame_header(len(head) + len(tail)) + head + tail
         transport = self._transport
         sock = self._socket
         if (sock is None or transport._tempDataLen or transport.dataBuffer
@@ -109,8 +106,7 @@ class _TwistedFrames(DirectFrames):
     def _buffered(self) -> int:
         # Twisted's FileDescriptor: a list of pending chunks plus the partly written one.
         transport = self._transport
-        pending = getattr(transport, "_tempDataLen", 0)
-        return pending + len(getattr(transport, "dataBuffer", b"")) - getattr(transport, "offset", 0)
+        return transport._tempDataLen + len(transport.dataBuffer) - transport.offset
 
 
 class _AsyncioFrames(DirectFrames):
@@ -136,9 +132,7 @@ class _AsyncioFrames(DirectFrames):
         if (self._conn.state is not self._open or self._protocol.close_sent
                 or not self._writable.is_set() or transport.is_closing()):
             return NOT_OPEN
-        size = len(head) + len(tail)
-        transport.write((_SHORT_HEADERS[size] if size < 126 else text_frame_header(size))
-                        + head + tail)
+        transport.write(text_frame_header(len(head) + len(tail)) + head + tail)
         return transport.get_write_buffer_size()
 
 
