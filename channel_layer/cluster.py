@@ -190,3 +190,8 @@ class ClusterFileWatcher:
             return None
         self.cluster = cluster
         return cluster
+
+
+def ts_serving_line(name: str) -> str:
+    """What a topic server prints once it serves its inbox: ``runcluster`` waits for it."""
+    return f"topic server {name} serving"

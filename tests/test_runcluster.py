@@ -27,8 +27,9 @@ from channel_layer.embedded_redis import free_port_block, port_is_free, redis_pi
 from topics.cluster_runner import PROJECT_DIR, ClusterError, LocalCluster, LocalNode, node_suffix
 from topics.management.commands.runcluster import READY_LINE, Command
 
-# A stand-in node: reports what it sees, listens on its port if it is a WS node, and can be told
-# (through FAKE_* variables) to exit early, never listen, or ignore SIGTERM.
+# A stand-in node: reports what it sees, listens on its port if it is a WS node (a TS node says it
+# serves, as the real one does), and can be told (through FAKE_* variables) to exit early, never
+# listen, or ignore SIGTERM.
 FAKE_NODE = """
 import json, os, signal, socket, sys, time
 role, port = sys.argv[1], int(sys.argv[2])
@@ -36,11 +37,16 @@ nodes = json.load(open(os.environ["DPS_CLUSTER"]))["nodes"]
 print(f"fake {os.environ['DPS_NODE']} sees {len(nodes)} nodes", flush=True)
 if os.environ.get("FAKE_IGNORE_TERM"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-if role == os.environ.get("FAKE_EXIT_ROLE"):
-    time.sleep(float(os.environ.get("FAKE_EXIT_AFTER", "0")))
-    sys.exit(3)
+exits = role == os.environ.get("FAKE_EXIT_ROLE")
+if exits and "FAKE_EXIT_AFTER" not in os.environ:
+    sys.exit(3)  # dies while starting
 if role == "ws" and not os.environ.get("FAKE_WS_SILENT"):
     server = socket.create_server(("127.0.0.1", port))
+if role == "ts" and not os.environ.get("FAKE_TS_SILENT"):
+    print(f"topic server {os.environ['DPS_NODE']} serving", flush=True)
+if exits:
+    time.sleep(float(os.environ["FAKE_EXIT_AFTER"]))
+    sys.exit(3)  # dies once the cluster runs
 while True:
     time.sleep(1)
 """
@@ -225,6 +231,13 @@ def test_a_node_dying_later_is_reported_by_wait() -> None:
 def test_a_node_that_never_listens_times_out() -> None:
     cluster = fake_cluster([], ws=1, FAKE_WS_SILENT="1")
     with pytest.raises(ClusterError, match="not ready after 1s: ws-a not accepting connections"):
+        cluster.start(timeout=1)
+    assert cluster.workdir is None
+
+
+def test_a_topic_server_that_never_serves_times_out() -> None:
+    cluster = fake_cluster([], ws=1, ts=1, FAKE_TS_SILENT="1")
+    with pytest.raises(ClusterError, match="not ready after 1s: ts-a not serving"):
         cluster.start(timeout=1)
     assert cluster.workdir is None
 

@@ -27,7 +27,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from channel_layer.cluster import TS, WS, ClusterConfigError, parse_cluster, redact_url
+from channel_layer.cluster import (
+    TS,
+    WS,
+    ClusterConfigError,
+    parse_cluster,
+    redact_url,
+    ts_serving_line,
+)
 from channel_layer.embedded_redis import (
     RedisProcess,
     RedisServerNotFound,
@@ -118,6 +125,7 @@ class LocalCluster:
         self._workdir: str | None = None
         self._redis: dict[str, RedisProcess] = {}
         self._children: list[_Child] = []
+        self._serving: set[str] = set()  # topic servers that have said they serve their inbox
         self._stop_requested = False
 
     # -- what the cluster is ---------------------------------------------------------------
@@ -193,7 +201,8 @@ class LocalCluster:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self, timeout: float = DEFAULT_READY_TIMEOUT) -> Self:
-        """Start everything and return once every WS node accepts TCP connections.
+        """Start everything; return once every WS node accepts TCP connections and every topic
+        server has said it serves its inbox.
 
         Raises :class:`ClusterError` (after stopping what was started) if a process dies, the
         cluster is not ready within ``timeout`` seconds, or a stop is requested meanwhile.
@@ -271,24 +280,33 @@ class LocalCluster:
         return child
 
     def _pump(self, label: str, stream: IO[str]) -> None:
+        serving = ts_serving_line(label)
         for line in stream:
+            if line.startswith(serving):
+                self._serving.add(label)
             self._write(f"[{label}] {line.rstrip()}")
 
     def _wait_until_ready(self, timeout: float) -> None:
-        waiting = list(self.ws_nodes)
+        # Ready = every WS node accepts connections and every topic server has said it serves:
+        # a node that dies while starting fails the start instead of a later publish.
+        waiting = list(self.nodes)
         deadline = time.monotonic() + timeout
         while waiting:
             self._check_stop()
             failure = self.poll()
             if failure:
                 raise ClusterError(failure)
+            waiting = [n for n in waiting if not self._is_ready(n)]
+            if not waiting:
+                break
             if time.monotonic() > deadline:
-                names = ", ".join(n.name for n in waiting)
-                raise ClusterError(
-                    f"not ready after {timeout:g}s: {names} not accepting connections")
-            waiting = [n for n in waiting if not self._accepts_connections(n)]
-            if waiting:
-                time.sleep(_POLL_INTERVAL)
+                raise ClusterError(f"not ready after {timeout:g}s: " + ", ".join(
+                    f"{n.name} not accepting connections" if n.role == WS else
+                    f"{n.name} not serving" for n in waiting))
+            time.sleep(_POLL_INTERVAL)
+
+    def _is_ready(self, node: LocalNode) -> bool:
+        return self._accepts_connections(node) if node.role == WS else node.name in self._serving
 
     def _accepts_connections(self, node: LocalNode) -> bool:
         try:
@@ -346,6 +364,7 @@ class LocalCluster:
         for redis in self._redis.values():
             redis.stop()
         self._redis.clear()
+        self._serving.clear()
         if self._workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None

@@ -7,7 +7,13 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from channel_layer.cluster import TS, ClusterConfigError, current_node_name, load_cluster
+from channel_layer.cluster import (
+    TS,
+    ClusterConfigError,
+    current_node_name,
+    load_cluster,
+    ts_serving_line,
+)
 from channel_layer.settings import LayerSettings
 from channel_layer.startup import check_reachable
 from channel_layer.topic_server import TopicServer
@@ -45,7 +51,7 @@ class Command(BaseCommand):
         transport = RedisTransport(cluster, layer_settings.prefix, layer_settings.inbox_cap,
                                    layer_settings.connect_timeout)
         server = TopicServer(cluster, name, transport, layer_settings)
-        self.stdout.write(f"topic server {name} serving (Redis {cluster.node(name).redacted_url})")
+        self.stdout.write(f"{ts_serving_line(name)} (Redis {cluster.node(name).redacted_url})")
         self.stdout.flush()
         try:
             await server.run(stop)
