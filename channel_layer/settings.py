@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+RUNTIME_LOOPS = ("auto", "server", "thread")
+
 
 @dataclass(frozen=True)
 class LayerSettings:
@@ -26,6 +28,7 @@ class LayerSettings:
     stats_top_groups: int = 100       # groups listed in a TS's published stats
     connect_timeout: float = 2.0      # seconds to connect to a node's Redis
     prefix: str = "dps"               # Redis key prefix (lets clusters share one Redis)
+    runtime_loop: str = "auto"        # "server", "thread" or "auto": see channel_layer.runtime
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LayerSettings:
@@ -33,4 +36,8 @@ class LayerSettings:
         unknown = set(config) - known - {"channel_capacity"}
         if unknown:
             raise TypeError(f"unknown DPS layer settings: {', '.join(sorted(unknown))}")
-        return cls(**{k: v for k, v in config.items() if k in known})
+        value = cls(**{k: v for k, v in config.items() if k in known})
+        if value.runtime_loop not in RUNTIME_LOOPS:
+            raise ValueError(f"runtime_loop must be one of {', '.join(RUNTIME_LOOPS)}, "
+                             f"not {value.runtime_loop!r}")
+        return value

@@ -8,10 +8,12 @@ from tests.support.inproc import TopicServerThread, cluster_of
 pytest_plugins = ["tests.support.fixtures"]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-on-test-loop"])
 def layer_factory(request, redis_factory):
     """Builds DPS layers on either the embedded (memory) cluster or a Redis cluster of one WS
-    node and one TS node, each with its own real redis-server. Layers are closed after."""
+    node and one TS node, each with its own real redis-server; ``redis-on-test-loop`` runs the
+    runtime on the loop that first uses it (``runtime_loop="server"``, as under daphne or
+    uvicorn) instead of on its own thread. Layers are closed after."""
     from channel_layer.layer import DPSChannelLayer
 
     made = []
@@ -26,6 +28,8 @@ def layer_factory(request, redis_factory):
                 state["cluster"] = cluster_of(
                     {"ws-a": redis_factory().url, "ts-a": redis_factory().url})
                 servers.append(TopicServerThread(state["cluster"]).start())
+            if request.param == "redis-on-test-loop":
+                config.setdefault("runtime_loop", "server")
             layer = DPSChannelLayer(cluster=state["cluster"], node="ws-a", **config)
         made.append(layer)
         return layer

@@ -169,6 +169,7 @@ def test_live_stats_show_a_group_with_its_messages_and_members(admin_client, set
         ts = data["topic_servers"][0]
         assert ts["status"] == cluster_stats.UP and ts["group_count"] == 1
         assert data["local"]["groups"] == 1 and data["local"]["started"] is True
+        assert data["local"]["runtime_loop"] == "thread"  # a test process is not a server
         assert data["ring"]["nodes"][0]["listed"] == 1
 
         html = admin_client.get(PAGE, {"q": "matr"}).content.decode()

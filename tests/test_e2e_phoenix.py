@@ -419,6 +419,15 @@ def closing_cluster(request: pytest.FixtureRequest) -> Iterator[E2ECluster]:
     e2e.check_running()
 
 
+def test_ws_nodes_run_the_layer_on_the_servers_own_loop(closing_cluster: E2ECluster) -> None:
+    # runtime_loop="auto": under daphne and uvicorn the layer shares the server's loop (no
+    # I/O thread, no thread hop per publish or delivery); every WS node has said so.
+    for node in ("ws-a", "ws-b"):
+        assert any(line.startswith(f"[{node}]") and
+                   "layer runtime of " + node + " runs on the server's loop" in line
+                   for line in closing_cluster.log), "\n".join(closing_cluster.log[-30:])
+
+
 @pytest.mark.parametrize("frame", ["not json", "{", '"a string"', "{}", "[]", "[1]"],
                          ids=["text", "truncated", "json-string", "object", "empty-array",
                               "no-ref"])

@@ -139,12 +139,19 @@ def safe_error(exc: BaseException, url: str) -> str:
 
 
 # --------------------------------------------------------------------- this process
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _on_runtime_thread(runtime: NodeRuntime, read: Callable[[], T]) -> T | None:
     """Run ``read`` on the runtime's I/O thread, which owns its state (here if it is not
     running); None if that thread is too busy to answer within RUNTIME_TIMEOUT."""
     loop = runtime.loop
-    if loop is None or not loop.is_running():
-        return read()
+    if loop is None or not loop.is_running() or loop is _running_loop():
+        return read()  # not started, or this thread is the runtime's: read it right here
 
     async def call() -> T:
         return read()
@@ -173,6 +180,7 @@ def local_view(layer: DPSChannelLayer | None) -> dict[str, Any] | None:
 
     def read() -> dict[str, Any]:
         return {"node": layer.node, "started": runtime.loop is not None,
+                "runtime_loop": "server" if runtime.on_server_loop else "thread",
                 "counters": dict(sorted(runtime.counters.items())),
                 "groups": len(runtime.groups), "channels": len(runtime.channels)}
 

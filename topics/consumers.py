@@ -183,21 +183,30 @@ class PhoenixSocketConsumer(AsyncConsumer):
         socket = self.socket
         if socket is None or self._sender is None:
             return
-        direct = self._direct
-        if direct is not None and self._sender.idle:
+        if self._direct is not None:
             prefix = socket.broadcast_prefix_bytes(message["topic"])
             if prefix is None:
                 return
-            backlog = direct.send(prefix, _encoded_tail(message, socket.serializer))
-            if backlog > self._max_send_buffer:
-                self._drop_slow_client(f"{backlog} bytes")
-            if backlog != NOT_OPEN:
+            if self._write_direct(prefix, _encoded_tail(message, socket.serializer)):
                 return
         text = socket.render_broadcast(message["topic"], message["event"], message["payload"])
         if text is None:
             return
         if not self._sender.send_nowait({"type": "websocket.send", "text": text}):
             self._drop_slow_client(f"{self._sender.pending} frames")
+
+    def _write_direct(self, head: bytes, tail: bytes) -> bool:
+        """Write the text frame ``head + tail`` straight to the connection, behind nothing
+        queued for ASGI send; False when ASGI send must take it instead."""
+        direct = self._direct
+        if direct is None or not self._sender.idle:
+            return False
+        backlog = direct.send(head, tail)
+        if backlog == NOT_OPEN:
+            return False
+        if backlog > self._max_send_buffer:
+            self._drop_slow_client(f"{backlog} bytes")
+        return True
 
     def _drop_slow_client(self, backlog: str) -> None:
         logger.warning("closing a client %s behind", backlog)
@@ -215,7 +224,9 @@ class PhoenixSocketConsumer(AsyncConsumer):
         socket = self.socket
         for action in actions:
             if isinstance(action, SendFrame):
-                await self.send({"type": "websocket.send", "text": action.text})
+                # Replies take the broadcasts' direct path too: no ASGI send, same order.
+                if not self._write_direct(b"", action.text.encode()):
+                    await self.send({"type": "websocket.send", "text": action.text})
             elif isinstance(action, Subscribe):
                 await self._execute(await self._subscribe(socket, action))
             elif isinstance(action, Publish):

@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import psutil
 import redis
@@ -28,10 +28,16 @@ def _tree(pids: Iterable[int]) -> list[psutil.Process]:
 
 
 class CpuMeter:
-    """CPU seconds of a fixed set of process trees (the set is taken when it is created)."""
+    """CPU seconds of a fixed set of process trees, by role (the set is taken when it is
+    created): the total is the figure; the split shows which process pays."""
 
-    def __init__(self, pids: Iterable[int]) -> None:
-        self.procs = _tree(pids)
+    def __init__(self, pids_by_role: Mapping[str, Iterable[int]]) -> None:
+        self.role_of: dict[int, str] = {}
+        self.procs = []
+        for role, pids in pids_by_role.items():
+            for proc in _tree(pids):
+                self.role_of[proc.pid] = role
+                self.procs.append(proc)
 
     def snapshot(self) -> dict[int, float]:
         seconds = {}
@@ -46,6 +52,13 @@ class CpuMeter:
     @staticmethod
     def delta(before: dict[int, float], after: dict[int, float]) -> float:
         return sum(after[pid] - before.get(pid, 0.0) for pid in after)
+
+    def delta_by_role(self, before: dict[int, float], after: dict[int, float]) -> dict[str, float]:
+        roles: dict[str, float] = {}
+        for pid, seconds in after.items():
+            role = self.role_of[pid]
+            roles[role] = roles.get(role, 0.0) + seconds - before.get(pid, 0.0)
+        return roles
 
 
 def rss_bytes(pids: Iterable[int]) -> int:

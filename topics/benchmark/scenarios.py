@@ -108,7 +108,8 @@ class Run:
 
     def measure(self, before: dict, after: dict) -> dict:
         out = {"seconds": after["t"] - before["t"],
-               "cpu_s": CpuMeter.delta(before["cpu"], after["cpu"])}
+               "cpu_s": CpuMeter.delta(before["cpu"], after["cpu"]),
+               "cpu_s_by_role": self.cpu.delta_by_role(before["cpu"], after["cpu"])}
         if self.redis:
             delta = RedisMeter.delta(before["redis"], after["redis"])
             delta["in"] = max(0, delta["in"] - self.redis_overhead["in"])
@@ -129,9 +130,8 @@ class Bench:
         try:
             gens = [Generator() for _ in servers.ws_urls]
             pids = servers.server_pids()
-            every = [p for role in pids.values() for p in role]
             meter = RedisMeter(servers.redis_urls) if servers.redis_urls else None
-            run = Run(servers, gens, CpuMeter(every), meter, pids["ws"])
+            run = Run(servers, gens, CpuMeter(pids), meter, pids["ws"])
             if meter:
                 run.redis_overhead = meter.overhead()
             return run
@@ -227,6 +227,9 @@ class Bench:
             "closed_sockets": sum(c["closed_sockets"] for c in collected),
             "cpu_s": measured["cpu_s"], "seconds": measured["seconds"],
             "cpu_us_per_delivery": (measured["cpu_s"] * 1e6 / deliveries) if deliveries else None,
+            "cpu_us_per_delivery_by_role": {
+                role: s * 1e6 / deliveries for role, s in measured["cpu_s_by_role"].items()
+                if deliveries},
         }
         if "redis" in measured and published:
             r = measured["redis"]
