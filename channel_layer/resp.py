@@ -53,7 +53,9 @@ class RespConnection:
             connecting = asyncio.open_connection(params.get("host", "localhost"),
                                                  params.get("port", 6379), ssl=tls)
         try:
-            self._reader, self._writer = await asyncio.wait_for(connecting, self.timeout)
+            # Not wait_for: on Python 3.11 it can swallow a cancel that races the connect.
+            async with asyncio.timeout(self.timeout):
+                self._reader, self._writer = await connecting
         except (OSError, TimeoutError) as exc:
             raise RespError(f"cannot connect: {exc or type(exc).__name__}") from None
         try:

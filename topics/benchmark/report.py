@@ -135,17 +135,22 @@ def targets(results: dict) -> list[dict]:
                     "holds": mine <= factor * theirs,
                     "detail": f"at {pair[0]['rate']:.0f} msg/s ({pair[2]}): DPS {mine:.1f} us vs "
                               f"{theirs:.1f} us (ratio {mine / theirs:.2f}, limit {factor:.2f})"})
-    redis_best = max((fan[b]["max_ok_rate"] for b in ("redis", "redis_pubsub") if b in fan),
-                     default=None)
+    theirs = [fan[b] for b in ("redis", "redis_pubsub") if b in fan]
+    redis_best = max((f["max_ok_rate"] for f in theirs), default=None)
     if redis_best is not None:
         top_step = max((s["rate"] for s in dps["steps"]), default=0)
         capped = dps["max_ok_rate"] == top_step and dps["steps"][-1]["ok"]
+        # A layer that fails even the lowest step has a limit below that step's rate.
+        bound = redis_best or min((f["steps"][0]["rate"] for f in theirs if f["steps"]),
+                                  default=0)
+        best_text = f"{redis_best:.0f} msg/s" if redis_best else \
+            f"< {bound:.0f} msg/s (both failed the lowest step)"
         out.append({"target": "DPS highest rate with p99 <= 100 ms >= 3x the best channels_redis "
                               "layer's",
-                    "holds": redis_best > 0 and dps["max_ok_rate"] >= 3 * redis_best,
+                    "holds": bound > 0 and dps["max_ok_rate"] >= 3 * bound,
                     "detail": f"DPS {dps['max_ok_rate']:.0f} msg/s"
                               + (" (the last step; the real limit may be higher)" if capped else "")
-                              + f" vs best channels_redis {redis_best:.0f} msg/s"})
+                              + f" vs best channels_redis {best_text}"})
     ok = [s for s in dps["steps"] if s.get("redis_calls_per_publish")]
     if ok:
         # The step with the most publishes: the idle traffic subtracted below is an estimate,
