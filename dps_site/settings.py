@@ -94,7 +94,8 @@ DPS_LAYER = json.loads(os.environ.get("DPS_LAYER", "{}"))
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channel_layer.DPSChannelLayer",
-        "CONFIG": {},
+        # Where the layer's runtime runs (auto: the server's loop under daphne or uvicorn).
+        "CONFIG": {"runtime_loop": os.environ.get("DPS_RUNTIME_LOOP", "auto")},
     }
 }
 
