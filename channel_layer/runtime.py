@@ -6,7 +6,7 @@ a loop that lasts as long as the process. Where that loop is (``runtime_loop``):
 
 - ``server``: the ASGI server's own loop (daphne, uvicorn: one loop in the main thread for the
   process's life). Consumers and the runtime share it, so a publish and its deliveries need
-  no thread hop: a WS node spends about a quarter less CPU per publish than with a thread.
+  no thread hop (the README's benchmark section has the A/B).
 - ``thread``: a private I/O thread with its own loop; layer calls from any loop hop onto it
   (``call``), and deliveries hop back by waking the receiver's loop once per inbox batch.
 - ``auto`` (the default): ``server`` when the process is an ASGI server program, else
@@ -182,26 +182,25 @@ class NodeRuntime:
             await self._boot()
         except BaseException:
             await self._close_transport()
-            self.loop, self._booting = None, None  # the next layer call tries again
+            self._forget_loop()  # the next layer call tries again
             raise
 
-    async def _booted(self, coro: Awaitable[T]) -> T:
-        booting = self._booting
-        if booting is not None and not booting.done():
-            try:
-                await asyncio.shield(booting)
-            except BaseException:
-                coro.close()  # type: ignore[attr-defined]
-                raise
+    async def _after_boot(self, booting: asyncio.Task, coro: Awaitable[T]) -> T:
+        try:
+            await asyncio.shield(booting)
+        except BaseException:
+            coro.close()  # type: ignore[attr-defined]
+            raise
         return await coro
 
     async def call(self, coro: Awaitable[T]) -> T:
         """Run ``coro`` on the runtime's loop and wait for it from whatever loop is calling."""
         self.ensure_started()
+        booting = self._booting
+        if booting is not None and not booting.done():  # only the first calls wait for it
+            coro = self._after_boot(booting, coro)
         if asyncio.get_running_loop() is self.loop:
-            return await (self._booted(coro) if self._booting is not None else coro)
-        if self.on_server_loop:
-            coro = self._booted(coro)
+            return await coro
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
     def _forget_loop(self) -> None:
@@ -209,6 +208,7 @@ class NodeRuntime:
         self.loop, self._booting, self.transport = None, None, None
         self._tasks.clear()
         self._outboxes.clear()
+        self._registering.clear()  # futures of that loop
 
     async def close(self) -> None:
         if self.on_server_loop:

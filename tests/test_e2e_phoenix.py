@@ -138,7 +138,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
 
 @pytest.fixture(scope="module")
 def uvicorn_e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
-    """The same cluster with its WS nodes under uvicorn (only for the close-code tests)."""
+    """The same cluster with its WS nodes under uvicorn (for the tests run under both servers)."""
     yield from _run_cluster(tmp_path_factory, server="uvicorn")
 
 

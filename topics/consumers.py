@@ -225,7 +225,8 @@ class PhoenixSocketConsumer(AsyncConsumer):
         for action in actions:
             if isinstance(action, SendFrame):
                 # Replies take the broadcasts' direct path too: no ASGI send, same order.
-                if not self._write_direct(b"", action.text.encode()):
+                if not (self._direct is not None
+                        and self._write_direct(b"", action.text.encode())):
                     await self.send({"type": "websocket.send", "text": action.text})
             elif isinstance(action, Subscribe):
                 await self._execute(await self._subscribe(socket, action))
