@@ -21,7 +21,7 @@ from channels.layers import BaseChannelLayer
 from . import wire
 from .cluster import Cluster, current_node_name, load_cluster
 from .local_channels import Fastlane, Wakeups
-from .runtime import NodeRuntime, node_of_channel
+from .runtime import NodeRuntime, acquire_runtime, node_of_channel, release_runtime
 from .settings import LayerSettings
 
 _CHANNEL_NAME = re.compile(r"[a-zA-Z\d\-_.]+(![\d\w\-_.]*)?", re.ASCII)
@@ -58,7 +58,17 @@ class DPSChannelLayer(BaseChannelLayer):
         else:
             self.cluster = load_cluster(cluster or _django_setting("DPS_CLUSTER"))
         self.node = node or current_node_name(self.cluster, _django_setting("DPS_NODE"))
-        self.runtime = NodeRuntime(self.cluster, self.node, self.settings, self.get_capacity)
+        self._runtime: NodeRuntime | None = None
+
+    @property
+    def runtime(self) -> NodeRuntime:
+        """This node's runtime, shared with every other layer instance of the node in this
+        process (see ``channel_layer.runtime.acquire_runtime``)."""
+        runtime = self._runtime
+        if runtime is None:
+            runtime = self._runtime = acquire_runtime(self.cluster, self.node, self.settings,
+                                                      self.get_capacity)
+        return runtime
 
     # ---------------------------------------------------------------------- validation
     def require_valid_channel_name(self, name: Any, receive: bool = False) -> bool:
@@ -91,13 +101,16 @@ class DPSChannelLayer(BaseChannelLayer):
         elif node == self.node:
             # Same process: no hop. Decoding our own encoding gives the receiver its own copy,
             # exactly as a remote receiver would get it.
-            local = runtime.local_channel(channel)
-            if len(local.queue) >= local.capacity:
+            capacity = self.get_capacity(channel)
+            if runtime.local.is_full(channel, capacity):
                 raise ChannelFull(channel)
             wake = Wakeups()
-            runtime.deliver_local(channel, expires_at, wire.decode_message(data), wake)
+            runtime.local.deliver(channel, expires_at, wire.decode_message(data), wake, capacity)
             wake.fire()
         else:
+            # One way, like every delivery between nodes: a full channel on the receiving
+            # node drops the message there and counts it (dropped_channel_full), as
+            # group_send does; it does not raise ChannelFull here (README, layer section).
             await runtime.call(runtime.send_remote(node, channel, expires_at, data))
 
     async def receive(self, channel: str) -> dict:
@@ -108,27 +121,39 @@ class DPSChannelLayer(BaseChannelLayer):
         if node != self.runtime.require_node():
             raise ValueError(f"channel {channel!r} lives on node {node!r}, not on {self.node!r}")
         self.runtime.ensure_started()
-        return await self.runtime.receive_local(channel)
+        return await self.runtime.local.receive(channel, self.get_capacity(channel))
 
     async def new_channel(self, prefix: str = "specific") -> str:
         node = self.runtime.require_node()
         self.runtime.ensure_started()
         name = f"{prefix}.{node}!{uuid.uuid4().hex}"
-        self.runtime.local_channel(name)
+        self.runtime.local.get(name, self.get_capacity(name))
         return name
 
     # ------------------------------------------------------------------------- groups
     async def group_add(self, group: str, channel: str) -> None:
+        """Any process may add any channel: a process channel's membership is held by its
+        own node, a plain channel's by the group's owner (channel_layer.membership)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        self.runtime.require_node()
-        await self.runtime.call(self.runtime.group_add(group, channel))
+        await self._change_membership("add", group, channel)
 
     async def group_discard(self, group: str, channel: str) -> None:
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        self.runtime.require_node()
-        await self.runtime.call(self.runtime.group_discard(group, channel))
+        await self._change_membership("discard", group, channel)
+
+    async def _change_membership(self, op: str, group: str, channel: str) -> None:
+        runtime = self.runtime
+        node = node_of_channel(channel)
+        if node is None:
+            change = runtime.plain_membership(group, channel, joined=op == "add")
+        elif node == self.node:
+            change = runtime.group_add(group, channel) if op == "add" else \
+                runtime.group_discard(group, channel)
+        else:
+            change = runtime.change_remote_membership(op, group, channel, node)
+        await runtime.call(change)
 
     async def group_send(self, group: str, message: dict) -> None:
         """Never raises ChannelFull: members that are full drop the message (counted)."""
@@ -141,27 +166,24 @@ class DPSChannelLayer(BaseChannelLayer):
         queueing them for ``receive`` (a DPS extension; ``send`` still queues). ``deliver``
         runs once per message, must not block, and must treat the message as read-only:
         members of one node share it."""
-        self.runtime.fastlanes[channel] = Fastlane(asyncio.get_running_loop(), deliver)
+        self.runtime.local.add_fastlane(channel, Fastlane(asyncio.get_running_loop(), deliver))
 
     def remove_fastlane(self, channel: str) -> None:
-        self.runtime.fastlanes.pop(channel, None)
+        self.runtime.local.remove_fastlane(channel)
 
     # --------------------------------------------------------------------- extensions
     async def flush(self) -> None:
+        """Empty the whole layer, every node's groups and queued messages included."""
         runtime = self.runtime
-        await runtime.call(runtime.transport.flush())
-        runtime.channels.clear()
-        await runtime.call(_clear_groups(runtime))
+        await runtime.call(runtime.flush())
 
     async def close(self) -> None:
-        await self.runtime.close()
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None:
+            await release_runtime(runtime)
 
     def __repr__(self) -> str:
         return f"<DPSChannelLayer node={self.node} cluster={len(self.cluster.nodes)} nodes>"
-
-
-async def _clear_groups(runtime: NodeRuntime) -> None:
-    runtime.groups.clear()
 
 
 __all__ = ["DPSChannelLayer"]

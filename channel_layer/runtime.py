@@ -12,10 +12,11 @@ a loop that lasts as long as the process. Where that loop is (``runtime_loop``):
 - ``auto`` (the default): ``server`` when the process is an ASGI server program, else
   ``thread`` (tests, management commands, ``runserver``).
 
-The runtime holds the authoritative list of this node's group members (group -> local
-channels). A group's first local member registers this node with the group's owner before
-``group_add`` returns; the last one leaving unregisters it; a topic server that asks
-(RESYNC) gets a snapshot of every group it owns.
+The runtime composes the node's local channels (``local_channels``), its membership
+(``membership``: registration with owners, snapshots, ring moves), the inbox reader and the
+heartbeat. One process holds one runtime per node: every ``DPSChannelLayer`` instance of that
+node in the process shares it (``acquire_runtime``), because a topic server knows a node by its
+name and boot, and two runtimes of one name would look like a node restarting over and over.
 """
 from __future__ import annotations
 
@@ -25,13 +26,15 @@ import os
 import sys
 import threading
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from . import wire
 from .cluster import EMBEDDED_TS, Cluster, ClusterConfigError, ClusterFileWatcher
-from .local_channels import Fastlane, LocalChannel, Wakeups
+from .local_channels import LocalChannels, Wakeups
+from .membership import Membership
 from .outbox import Outbox
 from .ring import Ring
 from .settings import LayerSettings
@@ -80,24 +83,23 @@ class NodeRuntime:
         self.capacity_for = capacity_for
         self.ring = Ring(n.name for n in cluster.ts_nodes)
         self.counters: Counter[str] = Counter()
-        self.channels: dict[str, LocalChannel] = {}
-        self.fastlanes: dict[str, Fastlane] = {}
-        self.groups: dict[str, dict[str, float]] = {}  # I/O thread only
+        self.local = LocalChannels(self.counters)
+        # Runtime loop only (the layer calls it through ``call``).
+        self.membership = Membership(node, self.counters, self.owner_of, self._outbox)
         self.boot = ""
         self.loop: asyncio.AbstractEventLoop | None = None
         self.transport: Transport | None = None
         self.topic_server: TopicServer | None = None  # embedded cluster only
-        self._channels_lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.on_server_loop = _uses_server_loop(settings.runtime_loop)
         self._booting: asyncio.Task | None = None  # the boot, when on the server's loop
         self._outboxes: dict[str, Outbox] = {}
-        self._registering: dict[str, asyncio.Future] = {}
-        self._dirty_counts: set[str] = set()
         self._failures_synced: dict[str, int] = {}
         self._plain_buffers: dict[str, deque[bytes]] = {}
         self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()  # answers to other nodes' requests
+        self.registry_key: tuple | None = None  # see acquire_runtime
         self._stop: asyncio.Event | None = None
         self._watcher = ClusterFileWatcher(cluster)
 
@@ -142,7 +144,7 @@ class NodeRuntime:
             loop.close()
 
     async def _boot(self) -> None:
-        self.boot = os.urandom(6).hex()
+        self.boot = self.membership.boot = os.urandom(6).hex()
         self._stop = asyncio.Event()
         if self.cluster.embedded:
             self.transport = MemoryTransport(self.settings.prefix, self.settings.inbox_cap)
@@ -208,7 +210,7 @@ class NodeRuntime:
         self.loop, self._booting, self.transport = None, None, None
         self._tasks.clear()
         self._outboxes.clear()
-        self._registering.clear()  # futures of that loop
+        self.membership.forget_loop()  # futures of that loop
 
     async def close(self) -> None:
         if self.on_server_loop:
@@ -249,8 +251,7 @@ class NodeRuntime:
         for outbox in list(self._outboxes.values()):
             await outbox.drain()
         self._outboxes.clear()
-        self.groups.clear()
-        self._dirty_counts.clear()
+        self.membership.clear()
         await self._close_transport()
 
     async def _close_transport(self) -> None:
@@ -263,6 +264,17 @@ class NodeRuntime:
             outbox = self._outboxes[node] = Outbox(self.transport, node)
         return outbox
 
+    def reconfigure(self, settings: LayerSettings, capacity_for: Callable[[str], int]) -> None:
+        """A newer layer instance of this node: its settings apply from now on (where the
+        runtime loop runs is fixed once started)."""
+        if settings != self.settings:
+            logger.info("layer settings of %s changed by a new layer instance",
+                        self.node or "this process")
+        self.settings = settings
+        self.capacity_for = capacity_for
+        if self.loop is None and self._thread is None:
+            self.on_server_loop = _uses_server_loop(settings.runtime_loop)
+
     def require_node(self) -> str:
         if self.node is None:
             raise NotAReceivingNode(
@@ -270,52 +282,14 @@ class NodeRuntime:
                 "group_send, but cannot receive on process channels or join groups")
         return self.node
 
-    # ------------------------------------------------------------------- local channels
-    def local_channel(self, channel: str) -> LocalChannel:
-        local = self.channels.get(channel)
-        if local is None:
-            with self._channels_lock:
-                local = self.channels.get(channel)
-                if local is None:
-                    local = self.channels[channel] = LocalChannel(self.capacity_for(channel))
-        return local
+    def owner_of(self, group: str) -> str:
+        return self.ring.owner_of(group)
 
+    # ------------------------------------------------------------------- local channels
     def deliver_local(self, channel: str, expires_at: float, message: dict,
                       wake: Wakeups) -> bool:
         """Queue on a channel of this process; False (and a counter) when it is full."""
-        local = self.channels.get(channel) or self.local_channel(channel)
-        if len(local.queue) >= local.capacity:
-            self.counters["dropped_channel_full"] += 1
-            return False
-        local.queue.append((expires_at, message))
-        waiter = local.waiter
-        if waiter is not None:
-            wake.add(waiter)
-        return True
-
-    async def receive_local(self, channel: str) -> dict:
-        loop = asyncio.get_running_loop()
-        while True:
-            local = self.local_channel(channel)
-            local.last_used = time.monotonic()
-            message, expired = local.take(time.time())
-            if expired:
-                self.counters["expired"] += expired
-            if message is not None:
-                return message
-            waiter = loop.create_future()
-            with self._channels_lock:
-                if self.channels.get(channel) is not local:
-                    continue  # swept between lookup and wait: use the new one
-                if local.waiter is not None and not local.waiter.done():
-                    raise RuntimeError(f"two concurrent receive() calls on channel {channel!r}")
-                local.waiter = waiter
-            try:
-                if not local.queue:  # re-check: a message may have landed before we registered
-                    await waiter
-            finally:
-                if local.waiter is waiter:
-                    local.waiter = None
+        return self.local.deliver(channel, expires_at, message, wake, self.capacity_for(channel))
 
     # -------------------------------------------------------------------------- sending
     async def send_remote(self, node: str, channel: str, expires_at: float, data: bytes) -> None:
@@ -355,66 +329,84 @@ class NodeRuntime:
                                       ack=True)
 
     # ------------------------------------------------------------------------ membership
-    def _member_envelope(self, group: str, count: int) -> bytes:
-        return wire.encode([wire.MEMBER, group, self.node, self.boot, count])
-
     async def group_add(self, group: str, channel: str) -> None:
-        members = self.groups.get(group)
-        if members is None:
-            members = self.groups[group] = {}
-        first = not members
-        members[channel] = time.time()
-        if first:
-            # Register before returning, so a group_send that starts after group_add
-            # returned reaches this member. Later joiners wait for the same registration.
-            done = self._outbox(self.ring.owner_of(group)).put(
-                self._member_envelope(group, 1), ack=True)
-            self._registering[group] = done
-            try:
-                await done
-            except BaseException:
-                self._forget_member(group, channel)
-                raise
-            finally:
-                if self._registering.get(group) is done:
-                    del self._registering[group]
-        else:
-            pending = self._registering.get(group)
-            if pending is not None:
-                await asyncio.shield(pending)
-            self._dirty_counts.add(group)
-
-    def _forget_member(self, group: str, channel: str) -> None:
-        members = self.groups.get(group)
-        if members is not None:
-            members.pop(channel, None)
-            if not members:
-                del self.groups[group]
+        await self.membership.add(group, channel, self.settings.confirm_timeout)
 
     async def group_discard(self, group: str, channel: str) -> None:
-        members = self.groups.get(group)
-        if not members or channel not in members:
-            return
-        del members[channel]  # local removal is immediate: nothing more is delivered here
-        if members:
-            self._dirty_counts.add(group)
-            return
-        del self.groups[group]
-        try:
-            await self._outbox(self.ring.owner_of(group)).put(
-                self._member_envelope(group, 0), ack=True)
-        except TransportError as exc:
-            # The owner will be re-synced once its Redis answers again (see _heartbeat).
-            logger.warning("could not unregister %s from its owner: %s", group, exc)
+        await self.membership.discard(group, channel)
 
-    def snapshot_for(self, ts: str) -> dict[str, int]:
-        owner_of = self.ring.owner_of
-        return {g: len(m) for g, m in self.groups.items() if owner_of(g) == ts}
+    async def change_remote_membership(self, op: str, group: str, channel: str,
+                                       node: str) -> None:
+        """``group_add``/``group_discard`` of a channel that lives on another node: that node
+        holds its memberships, so it applies the change and confirms it."""
+        if not self.cluster.has_node(node):
+            self.counters["membership_for_unknown_node"] += 1
+            return  # no such node, so no such channel either
+        if not await self.transport.listening(node):
+            if op == "discard":
+                return  # a node that is not running holds no members (it restarts clean)
+            raise TransportError(f"node {node}, where {channel!r} lives, is not running")
+        answer = await self.request(node, lambda reply: [wire.MEMBERSHIP, op, group, channel,
+                                                         reply], timeout_factor=2)
+        if answer is not None:
+            raise TransportError(f"node {node} could not {op} {channel!r}: {answer}")
+
+    async def plain_membership(self, group: str, channel: str, joined: bool) -> None:
+        """A plain channel's membership is held by the group's owner, which delivers to it:
+        one place, so any process can change it and it is delivered at most once. The
+        owner reads its inbox in order, so a group_send after this returns sees it."""
+        envelope = [wire.PLAIN_MEMBER, group, channel, time.time() if joined else 0,
+                    self.capacity_for(channel)]
+        await self._outbox(self.owner_of(group)).put(wire.encode(envelope), ack=True)
+
+    async def request(self, node: str, build: Callable[[str], list],
+                      timeout_factor: float = 1) -> object:
+        """Send ``node`` the envelope ``build(reply)`` and wait for its answer, which the node
+        pushes onto the list ``reply`` in its own Redis (so that processes without an inbox,
+        a shell or a Celery worker, can ask too). Raises TransportError on timeout."""
+        reply = f"{self.settings.prefix}-reply.{uuid.uuid4().hex}"
+        await self._outbox(node).put(wire.encode(build(reply)), ack=True)
+        timeout = self.settings.confirm_timeout * timeout_factor
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            data = await self.transport.channel_pop(node, reply, min(left, 1.0))
+            if data is not None:
+                return wire.decode_message(data)
+        raise TransportError(f"node {node} did not answer within {timeout:g}s")
+
+    async def answer(self, reply: str, answer: object) -> None:
+        try:
+            await self.transport.channel_push(
+                self.node, reply, wire.encode_message(answer, self.settings.max_message_bytes),
+                1, int(self.settings.confirm_timeout * 2000))
+        except TransportError as exc:  # the asker times out and says so
+            logger.warning("could not answer a request: %s", exc)
 
     def _send_sync(self, ts: str) -> None:
         outbox = self._outbox(ts)
-        outbox.put(wire.encode([wire.SYNC, self.node, self.boot, ts, self.snapshot_for(ts)]))
+        outbox.put(self.membership.sync_envelope(ts))
         self._failures_synced[ts] = outbox.failed
+
+    # -------------------------------------------------------------------------- flush
+    async def flush(self) -> None:
+        """Empty the whole layer, on every node, as channels_redis' flush does: every Redis
+        key of the cluster's prefix, then each running node's groups and queued messages.
+        Returns once every running node has confirmed."""
+        await self.transport.flush()
+        self.flush_local()
+        if self.cluster.embedded:
+            return  # one process: every node of it was flushed just now
+        others = [n.name for n in self.cluster.nodes if n.name != self.node]
+        listening = [n for n in others if await self.transport.listening(n)]
+        await asyncio.gather(*(self.request(n, lambda reply: [wire.FLUSH, reply])
+                               for n in listening))
+
+    def flush_local(self) -> None:
+        self.membership.clear()
+        self.local.clear_queues()
+        self._plain_buffers.clear()
+        if self.topic_server is not None:
+            self.topic_server.flush_state()
 
     # --------------------------------------------------------------------------- inbox
     async def _read_inbox(self) -> None:
@@ -425,6 +417,9 @@ class NodeRuntime:
             wire.GROUP_DELIVER: self._deliver_group,
             wire.CHANNEL: self._deliver_channel,
             wire.RESYNC: self._answer_resync,
+            wire.JOINED: self._joined,
+            wire.MEMBERSHIP: self._membership_request,
+            wire.FLUSH: self._flush_request,
             wire.WAKE: wire.ignore,
         }
         reader = asyncio.current_task()
@@ -461,9 +456,36 @@ class NodeRuntime:
     def _answer_resync(self, envelope: list, now: float, wake: Wakeups) -> None:
         self._send_sync(envelope[1])
 
+    def _joined(self, envelope: list, now: float, wake: Wakeups) -> None:
+        _, group, token = envelope
+        self.membership.joined(group, token)
+
+    def _membership_request(self, envelope: list, now: float, wake: Wakeups) -> None:
+        _, op, group, channel, reply = envelope
+        change = self.membership.add(group, channel, self.settings.confirm_timeout) \
+            if op == "add" else self.membership.discard(group, channel)
+        self._spawn(self._apply_and_answer(change, reply))
+
+    async def _apply_and_answer(self, change: Awaitable[None], reply: str) -> None:
+        try:
+            await change
+            answer = None
+        except TransportError as exc:
+            answer = str(exc)
+        await self.answer(reply, answer)
+
+    def _flush_request(self, envelope: list, now: float, wake: Wakeups) -> None:
+        self.flush_local()
+        self._spawn(self.answer(envelope[1], None))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     def _deliver_group(self, envelope: list, now: float, wake: Wakeups) -> None:
         _, group, expires_at, data = envelope
-        members = self.groups.get(group)
+        members = self.membership.members(group)
         if not members:
             self.counters["group_deliveries_without_members"] += 1
             return
@@ -473,28 +495,14 @@ class NodeRuntime:
         # Decoded once for the node and shared by every local member (consumers must treat
         # a received message as read-only, as with any Channels layer that avoids copies).
         message = wire.decode_message(data)
-        local_node = self.node
-        fastlanes = self.fastlanes
-        for channel in members:
+        fastlanes = self.local.fastlanes
+        for channel in members:  # all of them this node's own channels (see membership)
             lane = fastlanes.get(channel)
             if lane is not None:
                 wake.call(lane, message)
-            elif node_of_channel(channel) == local_node:
-                self.deliver_local(channel, expires_at, message, wake)
             else:
-                self._forward(channel, expires_at, data)
+                self.deliver_local(channel, expires_at, message, wake)
         self.counters["group_deliveries"] += 1
-
-    def _forward(self, channel: str, expires_at: float, data: bytes) -> None:
-        """A member that lives elsewhere (a plain channel, or another node's channel)."""
-        node = node_of_channel(channel)
-        if node is None:
-            asyncio.get_running_loop().create_task(
-                self.send_plain(channel, expires_at, data, self.capacity_for(channel)))
-        elif self.cluster.has_node(node):
-            self._outbox(node).put(wire.encode([wire.CHANNEL, channel, expires_at, data]))
-        else:
-            self.counters["dropped_unknown_node"] += 1
 
     # ----------------------------------------------------------------------- heartbeat
     async def _heartbeat(self) -> None:
@@ -514,9 +522,9 @@ class NodeRuntime:
                 self._send_sync(ts)  # some update may have been lost: send the truth
             else:
                 outbox.put(wire.encode([wire.HELLO, self.node, self.boot]))
-        self._flush_counts()
+        self.membership.flush_counts()
         self._expire_memberships(now)
-        self._sweep_channels(now)
+        self.local.sweep(now, max(self.settings.expiry, 1.0) * 2)
 
     def _follow_cluster_file(self) -> None:
         """Swap in a new ring when the cluster file changes, and move memberships with it:
@@ -535,43 +543,53 @@ class NodeRuntime:
         if new_ring == old_ring:
             return
         self.ring = new_ring
-        gaining: set[str] = set()
-        for group in self.groups:
-            before, after = old_ring.owner_of(group), new_ring.owner_of(group)
-            if before != after:
-                gaining.add(after)
-                if cluster.has_node(before):
-                    self._outbox(before).put(self._member_envelope(group, 0))
+        gaining = self.membership.move(old_ring, new_ring, cluster.has_node)
         for ts in gaining:
             self._send_sync(ts)
         logger.info("ring changed to %s; moved memberships to %s", list(new_ring.nodes),
                     sorted(gaining))
 
-    def _flush_counts(self) -> None:
-        dirty, self._dirty_counts = self._dirty_counts, set()
-        for group in dirty:
-            members = self.groups.get(group)
-            if members:
-                self._outbox(self.ring.owner_of(group)).put(
-                    self._member_envelope(group, len(members)))
-
     def _expire_memberships(self, now: float) -> None:
-        horizon = now - self.settings.group_expiry
-        for group, members in list(self.groups.items()):
-            for channel in [c for c, joined in members.items() if joined < horizon]:
-                self.counters["memberships_expired"] += 1
-                asyncio.get_running_loop().create_task(self.group_discard(group, channel))
+        for group, channel in self.membership.expired(now, self.settings.group_expiry):
+            self.counters["memberships_expired"] += 1
+            self._spawn(self.membership.discard(group, channel))
 
-    def _sweep_channels(self, now: float) -> None:
-        """Drop expired messages nobody is waiting for, and forget idle empty channels."""
-        idle_before = time.monotonic() - max(self.settings.expiry, 1.0) * 2
-        for name, local in list(self.channels.items()):
-            if local.waiter is not None:
-                continue
-            while local.queue and local.queue[0][0] < now:
-                local.queue.popleft()
-                self.counters["expired"] += 1
-            if not local.queue and local.last_used < idle_before:
-                with self._channels_lock:
-                    if local.waiter is None and not local.queue:
-                        self.channels.pop(name, None)
+
+# One runtime per node per process, shared by every layer instance of that node (Django makes
+# a layer per alias, and again after override_settings). Counted, so the last close stops it.
+_runtimes: dict[tuple, list] = {}  # key -> [runtime, open layer instances]
+_runtimes_lock = threading.Lock()
+
+
+def _runtime_key(cluster: Cluster, node: str | None, settings: LayerSettings) -> tuple:
+    return cluster.embedded, cluster.nodes, node, settings.prefix
+
+
+def acquire_runtime(cluster: Cluster, node: str | None, settings: LayerSettings,
+                    capacity_for: Callable[[str], int]) -> NodeRuntime:
+    key = _runtime_key(cluster, node, settings)
+    with _runtimes_lock:
+        entry = _runtimes.get(key)
+        if entry is None:
+            entry = _runtimes[key] = [NodeRuntime(cluster, node, settings, capacity_for), 0]
+            entry[0].registry_key = key
+        else:
+            entry[0].reconfigure(settings, capacity_for)
+        entry[1] += 1
+        return entry[0]
+
+
+async def release_runtime(runtime: NodeRuntime) -> None:
+    """One layer instance is done with ``runtime``; the last one closes it."""
+    key = runtime.registry_key
+    with _runtimes_lock:
+        entry = _runtimes.get(key)
+        if entry is None or entry[0] is not runtime:
+            last = True  # made outside the registry: nobody else holds it
+        else:
+            entry[1] -= 1
+            last = entry[1] <= 0
+            if last:
+                del _runtimes[key]
+    if last:
+        await runtime.close()

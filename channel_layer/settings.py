@@ -27,6 +27,8 @@ class LayerSettings:
     stats_interval: float = 2.0       # how often a TS publishes its counters for the admin
     stats_top_groups: int = 100       # groups listed in a TS's published stats
     connect_timeout: float = 2.0      # seconds to connect to a node's Redis
+    confirm_timeout: float = 5.0      # seconds to wait for an owner's JOINED, or another
+                                      # node's answer to a membership change or a flush
     prefix: str = "dps"               # Redis key prefix (lets clusters share one Redis)
     runtime_loop: str = "auto"        # "server", "thread" or "auto": see channel_layer.runtime
 

@@ -31,6 +31,9 @@ logger = logging.getLogger("channel_layer.topic_server")
 @dataclass
 class GroupState:
     members: dict[str, int] = field(default_factory=dict)  # WS node -> its local member count
+    # Plain channels in the group (their membership lives here, see channel_layer.membership):
+    # channel -> (joined at, its capacity).
+    plain: dict[str, tuple[float, int]] = field(default_factory=dict)
     messages: int = 0
     created: float = field(default_factory=time.time)
     last_activity: float = field(default_factory=time.time)
@@ -58,10 +61,22 @@ class TopicServer:
         self.counters: Counter[str] = Counter()
         self._outboxes: dict[str, Outbox] = {}
         self._warm_until = 0.0
-        self._held: list[list] = []  # publishes held back while WS nodes resync after a start
+        # Publishes, joins and plain memberships held back, in order, while WS nodes resync
+        # after a start.
+        self._held: list[list] = []
+        self._plain_pushes: list[tuple[str, float, bytes, int]] = []
+        self._answers: set[asyncio.Task] = set()
         self._watcher = ClusterFileWatcher(cluster)
+        self._ordered = {
+            wire.PUBLISH: self.handle_publish,
+            wire.JOIN: self.handle_join,
+            wire.PLAIN_MEMBER: self.handle_plain_member,
+        }
         self._handlers = {
-            wire.PUBLISH: self._publish_or_hold,
+            wire.PUBLISH: self._in_order,
+            wire.JOIN: self._in_order,
+            wire.PLAIN_MEMBER: self._in_order,
+            wire.FLUSH: self.handle_flush,
             wire.MEMBER: self.handle_member,
             wire.HELLO: self.handle_hello,
             wire.SYNC: self.handle_sync,
@@ -126,6 +141,7 @@ class TopicServer:
             await asyncio.sleep(interval)
             self._follow_cluster_file()
             self.expire_silent_nodes(time.time())
+            self.expire_plain_members(time.time())
             if time.monotonic() - last_stats >= self.settings.stats_interval:
                 last_stats = time.monotonic()
                 try:
@@ -134,8 +150,25 @@ class TopicServer:
                     logger.warning("could not publish stats: %s", exc)
 
     async def _flush(self) -> None:
+        if self._plain_pushes:
+            await self._push_to_plain_channels()
         for outbox in self._outboxes.values():
             await outbox.drain()
+
+    async def _push_to_plain_channels(self) -> None:
+        pushes, self._plain_pushes = self._plain_pushes, []
+        for channel, expires_at, data, capacity in pushes:
+            ttl_ms = int(max(expires_at - time.time(), 0.001) * 1000)
+            try:
+                pushed = await self.transport.channel_push(
+                    self.ring.owner_of(channel), channel, wire.encode([expires_at, data]),
+                    capacity, ttl_ms)
+            except TransportError as exc:
+                self.counters["dropped_plain_channel_unreachable"] += 1
+                logger.warning("could not deliver to plain channel %s: %s", channel, exc)
+                continue
+            if not pushed:
+                self.counters["dropped_channel_full"] += 1
 
     def _outbox(self, node: str) -> Outbox:
         outbox = self._outboxes.get(node)
@@ -148,11 +181,13 @@ class TopicServer:
         """Apply one inbox envelope. Bad input is counted and skipped, never fatal."""
         wire.dispatch(data, self._handlers, self.counters, now)
 
-    def _publish_or_hold(self, envelope: list, now: float) -> None:
+    def _in_order(self, envelope: list, now: float) -> None:
+        """Publishes, joins and plain memberships keep one order: while publishes are held
+        for a resync, the joins behind them wait too (a join never sees an earlier publish)."""
         if self._held or time.monotonic() < self._warm_until and not self._all_synced():
             self._held.append(envelope)
         else:
-            self.handle_publish(envelope, now)
+            self._ordered[envelope[0]](envelope, now)
 
     def handle_publish(self, envelope: list, now: float) -> None:
         _, group, expires_at, _message = envelope
@@ -171,6 +206,48 @@ class TopicServer:
         for ws_node in state.members:
             self._outbox(ws_node).put(delivery)
         self.counters["node_deliveries"] += len(state.members)
+        for channel, (_joined, capacity) in state.plain.items():
+            self._plain_pushes.append((channel, expires_at, envelope[3], capacity))
+
+    def handle_join(self, envelope: list, now: float) -> None:
+        """A WS node's new member: count it, then answer behind every delivery already sent
+        to that node, so the member receives only what this server fans out from now on."""
+        _, group, ws_node, boot, count, token = envelope
+        self._see(ws_node, boot, now)
+        self._set_count(group, ws_node, int(count), now)
+        if self.cluster.has_node(ws_node):
+            self._outbox(ws_node).put(wire.encode([wire.JOINED, group, token]))
+        self.counters["joins"] += 1
+
+    def handle_plain_member(self, envelope: list, now: float) -> None:
+        _, group, channel, joined_at, capacity = envelope
+        state = self.groups.get(group)
+        if joined_at:
+            if state is None:
+                state = self.groups[group] = GroupState(created=now, last_activity=now)
+            state.plain[channel] = (joined_at, int(capacity))
+        elif state is not None:
+            state.plain.pop(channel, None)
+            self._forget_if_empty(group, state)
+
+    def handle_flush(self, envelope: list, now: float) -> None:
+        self.flush_state()
+        task = asyncio.get_running_loop().create_task(self._answer(envelope[1]))
+        self._answers.add(task)
+        task.add_done_callback(self._answers.discard)
+
+    async def _answer(self, reply: str) -> None:
+        try:
+            await self.transport.channel_push(self.node, reply, wire.encode_message(None, 64),
+                                              1, int(self.settings.confirm_timeout * 2000))
+        except TransportError as exc:
+            logger.warning("could not answer a flush: %s", exc)
+
+    def flush_state(self) -> None:
+        """Forget every group (``flush``): the WS nodes forget their members in the same call."""
+        self.groups.clear()
+        self._held.clear()
+        self._plain_pushes.clear()
 
     def handle_member(self, envelope: list, now: float) -> None:
         _, group, ws_node, boot, count = envelope
@@ -226,12 +303,23 @@ class TopicServer:
             state = self.groups.get(group)
             if state is not None:
                 state.members.pop(ws_node, None)
-                if not state.members:
-                    del self.groups[group]  # forget groups nobody is in
+                self._forget_if_empty(group, state)
+
+    def _forget_if_empty(self, group: str, state: GroupState) -> None:
+        if not state.members and not state.plain:
+            del self.groups[group]  # forget groups nobody is in
 
     def _drop_node_members(self, ws_node: str) -> None:
         for group in [g for g, s in self.groups.items() if ws_node in s.members]:
             self._set_count(group, ws_node, 0, 0.0)
+
+    def expire_plain_members(self, now: float) -> None:
+        horizon = now - self.settings.group_expiry
+        for group, state in list(self.groups.items()):
+            for channel in [c for c, (joined, _) in state.plain.items() if joined < horizon]:
+                del state.plain[channel]
+                self.counters["memberships_expired"] += 1
+            self._forget_if_empty(group, state)
 
     def expire_silent_nodes(self, now: float) -> None:
         for ws_node, state in list(self.ws_nodes.items()):
@@ -255,6 +343,20 @@ class TopicServer:
             self.transport.use_cluster(cluster)
             self.ring = Ring(n.name for n in cluster.ts_nodes)
             logger.info("cluster file changed; ring is now %s", list(self.ring.nodes))
+            self._hand_over_plain_members()
+
+    def _hand_over_plain_members(self) -> None:
+        """Plain channels' memberships live at the owner: send those of groups this server no
+        longer owns to their new owner."""
+        for group, state in list(self.groups.items()):
+            owner = self.ring.owner_of(group)
+            if owner == self.node or not state.plain:
+                continue
+            for channel, (joined, capacity) in state.plain.items():
+                self._outbox(owner).put(
+                    wire.encode([wire.PLAIN_MEMBER, group, channel, joined, capacity]))
+            state.plain.clear()
+            self._forget_if_empty(group, state)
 
     def _request_resync(self, ws_node: str) -> None:
         if self.cluster.has_node(ws_node):  # a name not in the cluster file has no inbox
@@ -275,7 +377,7 @@ class TopicServer:
             held, self._held = self._held, []
             now = time.time()
             for envelope in held:
-                self.handle_publish(envelope, now)
+                self._ordered[envelope[0]](envelope, now)
 
     # ------------------------------------------------------------------------------- stats
     def stats_snapshot(self) -> dict:

@@ -102,6 +102,10 @@ class Transport(ABC):
         return []
 
     @abstractmethod
+    async def listening(self, node: str) -> bool:
+        """Whether ``node`` is running (reading its inbox) right now."""
+
+    @abstractmethod
     async def inbox_length(self, node: str) -> int: ...
 
     @abstractmethod
@@ -327,6 +331,14 @@ class RedisTransport(Transport):
         self._read_cursor.clear()
         self._acked.clear()
 
+    async def listening(self, node: str) -> bool:
+        """Whether ``node`` is running (subscribed to its inbox) right now."""
+        try:
+            reply = await self._client(node).pubsub_numsub(self.inbox_key(node))
+        except (RedisError, OSError) as exc:
+            raise self._fail(node, exc) from None
+        return bool(reply and int(reply[0][1]) > 0)
+
     async def ping(self, node: str) -> None:
         try:
             await self._client(node).ping()
@@ -415,6 +427,9 @@ class MemoryTransport(Transport):
 
     async def get_stats(self, node: str) -> bytes | None:
         return self._stats.get(node)
+
+    async def listening(self, node: str) -> bool:
+        return True  # every node of the embedded cluster lives in this process
 
     async def flush(self) -> None:
         for inbox in self._inboxes.values():

@@ -34,7 +34,7 @@ def channel_layer_backend(request, settings):
 
 
 def members_of(layer, group: str) -> int:
-    groups = layer.runtime.groups if hasattr(layer, "runtime") else layer.groups
+    groups = layer.runtime.membership.groups if hasattr(layer, "runtime") else layer.groups
     return len(groups.get(group, {}))
 
 

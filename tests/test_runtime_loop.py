@@ -98,17 +98,21 @@ async def test_a_failed_start_is_reported_to_the_caller_and_retried(redis_factor
     dead.stop()
     layer = DPSChannelLayer(cluster=cluster, node="ws-a", runtime_loop="server",
                             connect_timeout=0.5)
-    revived = None
+    revived = owner = None
     try:
         channel = await layer.new_channel()
         with pytest.raises(TransportError, match="Redis of node ws-a"):
             await asyncio.wait_for(layer.group_add("room", channel), 10)
         assert layer.runtime.loop is None
-        # The next call boots again instead of reusing the failure: with Redis back, it works.
+        # The next call boots again instead of reusing the failure: with Redis (and the
+        # group's owner, which confirms every join) back, it works.
         revived = RedisProcess(port=port).start()
+        owner = TopicServerThread(cluster).start()
         await asyncio.wait_for(layer.group_add("room", channel), 10)
         assert layer.runtime.loop is asyncio.get_running_loop()
     finally:
         await layer.close()
+        if owner is not None:
+            owner.stop()
         if revived is not None:
             revived.stop()

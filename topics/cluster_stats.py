@@ -182,7 +182,7 @@ def local_view(layer: DPSChannelLayer | None) -> dict[str, Any] | None:
         return {"node": layer.node, "started": runtime.loop is not None,
                 "runtime_loop": "server" if runtime.on_server_loop else "thread",
                 "counters": dict(sorted(runtime.counters.items())),
-                "groups": len(runtime.groups), "channels": len(runtime.channels)}
+                "groups": len(runtime.membership), "channels": len(runtime.local)}
 
     return _on_runtime_thread(runtime, read) or {"node": layer.node, "started": True,
                                                  "error": "the layer thread did not answer"}

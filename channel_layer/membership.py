@@ -1,0 +1,199 @@
+"""This node's group membership: the authoritative list of which local channels are in which
+group, and the rules that keep each group's owner in step with it.
+
+A process channel (``specific.<node>!…``) is a member of a group at its own node only, whoever
+calls ``group_add``: another process's call is forwarded to that node (see
+``NodeRuntime.change_remote_membership``), so a channel is held in one place and delivered at
+most once, and any process can remove it.
+
+Registration (every join, not only a group's first member on this node): the node sends
+``JOIN`` to the group's owner and the new member starts receiving only when the owner's
+``JOINED`` answer comes back. The answer travels behind every delivery the owner sent before
+it, so a member never receives a message that the owner had already fanned out when it
+joined: the owner's order decides, as it does for every member (a Phoenix client never sees a
+message published before its join was acknowledged). ``group_add`` returns once the member is
+active, so a ``group_send`` started after it reaches the member.
+
+Leaving is immediate here (nothing more is delivered to a discarded member); the owner learns
+the new count with the next heartbeat, or at once when the node's last member of a group goes.
+A topic server that asks (RESYNC) gets a snapshot of every group it owns; a ring change moves
+memberships to their new owners (``move``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from . import wire
+from .outbox import Outbox
+from .ring import Ring
+from .transport import TransportError
+
+logger = logging.getLogger("channel_layer.membership")
+
+
+class OwnerUnavailable(TransportError):
+    """The group's owner did not confirm a join in time (it is down, paused or unreachable)."""
+
+
+class _PendingJoin:
+    __slots__ = ("group", "channel", "done")
+
+    def __init__(self, group: str, channel: str, done: asyncio.Future) -> None:
+        self.group = group
+        self.channel = channel
+        self.done = done
+
+
+class Membership:
+    def __init__(self, node: str | None, counters: Counter[str],
+                 owner_of: Callable[[str], str], outbox: Callable[[str], Outbox]) -> None:
+        self.node = node
+        self.boot = ""
+        self.counters = counters
+        self._owner_of = owner_of
+        self._outbox = outbox
+        self.groups: dict[str, dict[str, float]] = {}  # group -> {active channel: joined at}
+        self._pending: dict[int, _PendingJoin] = {}    # JOIN token -> the join waiting for it
+        self._pending_token: dict[tuple[str, str], int] = {}  # (group, channel) -> its token
+        self._pending_in: Counter[str] = Counter()     # group -> joins awaiting JOINED
+        self._dirty: set[str] = set()                  # groups whose count the owner lacks
+        self._next_token = 0
+
+    # ----------------------------------------------------------------------------- reads
+    def members(self, group: str) -> dict[str, float] | None:
+        """The active members of ``group`` on this node (None or empty when there are none)."""
+        return self.groups.get(group)
+
+    def count(self, group: str) -> int:
+        return len(self.groups.get(group, ())) + self._pending_in[group]
+
+    def group_names(self) -> Iterable[str]:
+        return set(self.groups) | {g for g, n in self._pending_in.items() if n}
+
+    def __len__(self) -> int:
+        return len(self.group_names())
+
+    def snapshot_for(self, ts: str) -> dict[str, int]:
+        """``{group: local member count}`` for every group ``ts`` owns (a SYNC's body)."""
+        owner_of = self._owner_of
+        return {g: self.count(g) for g in self.group_names() if owner_of(g) == ts}
+
+    # ---------------------------------------------------------------------------- changes
+    async def add(self, group: str, channel: str, timeout: float) -> None:
+        members = self.groups.get(group)
+        if members is not None and channel in members:
+            members[channel] = time.time()  # renewed, as a repeated group_add does elsewhere
+            return
+        token = self._pending_token.get((group, channel))
+        if token is not None:  # the same join, already on its way
+            await asyncio.shield(self._pending[token].done)
+            return
+        token = self._next_token = self._next_token + 1
+        done = asyncio.get_running_loop().create_future()
+        self._pending[token] = _PendingJoin(group, channel, done)
+        self._pending_token[(group, channel)] = token
+        self._pending_in[group] += 1
+        owner = self._owner_of(group)
+        try:
+            await self._outbox(owner).put(wire.encode(
+                [wire.JOIN, group, self.node, self.boot, self.count(group), token]), ack=True)
+            await asyncio.wait_for(asyncio.shield(done), timeout)
+        except TimeoutError:
+            self._abandon(token)
+            raise OwnerUnavailable(
+                f"the owner {owner} of group {group!r} did not confirm the join within "
+                f"{timeout:g}s") from None
+        except BaseException:
+            self._abandon(token)
+            raise
+
+    def joined(self, group: str, token: int) -> None:
+        """The owner's answer to a JOIN: the member is active from here on."""
+        pending = self._pending.pop(token, None)
+        if pending is None:
+            return  # abandoned (timed out, discarded or flushed) meanwhile
+        del self._pending_token[(pending.group, pending.channel)]
+        self._pending_in[pending.group] -= 1
+        members = self.groups.get(group)
+        if members is None:
+            members = self.groups[group] = {}
+        members[pending.channel] = time.time()
+        if not pending.done.done():
+            pending.done.set_result(None)
+
+    def _abandon(self, token: int) -> None:
+        pending = self._pending.pop(token, None)
+        if pending is not None:
+            del self._pending_token[(pending.group, pending.channel)]
+            self._pending_in[pending.group] -= 1
+            self._dirty.add(pending.group)  # the owner may have counted it: send the truth
+            if not pending.done.done():
+                pending.done.set_result(None)
+
+    async def discard(self, group: str, channel: str) -> None:
+        token = self._pending_token.get((group, channel))
+        if token is not None:
+            self._abandon(token)  # group_add then group_discard: not a member
+        members = self.groups.get(group)
+        if members is not None and members.pop(channel, None) is not None and not members:
+            del self.groups[group]
+        if self.count(group):
+            self._dirty.add(group)
+            return
+        self._dirty.discard(group)
+        try:  # the last local member: the owner stops sending this group here at once
+            await self._outbox(self._owner_of(group)).put(self._member_envelope(group, 0),
+                                                          ack=True)
+        except TransportError as exc:
+            # The owner will be re-synced once its Redis answers again (the heartbeat sends
+            # a snapshot after a failed write).
+            logger.warning("could not unregister %s from its owner: %s", group, exc)
+
+    def expired(self, now: float, group_expiry: float) -> list[tuple[str, str]]:
+        """Memberships older than ``group_expiry`` (the caller discards them)."""
+        horizon = now - group_expiry
+        return [(group, channel) for group, members in self.groups.items()
+                for channel, joined in members.items() if joined < horizon]
+
+    def clear(self) -> None:
+        """Forget every membership (``flush``): the owners are flushed by the same call."""
+        self.groups.clear()
+        for token in list(self._pending):
+            self._abandon(token)
+        self._dirty.clear()
+
+    def forget_loop(self) -> None:
+        """The loop the pending joins were waiting on is gone: so are they."""
+        self._pending.clear()
+        self._pending_token.clear()
+        self._pending_in.clear()
+
+    # ------------------------------------------------------------------- owner messages
+    def _member_envelope(self, group: str, count: int) -> bytes:
+        return wire.encode([wire.MEMBER, group, self.node, self.boot, count])
+
+    def sync_envelope(self, ts: str) -> bytes:
+        return wire.encode([wire.SYNC, self.node, self.boot, ts, self.snapshot_for(ts)])
+
+    def flush_counts(self) -> None:
+        """Tell owners the counts that changed since the last heartbeat (0: unregister)."""
+        dirty, self._dirty = self._dirty, set()
+        for group in dirty:
+            self._outbox(self._owner_of(group)).put(
+                self._member_envelope(group, self.count(group)))
+
+    def move(self, old_ring: Ring, new_ring: Ring, has_node: Callable[[str], bool]) -> set[str]:
+        """After a ring change: unregister moved groups at their old owners and return the
+        topic servers that gained groups (the caller sends each a snapshot)."""
+        gaining: set[str] = set()
+        for group in self.group_names():
+            before, after = old_ring.owner_of(group), new_ring.owner_of(group)
+            if before != after:
+                gaining.add(after)
+                if has_node(before):
+                    self._outbox(before).put(self._member_envelope(group, 0))
+        return gaining
