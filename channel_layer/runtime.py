@@ -1,17 +1,7 @@
 """A node's runtime: the part of a process that talks to Redis.
 
-Django runs consumers on the server's loop, sync code on loops that ``async_to_sync`` creates
-and throws away, tests on their own loops. Redis connections and the inbox reader must live on
-a loop that lasts as long as the process. Where that loop is (``runtime_loop``):
-
-- ``server``: the ASGI server's own loop (daphne, uvicorn: one loop in the main thread for the
-  process's life). Consumers and the runtime share it, so a publish and its deliveries need
-  no thread hop (the README's benchmark section has the A/B).
-- ``thread``: a private I/O thread with its own loop; layer calls from any loop hop onto it
-  (``call``), and deliveries hop back by waking the receiver's loop once per inbox batch.
-- ``auto`` (the default): ``server`` when the process is an ASGI server program, else
-  ``thread`` (tests, management commands, ``runserver``).
-
+It lives on one event loop for the process's life (``loop_home``: the server's loop under
+daphne and uvicorn, else its own I/O thread), and every layer call runs there (``call``).
 The runtime composes the node's local channels (``local_channels``), its membership
 (``membership``: registration with owners, snapshots, ring moves), the inbox reader and the
 heartbeat. One process holds one runtime per node: every ``DPSChannelLayer`` instance of that
@@ -23,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 import threading
 import time
 import uuid
@@ -34,6 +23,7 @@ from typing import TypeVar
 from . import wire
 from .cluster import EMBEDDED_TS, Cluster, ClusterConfigError, ClusterFileWatcher
 from .local_channels import LocalChannels, Wakeups
+from .loop_home import LoopHome
 from .membership import Membership
 from .outbox import Outbox
 from .ring import Ring
@@ -53,23 +43,6 @@ def node_of_channel(channel: str) -> str | None:
     return channel[channel.rfind(".", 0, bang) + 1: bang]
 
 
-# Programs whose loop runs in the main thread for the whole life of the process.
-ASGI_SERVER_PROGRAMS = frozenset({"daphne", "uvicorn", "hypercorn", "granian"})
-
-
-def started_as_asgi_server() -> bool:
-    """Whether this process is an ASGI server program (``daphne ...``, ``python -m uvicorn``)."""
-    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    names = {os.path.basename(sys.argv[0]) if sys.argv else ""}
-    if main_spec is not None and main_spec.name:
-        names.add(main_spec.name.split(".")[0])
-    return not names.isdisjoint(ASGI_SERVER_PROGRAMS)
-
-
-def _uses_server_loop(setting: str) -> bool:
-    return setting == "server" or (setting == "auto" and started_as_asgi_server())
-
-
 class NotAReceivingNode(RuntimeError):
     """This process has no DPS_NODE, so it can send but hold no channels or groups."""
 
@@ -87,13 +60,10 @@ class NodeRuntime:
         # Runtime loop only (the layer calls it through ``call``).
         self.membership = Membership(node, self.counters, self.owner_of, self._outbox)
         self.boot = ""
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.home = LoopHome(node or "client", settings.runtime_loop, self._boot,
+                             self._close_transport, self._forget_loop)
         self.transport: Transport | None = None
         self.topic_server: TopicServer | None = None  # embedded cluster only
-        self._start_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self.on_server_loop = _uses_server_loop(settings.runtime_loop)
-        self._booting: asyncio.Task | None = None  # the boot, when on the server's loop
         self._outboxes: dict[str, Outbox] = {}
         self._failures_synced: dict[str, int] = {}
         self._plain_buffers: dict[str, deque[bytes]] = {}
@@ -104,44 +74,20 @@ class NodeRuntime:
         self._watcher = ClusterFileWatcher(cluster)
 
     # --------------------------------------------------------------------------- lifecycle
-    def ensure_started(self) -> None:
-        if self.on_server_loop:
-            self._start_on_running_loop()
-            return
-        if self._thread is not None:
-            return
-        with self._start_lock:
-            if self._thread is not None:
-                return
-            ready = threading.Event()
-            failure: list[BaseException] = []
-            thread = threading.Thread(target=self._thread_main, args=(ready, failure),
-                                      name=f"dps-runtime-{self.node or 'client'}", daemon=True)
-            thread.start()
-            ready.wait()
-            if failure:
-                thread.join()
-                raise failure[0]
-            self._thread = thread
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self.home.loop
 
-    def _thread_main(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self.loop = loop
-        try:
-            loop.run_until_complete(self._boot())
-        except BaseException as exc:
-            failure.append(exc)
-            loop.run_until_complete(self._close_transport())
-            loop.close()
-            self.loop = None
-            ready.set()
-            return
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
+    @property
+    def on_server_loop(self) -> bool:
+        return self.home.on_server_loop
+
+    def ensure_started(self) -> None:
+        self.home.ensure_started()
+
+    async def call(self, coro: Awaitable[T]) -> T:
+        """Run ``coro`` on the runtime's loop and wait for it from whatever loop is calling."""
+        return await self.home.call(coro)
 
     async def _boot(self) -> None:
         self.boot = self.membership.boot = os.urandom(6).hex()
@@ -154,7 +100,7 @@ class NodeRuntime:
             if self.node is not None:
                 await self.transport.ping(self.node)  # fail at start, not at first message
         logger.info("layer runtime of %s runs on %s", self.node or "a sending process",
-                    "the server's loop" if self.on_server_loop else "its own I/O thread")
+                    "the server's loop" if self.home.on_server_loop else "its own I/O thread")
         loop = asyncio.get_running_loop()
         if self.node is not None:
             self._tasks.append(loop.create_task(self._read_inbox()))
@@ -164,74 +110,15 @@ class NodeRuntime:
                                             self.settings)
             self._tasks.append(loop.create_task(self.topic_server.run(self._stop)))
 
-    def _start_on_running_loop(self) -> None:
-        if self._booting is not None:
-            if not self.loop.is_closed():
-                return
-            self._forget_loop()  # that loop is gone (a test's, say): start on this one
-        if threading.current_thread() is not threading.main_thread():
-            # Not the server's loop (a loop async_to_sync made in a worker thread, say): the
-            # runtime would die with it. Run this process's runtime on its own thread instead.
-            logger.info("the layer started outside the server's loop: using an I/O thread")
-            self.on_server_loop = False
-            self.ensure_started()
-            return
-        self.loop = asyncio.get_running_loop()
-        self._booting = self.loop.create_task(self._boot_on_server_loop())
-
-    async def _boot_on_server_loop(self) -> None:
-        try:
-            await self._boot()
-        except BaseException:
-            await self._close_transport()
-            self._forget_loop()  # the next layer call tries again
-            raise
-
-    async def _after_boot(self, booting: asyncio.Task, coro: Awaitable[T]) -> T:
-        try:
-            await asyncio.shield(booting)
-        except BaseException:
-            coro.close()  # type: ignore[attr-defined]
-            raise
-        return await coro
-
-    async def call(self, coro: Awaitable[T]) -> T:
-        """Run ``coro`` on the runtime's loop and wait for it from whatever loop is calling."""
-        self.ensure_started()
-        booting = self._booting
-        if booting is not None and not booting.done():  # only the first calls wait for it
-            coro = self._after_boot(booting, coro)
-        if asyncio.get_running_loop() is self.loop:
-            return await coro
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
-
     def _forget_loop(self) -> None:
         """Drop what belonged to a loop that is closed: its tasks and connections went with it."""
-        self.loop, self._booting, self.transport = None, None, None
+        self.transport = None
         self._tasks.clear()
         self._outboxes.clear()
         self.membership.forget_loop()  # futures of that loop
 
     async def close(self) -> None:
-        if self.on_server_loop:
-            if self._booting is None:
-                return
-            try:
-                if not self.loop.is_closed():
-                    await self.call(self._shutdown())
-            finally:
-                self._forget_loop()
-            return
-        thread, loop = self._thread, self.loop
-        if thread is None or loop is None:
-            return
-        try:
-            await self.call(self._shutdown())
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            await asyncio.get_running_loop().run_in_executor(None, thread.join)
-            self._thread = None
-            self.loop = None
+        await self.home.close(self._shutdown)
 
     async def _shutdown(self) -> None:
         if self.node is not None:
@@ -272,8 +159,7 @@ class NodeRuntime:
                         self.node or "this process")
         self.settings = settings
         self.capacity_for = capacity_for
-        if self.loop is None and self._thread is None:
-            self.on_server_loop = _uses_server_loop(settings.runtime_loop)
+        self.home.reconfigure(settings.runtime_loop)
 
     def require_node(self) -> str:
         if self.node is None:

@@ -13,7 +13,7 @@ import types
 import pytest
 from asgiref.sync import async_to_sync
 
-from channel_layer import runtime as runtime_module
+from channel_layer import loop_home as runtime_module
 from channel_layer.embedded_redis import RedisProcess
 from channel_layer.layer import DPSChannelLayer
 from channel_layer.settings import LayerSettings
@@ -40,9 +40,9 @@ def test_auto_means_the_server_loop_only_in_asgi_server_programs(
     monkeypatch.setattr(sys, "argv", [argv0])
     monkeypatch.setitem(sys.modules, "__main__", main)
     assert runtime_module.started_as_asgi_server() is expected
-    assert runtime_module._uses_server_loop("auto") is expected
-    assert runtime_module._uses_server_loop("server") is True
-    assert runtime_module._uses_server_loop("thread") is False
+    assert runtime_module.uses_server_loop("auto") is expected
+    assert runtime_module.uses_server_loop("server") is True
+    assert runtime_module.uses_server_loop("thread") is False
 
 
 def test_an_unknown_runtime_loop_is_refused() -> None:
