@@ -8,11 +8,13 @@ most once, and any process can remove it.
 
 Registration (every join, not only a group's first member on this node): the node sends
 ``JOIN`` to the group's owner and the new member starts receiving only when the owner's
-``JOINED`` answer comes back. The answer travels behind every delivery the owner sent before
-it, so a member never receives a message that the owner had already fanned out when it
-joined: the owner's order decides, as it does for every member (a Phoenix client never sees a
-message published before its join was acknowledged). ``group_add`` returns once the member is
-active, so a ``group_send`` started after it reaches the member.
+``JOINED`` answer comes back. The joins of one loop iteration travel to each owner as one
+envelope (a join storm costs a few envelopes, not one per join). The answer travels behind
+every delivery the owner sent before it, so a member never receives a message that the owner
+had already fanned out when it joined: the owner's order decides, as it does for every member
+(a Phoenix client never sees a message published before its join was acknowledged).
+``group_add`` returns once the member is active, so a ``group_send`` started after it reaches
+the member.
 
 Leaving is immediate here (nothing more is delivered to a discarded member); the owner learns
 the new count with the next heartbeat, or at once when the node's last member of a group goes.
@@ -48,6 +50,18 @@ class _PendingJoin:
         self.done = done
 
 
+def _time_out(done: asyncio.Future, error: Exception) -> None:
+    if not done.done():
+        done.set_exception(error)
+
+
+def _time_out(done: asyncio.Future, owner: str, group: str, timeout: float) -> None:
+    if not done.done():
+        done.set_exception(OwnerUnavailable(
+            f"the owner {owner} of group {group!r} did not confirm the join within "
+            f"{timeout:g}s"))
+
+
 class Membership:
     def __init__(self, node: str | None, counters: Counter[str],
                  owner_of: Callable[[str], str], outbox: Callable[[str], Outbox]) -> None:
@@ -62,6 +76,7 @@ class Membership:
         self._pending_in: Counter[str] = Counter()     # group -> joins awaiting JOINED
         self._dirty: set[str] = set()                  # groups whose count the owner lacks
         self._next_token = 0
+        self._unsent: dict[str, list[tuple[str, int]]] = {}  # owner -> (group, token) to send
 
     # ----------------------------------------------------------------------------- reads
     def members(self, group: str) -> dict[str, float] | None:
@@ -93,31 +108,55 @@ class Membership:
             await asyncio.shield(self._pending[token].done)
             return
         token = self._next_token = self._next_token + 1
-        done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
         self._pending[token] = _PendingJoin(group, channel, done)
         self._pending_token[(group, channel)] = token
         self._pending_in[group] += 1
         owner = self._owner_of(group)
+        if not self._unsent:
+            loop.call_soon(self._send_joins)
+        self._unsent.setdefault(owner, []).append((group, token))
+        # A timer rather than wait_for: no task per join (a join storm is a hot path).
+        timer = loop.call_later(timeout, _time_out, done, owner, group, timeout)
         try:
-            await self._outbox(owner).put(wire.encode(
-                [wire.JOIN, group, self.node, self.boot, self.count(group), token]), ack=True)
-            await asyncio.wait_for(asyncio.shield(done), timeout)
-        except TimeoutError:
-            self._abandon(token)
-            raise OwnerUnavailable(
-                f"the owner {owner} of group {group!r} did not confirm the join within "
-                f"{timeout:g}s") from None
+            await done
         except BaseException:
             self._abandon(token)
             raise
+        finally:
+            timer.cancel()
 
-    def joined(self, group: str, token: int) -> None:
+    def _send_joins(self) -> None:
+        """One JOIN envelope per owner for every join queued since the last call."""
+        unsent, self._unsent = self._unsent, {}
+        for owner, joins in unsent.items():
+            entries = [[group, self.count(group), token] for group, token in joins
+                       if token in self._pending]
+            if not entries:
+                continue
+            written = self._outbox(owner).put(
+                wire.encode([wire.JOIN, self.node, self.boot, entries]), ack=True)
+            written.add_done_callback(
+                lambda w, tokens=[e[2] for e in entries]: self._join_not_written(w, tokens))
+
+    def _join_not_written(self, written: asyncio.Future, tokens: list[int]) -> None:
+        error = written.exception()  # retrieved either way: nobody else awaits it
+        if error is None:
+            return
+        for token in tokens:  # fail those joins now rather than at the timeout
+            pending = self._pending.get(token)
+            if pending is not None and not pending.done.done():
+                pending.done.set_exception(error)
+
+    def joined(self, token: int) -> None:
         """The owner's answer to a JOIN: the member is active from here on."""
         pending = self._pending.pop(token, None)
         if pending is None:
             return  # abandoned (timed out, discarded or flushed) meanwhile
-        del self._pending_token[(pending.group, pending.channel)]
-        self._pending_in[pending.group] -= 1
+        group = pending.group
+        del self._pending_token[(group, pending.channel)]
+        self._pending_in[group] -= 1
         members = self.groups.get(group)
         if members is None:
             members = self.groups[group] = {}
@@ -171,6 +210,7 @@ class Membership:
         self._pending.clear()
         self._pending_token.clear()
         self._pending_in.clear()
+        self._unsent.clear()
 
     # ------------------------------------------------------------------- owner messages
     def _member_envelope(self, group: str, count: int) -> bytes:

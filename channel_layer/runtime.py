@@ -343,8 +343,8 @@ class NodeRuntime:
         self._send_sync(envelope[1])
 
     def _joined(self, envelope: list, now: float, wake: Wakeups) -> None:
-        _, group, token = envelope
-        self.membership.joined(group, token)
+        for token in envelope[1]:
+            self.membership.joined(token)
 
     def _membership_request(self, envelope: list, now: float, wake: Wakeups) -> None:
         _, op, group, channel, reply = envelope

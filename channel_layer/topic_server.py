@@ -212,12 +212,13 @@ class TopicServer:
     def handle_join(self, envelope: list, now: float) -> None:
         """A WS node's new member: count it, then answer behind every delivery already sent
         to that node, so the member receives only what this server fans out from now on."""
-        _, group, ws_node, boot, count, token = envelope
+        _, ws_node, boot, joins = envelope
         self._see(ws_node, boot, now)
-        self._set_count(group, ws_node, int(count), now)
+        for group, count, _token in joins:
+            self._set_count(group, ws_node, int(count), now)
         if self.cluster.has_node(ws_node):
-            self._outbox(ws_node).put(wire.encode([wire.JOINED, group, token]))
-        self.counters["joins"] += 1
+            self._outbox(ws_node).put(wire.encode([wire.JOINED, [j[2] for j in joins]]))
+        self.counters["joins"] += len(joins)
 
     def handle_plain_member(self, envelope: list, now: float) -> None:
         _, group, channel, joined_at, capacity = envelope

@@ -25,8 +25,8 @@ RESYNC = 6          # [RESYNC, ts_node, ts_boot]                             -> 
 SYNC = 7            # [SYNC, ws_node, boot, ts_node, {group: local_count}]   -> a TS node
 BYE = 8             # [BYE, ws_node, boot]                                   -> every TS node
 WAKE = 9            # [WAKE]: ends a reader's blocking read when its process stops -> itself
-JOIN = 10           # [JOIN, group, ws_node, boot, local_count, token]          -> the group's owner
-JOINED = 11         # [JOINED, group, token]: the owner's answer, behind earlier deliveries -> WS
+JOIN = 10           # [JOIN, ws_node, boot, [[group, local_count, token], ...]] -> an owner
+JOINED = 11         # [JOINED, [token, ...]]: the owner's answer, behind earlier deliveries -> WS
 MEMBERSHIP = 12     # [MEMBERSHIP, op, group, channel, reply]: group_add/discard ("add" or
                     #   "discard") for a channel of the receiving node; answered on ``reply``
 PLAIN_MEMBER = 13   # [PLAIN_MEMBER, group, channel, joined_at, capacity] (joined_at 0: leave)
