@@ -11,14 +11,14 @@ to rejoin.
 from __future__ import annotations
 
 import asyncio
-import json
+import heapq
 import logging
 import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import wire
+from . import stats, wire
 from .cluster import Cluster, ClusterConfigError, ClusterFileWatcher
 from .outbox import Outbox
 from .ring import Ring
@@ -72,6 +72,10 @@ class TopicServer:
             wire.JOIN: self.handle_join,
             wire.PLAIN_MEMBER: self.handle_plain_member,
         }
+        self.topic_table = stats.TopicTable(self.settings.stats_interval)
+        self._rates = stats.RateWindow()
+        self._last_rates: dict[str, float] = {}
+        self._stats_client = None  # redis.asyncio client for the topic table (not embedded)
         self._handlers = {
             wire.PUBLISH: self._in_order,
             wire.JOIN: self._in_order,
@@ -124,6 +128,8 @@ class TopicServer:
             await self._flush()
             await self.transport.ack(self.node)  # a clean restart re-reads nothing
             await self._publish_stats()
+            if self._stats_client is not None:
+                await self._stats_client.aclose()
             logger.info("topic server %s stopped", self.node)
 
     async def _wake_reader_on(self, stop: asyncio.Event) -> None:
@@ -381,25 +387,55 @@ class TopicServer:
 
     # ------------------------------------------------------------------------------- stats
     def stats_snapshot(self) -> dict:
-        top = sorted(self.groups.items(), key=lambda kv: kv[1].messages, reverse=True)
+        """This server's snapshot (schema: :mod:`channel_layer.stats`)."""
+        recent = self.topic_table.recent_publishes
+        top = heapq.nlargest(self.settings.stats_top_groups, self.groups.items(),
+                             key=lambda kv: (recent(kv[0]), kv[1].messages))
+        counters = dict(self.counters + self.transport.counters)
         return {
+            "role": "ts",
             "node": self.node,
             "boot": self.boot,
             "started": self.started,
             "updated": time.time(),
+            "version": stats.VERSION,
             "group_count": len(self.groups),
             "member_count": sum(sum(s.members.values()) for s in self.groups.values()),
             "ws_nodes": {name: {"last_seen": s.last_seen, "synced": s.synced}
                          for name, s in self.ws_nodes.items()},
-            "counters": dict(self.counters + self.transport.counters),
+            "counters": counters,
+            "rates": self._last_rates,
             "groups": [
                 {"group": name, "members": dict(s.members), "messages": s.messages,
-                 "created": s.created, "last_activity": s.last_activity}
-                for name, s in top[: self.settings.stats_top_groups]
+                 "rate": recent(name) / stats.WINDOW_SECONDS, "created": s.created,
+                 "last_activity": s.last_activity}
+                for name, s in top
             ],
         }
 
     async def _publish_stats(self) -> None:
-        blob = json.dumps(self.stats_snapshot()).encode()
-        ttl = max(5, int(self.settings.stats_interval * 5))
-        await self.transport.put_stats(self.node, blob, ttl)
+        self._last_rates = self._rates.add(time.time(), {
+            "publishes": self.counters["published"],
+            "deliveries": self.counters["node_deliveries"]})
+        ttl = stats.snapshot_ttl(self.settings.stats_interval)
+        await self.transport.put_stats(self.node, stats.encode_snapshot(self.stats_snapshot()),
+                                       ttl)
+        url = self.cluster.node(self.node).redis_url
+        if url is None:
+            return  # the embedded cluster: the admin reads this server's groups in process
+        if self._stats_client is None:
+            import redis.asyncio as aioredis
+
+            self._stats_client = aioredis.Redis.from_url(
+                url, socket_connect_timeout=self.settings.connect_timeout,
+                socket_timeout=self.settings.connect_timeout)
+        batch = self.topic_table.collect(self.groups)
+        try:
+            await stats.write_topic_batch(self._stats_client,
+                                          stats.TopicKeys.of(self.settings.prefix, self.node),
+                                          batch, max(ttl, int(stats.WINDOW_SECONDS)))
+        except Exception:
+            # Redis may hold part of the batch: rewrite the whole table next time.
+            self.topic_table = stats.TopicTable(self.settings.stats_interval)
+            self.counters["stats_write_errors"] += 1
+            raise

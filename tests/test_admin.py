@@ -7,6 +7,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from channel_layer.ring import Ring
 from channel_layer.settings import LayerSettings
 from tests.support.inproc import TopicServerThread, cluster_of
 from topics import cluster_stats
@@ -105,12 +106,14 @@ def test_json_has_every_section(admin_client, settings, layers):
     layers.append(_use_layer(settings, _nodes({"ws-a": SECRET_URL, "ts-a": SECRET_URL}), "ws-a"))
     data = admin_client.get(JSON, {"topic": "topics:matrix"}).json()
     assert set(data) == {"generated", "cluster", "nodes", "ring", "topic_servers", "hot_topics",
-                         "local"}
+                         "local", "read_seconds"}
     assert [(n["name"], n["role"]) for n in data["nodes"]] == [("ws-a", "ws"), ("ts-a", "ts")]
     assert [n["node"] for n in data["ring"]["nodes"]] == ["ts-a"]
-    assert data["ring"]["nodes"][0]["sampled"] == data["ring"]["sample_size"]
-    assert data["ring"]["lookup"] == {"query": "topics:matrix", "group": "topics.matrix",
-                                      "owner": "ts-a", "error": None}
+    assert data["ring"]["nodes"][0]["share"] == 1.0
+    lookup = data["ring"]["lookup"]
+    assert lookup == {**lookup, "query": "topics:matrix", "group": "topics.matrix",
+                      "owner": "ts-a", "error": None}
+    assert int(lookup["hash"], 16) == Ring(["ts-a"]).position_of("topics.matrix")
     assert data["hot_topics"] == {"query": "", "matched": 0, "top": cluster_stats.TOP_TOPICS,
                                   "rows": []}
     assert data["local"]["node"] == "ws-a"
@@ -120,13 +123,10 @@ def test_json_has_every_section(admin_client, settings, layers):
 def test_owner_lookup_splits_topics_over_the_ring_and_rejects_bad_names():
     cluster = cluster_of({"ws-a": "redis://h:1/0", "ts-a": "redis://h:2/0",
                           "ts-b": "redis://h:3/0"})
-    view = cluster_stats.ring_view(cluster, ["topics.a", "topics.b", "topics.c"], "topics:x!")
-    assert sum(n["sampled"] for n in view["nodes"]) == view["sample_size"]
-    assert all(n["sampled"] > 0 for n in view["nodes"])
-    assert sum(n["listed"] for n in view["nodes"]) == 3
+    view = cluster_stats.ring_view(cluster, "topics:x!")
+    assert abs(sum(n["share"] for n in view["nodes"]) - 1.0) < 1e-9
+    assert all(0.2 < n["share"] < 0.8 for n in view["nodes"])
     assert view["lookup"]["owner"] is None and view["lookup"]["error"]
-    from channel_layer.ring import Ring
-
     lookup = cluster_stats.owner_lookup(Ring(["ts-a", "ts-b"]), "topics:matrix")
     assert lookup["owner"] == Ring(["ts-a", "ts-b"]).owner_of("topics.matrix")
 
@@ -170,7 +170,6 @@ def test_live_stats_show_a_group_with_its_messages_and_members(admin_client, set
         assert ts["status"] == cluster_stats.UP and ts["group_count"] == 1
         assert data["local"]["groups"] == 1 and data["local"]["started"] is True
         assert data["local"]["runtime_loop"] == "thread"  # a test process is not a server
-        assert data["ring"]["nodes"][0]["listed"] == 1
 
         html = admin_client.get(PAGE, {"q": "matr"}).content.decode()
         assert "topics:matrix" in html and "<td>3</td>" in html and "ws-a: 1" in html
