@@ -94,8 +94,9 @@ def topics_json(request: HttpRequest) -> JsonResponse:
 
 def topic_view(request: HttpRequest, topic: str) -> HttpResponse:
     data = _topic_data(topic)
+    row = data.get("row") or {}
     return _page(request, "topic.html", f"Topic {topic}", topic=topic, data=data,
-                 chart=_chart((data.get("row") or {}).get("history") or []))
+                 chart=_chart(row.get("history") or [], row.get("bucket") or 0.0))
 
 
 def topic_json(request: HttpRequest, topic: str) -> JsonResponse:
@@ -128,14 +129,19 @@ def _page_links(data: dict[str, Any], around: int = 3) -> list[int | None]:
     return links
 
 
-def _chart(history: list[int], width: int = 360, height: int = 80) -> dict[str, Any]:
-    """Bars of publishes per bucket over the last minute, scaled to the busiest bucket."""
-    peak = max(history, default=0) or 1
-    step = width / max(1, len(history))
-    bars = [{"x": round(i * step, 1), "w": round(max(1.0, step - 2), 1),
-             "h": round(height * count / peak, 1), "y": round(height - height * count / peak, 1),
-             "count": count} for i, count in enumerate(history)]
-    return {"width": width, "height": height, "bars": bars, "peak": max(history, default=0)}
+def _chart(history: list[int], bucket: float, bars: int = 30, width: int = 360,
+           height: int = 80) -> dict[str, Any]:
+    """Bars of publishes over the last minute (at most ``bars``, buckets merged to fit),
+    scaled to the busiest bar."""
+    merge = max(1, -(-len(history) // bars))
+    counts = [sum(history[i:i + merge]) for i in range(0, len(history), merge)]
+    peak = max(counts, default=0)
+    step = width / max(1, len(counts))
+    scale = height / (peak or 1)
+    return {"width": width, "height": height, "peak": peak, "seconds": bucket * merge,
+            "bars": [{"x": round(i * step, 1), "w": round(max(1.0, step - 2), 1),
+                      "h": round(count * scale, 1), "y": round(height - count * scale, 1),
+                      "count": count} for i, count in enumerate(counts)]}
 
 
 def _staff(view: Callable) -> Callable:
