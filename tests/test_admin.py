@@ -71,20 +71,47 @@ def _publish_and_wait(client, layer, group: str, count: int = 3) -> dict:
 
 
 # ------------------------------------------------------------------------------ access
-@pytest.mark.parametrize("url", [PAGE, JSON])
+# Every DPS page and JSON endpoint.
+DPS_URLS = [PAGE, JSON, "/admin/dps/topics/", "/admin/dps/topics.json",
+            "/admin/dps/topics/topics:matrix/", "/admin/dps/topics/topics:matrix.json"]
+
+
+@pytest.mark.parametrize("url", DPS_URLS)
 def test_anonymous_is_sent_to_the_login_page(client, url):
     response = client.get(url)
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
 
 
-@pytest.mark.parametrize("url", [PAGE, JSON])
+@pytest.mark.parametrize("url", DPS_URLS)
 def test_a_user_who_is_not_staff_gets_no_data(client, django_user_model, url):
     client.force_login(django_user_model.objects.create_user("visitor", password="pw"))
     response = client.get(url)
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
     assert b"local-ts" not in response.content
+
+
+@pytest.mark.parametrize("url", DPS_URLS)
+def test_staff_gets_every_page(admin_client, url):
+    assert admin_client.get(url).status_code == 200
+
+
+def test_metrics_answer_401_without_the_token_when_one_is_set(client, settings):
+    settings.DPS_METRICS_TOKEN = "t0ken"
+    refused = client.get("/metrics")
+    assert refused.status_code == 401 and refused["WWW-Authenticate"].startswith("Bearer")
+    assert b"dps_" not in refused.content
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    granted = client.get("/metrics", HTTP_AUTHORIZATION="Bearer t0ken")
+    assert granted.status_code == 200 and b"dps_joins_total" in granted.content
+
+
+def test_metrics_are_open_without_a_token_setting(client, settings):
+    settings.DPS_METRICS_TOKEN = ""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
 
 
 def test_the_admin_index_links_to_the_cluster_page(admin_client):

@@ -9,17 +9,14 @@ server and the pages show it down.
 from __future__ import annotations
 
 import asyncio
-import http.cookiejar
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from channel_layer.embedded_redis import free_port_block
+from tests.support.admin_session import Browser
 from tests.support.phoenix_client import PhoenixClient
 from topics.cluster_runner import PROJECT_DIR, LocalCluster
 
@@ -100,39 +98,6 @@ class Activity:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._release.set)
         self._thread.join(10)
-
-
-class Browser:
-    """A logged-in HTTP session with the admin (cookies, CSRF), on plain urllib."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
-
-    def get(self, path: str, **headers: str) -> tuple[int, bytes]:
-        request = urllib.request.Request(self.base + path, headers=headers)
-        try:
-            with self.opener.open(request, timeout=10) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-    def login(self, username: str, password: str) -> None:
-        self.get("/admin/login/")
-        token = next(c.value for c in self.jar if c.name == "csrftoken")
-        body = urllib.parse.urlencode({"username": username, "password": password,
-                                       "csrfmiddlewaretoken": token,
-                                       "next": "/admin/"}).encode()
-        request = urllib.request.Request(self.base + "/admin/login/", data=body,
-                                         headers={"Referer": self.base + "/admin/login/"})
-        with self.opener.open(request, timeout=10) as response:
-            assert response.url.endswith("/admin/"), response.url
-
-    def json(self, path: str) -> dict:
-        status, body = self.get(path)
-        assert status == 200, (path, status, body[:200])
-        return json.loads(body)
 
 
 @pytest.fixture(scope="module")
