@@ -272,9 +272,17 @@ def test_a_real_browser_sees_the_styled_pages(cluster, activity, staff, tmp_path
         assert page.locator("#dps-rate-chart rect").count() > 0
         assert page.inner_text("#dps-topic-owner-name") in ("ts-a", "ts-b")
         page.screenshot(path=str(shots / "topic.png"), full_page=True)
+        light = page.eval_on_selector("body", "e => getComputedStyle(e).backgroundColor")
+
+        # Dark mode: the admin's theme follows the browser's colour scheme.
+        dark = browser.new_context(color_scheme="dark", viewport={"width": 1280, "height": 900},
+                                   storage_state=page.context.storage_state()).new_page()
+        dark.goto(f"{base}/admin/dps/cluster/")
+        assert dark.eval_on_selector("body", "e => getComputedStyle(e).backgroundColor") != light
+        dark.screenshot(path=str(shots / "cluster-dark.png"), full_page=True)
         browser.close()
     assert all((shots / f"{name}.png").stat().st_size > 10_000
-               for name in ("cluster", "topics", "topic"))
+               for name in ("cluster", "topics", "topic", "cluster-dark"))
 
 
 def test_metrics_need_the_bearer_token_when_it_is_set(tmp_path):
@@ -313,4 +321,24 @@ def test_a_stopped_topic_server_is_shown_down(cluster, activity, staff):
         assert staff.get("/admin/dps/topics/topics:alpha/")[0] == 200
     finally:
         os.killpg(stopped.proc.pid, signal.SIGCONT)
+
+
+def test_a_stopped_redis_costs_the_pages_at_most_the_admin_timeout(cluster, activity, staff):
+    redis = cluster._redis["ts-b"]
+    os.kill(redis.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        data = staff.json("/admin/dps/cluster.json")
+        elapsed = time.monotonic() - started
+        ts_b = next(n for n in data["nodes"] if n["name"] == "ts-b")
+        assert ts_b["status"] == "unreachable" and "***" not in ts_b["redis"]
+        # One probe per Redis, in parallel: connect (answered by the kernel) then a read that
+        # times out after DPS_ADMIN_REDIS_TIMEOUT (0.5 s).
+        assert data["read_seconds"] < 1.5 and elapsed < 3.0
+        listing = staff.json("/admin/dps/topics.json")
+        assert [e["node"] for e in listing["errors"]] == ["ts-b"]
+        assert listing["read_seconds"] < 1.5
+        assert staff.get("/admin/dps/topics/")[0] == 200
+    finally:
+        os.kill(redis.pid, signal.SIGCONT)
 
