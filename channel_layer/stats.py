@@ -18,11 +18,12 @@ the metrics and the tests that read them. Everything lives on the publishing nod
 """
 from __future__ import annotations
 
+import heapq
 import json
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 VERSION = "0.11.0"           # DPS's version, as every node reports it
@@ -129,7 +130,10 @@ class TopicRow:
         return sum(self.history) / WINDOW_SECONDS
 
     def encode(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps({"group": self.group, "members": self.members,
+                           "messages": self.messages, "created": self.created,
+                           "last_activity": self.last_activity, "bucket": self.bucket,
+                           "history": self.history}, separators=(",", ":"))
 
     @classmethod
     def decode(cls, raw: bytes | str) -> TopicRow:
@@ -153,43 +157,51 @@ class TopicBatch:
 class TopicTable:
     """A topic server's side of the topic table: which groups changed since the last write.
 
-    :meth:`collect` is called every ``bucket`` seconds with the server's groups (anything with
-    ``members``, ``messages``, ``created`` and ``last_activity``). A group is rewritten when its
-    members or its message count changed, or while it has publishes in its one-minute history
-    (its rate decays); an idle, unchanged group costs a comparison and no write.
+    The server calls :meth:`touch` for a group whose members or message count changed (a set
+    insertion: the idle groups cost nothing), and :meth:`collect` every ``bucket`` seconds.
+    A group is written when touched, and while it has publishes in its one-minute history (its
+    rate decays); the first collect of a process writes every group.
     """
 
     def __init__(self, bucket: float) -> None:
         self.bucket = bucket
         self.slots = max(1, round(WINDOW_SECONDS / bucket))
-        self._written: dict[str, tuple[int, dict[str, int]]] = {}
-        self._history: dict[str, deque[int]] = {}
+        self._messages: dict[str, int] = {}        # message count as last written
+        self._history: dict[str, deque[int]] = {}  # groups with publishes in the last minute
+        self._dirty: set[str] = set()
         self._first = True
+
+    def touch(self, name: str) -> None:
+        self._dirty.add(name)
 
     def collect(self, groups: Mapping[str, Any]) -> TopicBatch:
         batch = TopicBatch(reset=self._first)
-        self._first = False
-        written, history = self._written, self._history
-        for name, state in groups.items():
-            previous = written.get(name)
-            delta = state.messages - (previous[0] if previous else 0)
-            changed = previous is None or delta != 0 or previous[1] != state.members
+        names = list(groups) if self._first else self._dirty | self._history.keys()
+        self._first, self._dirty = False, set()
+        written, history = self._messages, self._history
+        for name in names:
+            state = groups.get(name)
+            if state is None:
+                if written.pop(name, None) is not None:
+                    batch.removed.append(name)
+                history.pop(name, None)
+                continue
+            delta = state.messages - written.get(name, 0)
             recent = history.get(name)
             if delta > 0 and recent is None:
                 recent = history[name] = deque(maxlen=self.slots)
             if recent is not None:
                 recent.append(max(0, delta))
-                changed = True
                 if not any(recent):
                     del history[name]  # written once more with rate 0, then left alone
-            if changed:
-                written[name] = (state.messages, dict(state.members))
-                batch.upserts.append(self.row(name, state))
-        for name in [g for g in written if g not in groups]:
-            del written[name]
-            history.pop(name, None)
-            batch.removed.append(name)
+            written[name] = state.messages
+            batch.upserts.append(self.row(name, state))
         return batch
+
+    def hottest(self, count: int) -> list[tuple[str, int]]:
+        """The ``count`` groups with the most publishes over the last minute, busiest first."""
+        return heapq.nlargest(count, ((name, sum(recent)) for name, recent in
+                                      self._history.items()), key=lambda item: (item[1], item[0]))
 
     def recent_publishes(self, name: str) -> int:
         """Publishes to ``name`` over the last minute, as of the last :meth:`collect`."""

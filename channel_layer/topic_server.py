@@ -11,12 +11,13 @@ to rejoin.
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
 
 from . import stats, wire
 from .cluster import Cluster, ClusterConfigError, ClusterFileWatcher
@@ -75,7 +76,7 @@ class TopicServer:
         self.topic_table = stats.TopicTable(self.settings.stats_interval)
         self._rates = stats.RateWindow()
         self._last_rates: dict[str, float] = {}
-        self._stats_client = None  # redis.asyncio client for the topic table (not embedded)
+        self._stats_client: aioredis.Redis | None = None  # the topic table's (not embedded)
         self._handlers = {
             wire.PUBLISH: self._in_order,
             wire.JOIN: self._in_order,
@@ -207,6 +208,7 @@ class TopicServer:
             return
         state.messages += 1
         state.last_activity = now
+        self.topic_table.touch(group)
         # Encoded once, whatever the number of WS nodes; the message bytes are not decoded.
         delivery = wire.encode([wire.GROUP_DELIVER, group, expires_at, envelope[3]])
         for ws_node in state.members:
@@ -300,6 +302,7 @@ class TopicServer:
         return state
 
     def _set_count(self, group: str, ws_node: str, count: int, now: float) -> None:
+        self.topic_table.touch(group)  # the admin's topic table rewrites this group
         if count > 0:
             state = self.groups.get(group)
             if state is None:
@@ -388,9 +391,10 @@ class TopicServer:
     # ------------------------------------------------------------------------------- stats
     def stats_snapshot(self) -> dict:
         """This server's snapshot (schema: :mod:`channel_layer.stats`)."""
-        recent = self.topic_table.recent_publishes
-        top = heapq.nlargest(self.settings.stats_top_groups, self.groups.items(),
-                             key=lambda kv: (recent(kv[0]), kv[1].messages))
+        # The hottest groups over the last minute (idle ones are on the admin's topics list).
+        hottest = [(name, count, self.groups[name]) for name, count in
+                   self.topic_table.hottest(self.settings.stats_top_groups)
+                   if name in self.groups]
         counters = dict(self.counters + self.transport.counters)
         return {
             "role": "ts",
@@ -407,35 +411,36 @@ class TopicServer:
             "rates": self._last_rates,
             "groups": [
                 {"group": name, "members": dict(s.members), "messages": s.messages,
-                 "rate": recent(name) / stats.WINDOW_SECONDS, "created": s.created,
+                 "rate": count / stats.WINDOW_SECONDS, "created": s.created,
                  "last_activity": s.last_activity}
-                for name, s in top
+                for name, count, s in hottest
             ],
         }
 
     async def _publish_stats(self) -> None:
+        batch = self.topic_table.collect(self.groups)  # first: the snapshot's hottest use it
         self._last_rates = self._rates.add(time.time(), {
             "publishes": self.counters["published"],
             "deliveries": self.counters["node_deliveries"]})
         ttl = stats.snapshot_ttl(self.settings.stats_interval)
-        await self.transport.put_stats(self.node, stats.encode_snapshot(self.stats_snapshot()),
-                                       ttl)
-        url = self.cluster.node(self.node).redis_url
-        if url is None:
-            return  # the embedded cluster: the admin reads this server's groups in process
-        if self._stats_client is None:
-            import redis.asyncio as aioredis
-
-            self._stats_client = aioredis.Redis.from_url(
-                url, socket_connect_timeout=self.settings.connect_timeout,
-                socket_timeout=self.settings.connect_timeout)
-        batch = self.topic_table.collect(self.groups)
         try:
-            await stats.write_topic_batch(self._stats_client,
-                                          stats.TopicKeys.of(self.settings.prefix, self.node),
-                                          batch, max(ttl, int(stats.WINDOW_SECONDS)))
+            await self.transport.put_stats(self.node,
+                                           stats.encode_snapshot(self.stats_snapshot()), ttl)
+            client = self._topic_table_client()
+            if client is not None:  # None: the embedded cluster's admin reads it in process
+                await stats.write_topic_batch(
+                    client, stats.TopicKeys.of(self.settings.prefix, self.node), batch,
+                    max(ttl, int(stats.WINDOW_SECONDS)))
         except Exception:
-            # Redis may hold part of the batch: rewrite the whole table next time.
+            # Redis may hold part of the batch, or none: rewrite the whole table next time.
             self.topic_table = stats.TopicTable(self.settings.stats_interval)
             self.counters["stats_write_errors"] += 1
             raise
+
+    def _topic_table_client(self) -> aioredis.Redis | None:
+        url = self.cluster.node(self.node).redis_url
+        if url is not None and self._stats_client is None:
+            self._stats_client = aioredis.Redis.from_url(
+                url, socket_connect_timeout=self.settings.connect_timeout,
+                socket_timeout=self.settings.connect_timeout)
+        return self._stats_client

@@ -42,6 +42,10 @@ def test_the_topic_table_rewrites_only_what_changed():
     assert table.collect(groups).upserts == []  # idle and unchanged: nothing to write
     groups["topics.a"].messages += 3
     groups["topics.b"].members["ws-a"] = 1
+    groups["topics.c"] = GroupState({"ws-a": 1})
+    assert table.collect(groups).upserts == []  # nobody said what changed
+    for name in ("topics.a", "topics.b"):
+        table.touch(name)
     batch = table.collect(groups)
     rows = {r.group: r for r in batch.upserts}
     assert set(rows) == {"topics.a", "topics.b"} and not batch.reset
@@ -49,6 +53,7 @@ def test_the_topic_table_rewrites_only_what_changed():
     assert rows["topics.a"].rate == 3 / stats.WINDOW_SECONDS
     assert rows["topics.b"].total_members == 3
     del groups["topics.b"]
+    table.touch("topics.b")
     assert table.collect(groups).removed == ["topics.b"]
 
 
@@ -57,6 +62,7 @@ def test_a_rate_decays_to_zero_over_the_window_then_costs_no_write():
     groups = {"topics.a": GroupState({"ws-a": 1})}
     table.collect(groups)
     groups["topics.a"].messages = 6
+    table.touch("topics.a")
     rates = [r.rate for r in table.collect(groups).upserts]
     for _ in range(3):
         rates += [r.rate for r in table.collect(groups).upserts]
@@ -91,6 +97,7 @@ def test_topic_tables_are_written_and_read_back_from_redis(redis_server):
     rows = stats.read_rows(client, keys, ["topics.t7", "topics.gone"])
     assert list(rows) == ["topics.t7"] and rows["topics.t7"].messages == 7
     del groups["topics.t7"]
+    table.touch("topics.t7")
     asyncio.run(write(table.collect(groups)))
     assert stats.read_rows(client, keys, ["topics.t7"]) == {}
     assert 0 < client.ttl(keys.members) <= 60
