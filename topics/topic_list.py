@@ -66,7 +66,8 @@ class _Answer:
     pairs: list[tuple[str, float]] | None = None
     truncated: bool = False
     error: str | None = None
-    client: Any = None
+    client: redis.Redis | None = None            # a topic server's Redis, to read rows from
+    rows: dict[str, stats.TopicRow] | None = None  # or the rows already at hand (embedded)
 
 
 def _row(entry: stats.TopicRow, owner: str, now: float) -> dict[str, Any]:
@@ -116,9 +117,8 @@ def _in_memory(source: Source, query: TopicQuery) -> list[_Answer]:
              "last": lambda r: r.last_activity}[query.order]
     needle = query.search.lower()
     chosen = [r for r in rows if needle in r.group.lower()]
-    answer = _Answer(server.node, total=len(chosen), pairs=[(r.group, score(r)) for r in chosen])
-    answer.client = {r.group: r for r in chosen}
-    return [answer]
+    return [_Answer(server.node, total=len(chosen), pairs=[(r.group, score(r)) for r in chosen],
+                    rows={r.group: r for r in chosen})]
 
 
 def topic_page(source: Source, query: TopicQuery, timeout: float,
@@ -142,8 +142,8 @@ def topic_page(source: Source, query: TopicQuery, timeout: float,
         for owner in {item[2] for item in page}:
             answer = by_owner[owner]
             wanted = [g for g, _, o in page if o == owner]
-            if isinstance(answer.client, dict):
-                found = {g: answer.client[g] for g in wanted}
+            if answer.rows is not None:
+                found = answer.rows
             else:
                 try:
                     found = stats.read_rows(answer.client, stats.TopicKeys.of(
@@ -156,7 +156,7 @@ def topic_page(source: Source, query: TopicQuery, timeout: float,
         rows.sort(key=lambda r: position[r["group"]])
     finally:
         for answer in answers:
-            if isinstance(answer.client, redis.Redis):
+            if answer.client is not None:
                 answer.client.close()
     total = sum(a.total for a in answers)
     return {
@@ -182,7 +182,7 @@ def topic_detail(source: Source, text: str, timeout: float) -> dict[str, Any]:
     now = time.time()
     if source.cluster.embedded:
         answers = _in_memory(source, TopicQuery(search=group))
-        row = answers[0].client.get(group) if answers else None
+        row = answers[0].rows.get(group) if answers else None
         result["row"] = None if row is None else _row(row, owner, now)
         return result
     node = source.cluster.node(owner)
