@@ -217,11 +217,11 @@ def test_the_embedded_topics_pages_read_the_in_process_topic_server(admin_client
                                                                      layers):
     layer = _use_layer(settings)
     layers.append(layer)
-    _publish_and_wait(admin_client, layer, "topics.lobby")
-    listing = admin_client.get("/admin/dps/topics.json", {"q": "lob"}).json()
+    _publish_and_wait(admin_client, layer, "topics.foyer")
+    listing = admin_client.get("/admin/dps/topics.json", {"q": "foy"}).json()
     assert [(r["topic"], r["owner"], r["members"], r["messages"]) for r in listing["rows"]] == [
-        ("topics:lobby", "local-ts", {"local": 1}, 3)]
-    detail = admin_client.get("/admin/dps/topics/topics:lobby.json").json()
+        ("topics:foyer", "local-ts", {"local": 1}, 3)]
+    detail = admin_client.get("/admin/dps/topics/topics:foyer.json").json()
     assert detail["lookup"]["owner"] == "local-ts" and detail["row"]["messages"] == 3
     html = admin_client.get("/admin/dps/topics/", {"o": "-last"}).content.decode()
-    assert "topics:lobby" in html and 'class="sortable column-last sorted ascending"' in html
+    assert "topics:foyer" in html and 'class="sortable column-last sorted ascending"' in html
