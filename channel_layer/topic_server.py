@@ -11,6 +11,7 @@ to rejoin.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -391,10 +392,14 @@ class TopicServer:
     # ------------------------------------------------------------------------------- stats
     def stats_snapshot(self) -> dict:
         """This server's snapshot (schema: :mod:`channel_layer.stats`)."""
-        # The hottest groups over the last minute (idle ones are on the admin's topics list).
+        # The hottest groups over the last minute, then idle ones up to the limit (taken as
+        # they come: no scan of every group; the admin's topics list has them all).
+        limit = self.settings.stats_top_groups
         hottest = [(name, count, self.groups[name]) for name, count in
-                   self.topic_table.hottest(self.settings.stats_top_groups)
-                   if name in self.groups]
+                   self.topic_table.hottest(limit) if name in self.groups]
+        listed = {name for name, _, _ in hottest}
+        hottest += itertools.islice(((name, 0, state) for name, state in self.groups.items()
+                                     if name not in listed), max(0, limit - len(hottest)))
         counters = dict(self.counters + self.transport.counters)
         return {
             "role": "ts",
