@@ -10,6 +10,8 @@ from functools import lru_cache
 
 from uhashring import HashRing
 
+HASH_SPACE = 2 ** 128  # uhashring's ketama positions are md5 digests
+
 
 class Ring:
     """Maps a full group name to the name of the topic-server node that owns it."""
@@ -18,10 +20,20 @@ class Ring:
         self.nodes: tuple[str, ...] = tuple(sorted(set(ts_nodes)))
         if not self.nodes:
             raise ValueError("a ring needs at least one topic-server node")
-        hash_ring = HashRing(nodes=list(self.nodes))
+        hash_ring = self._hash_ring = HashRing(nodes=list(self.nodes))
         # uhashring costs ~1 µs a lookup; group_send happens per publish, so cache the answer.
         # The cache belongs to this ring value and dies with it when membership changes.
         self.owner_of = lru_cache(maxsize=cache_size)(hash_ring.get_node)
+
+    def position_of(self, group: str) -> int:
+        """Where ``group`` hashes on the ring, in [0, HASH_SPACE): its owner is the node of the
+        first point after it, clockwise."""
+        return self._hash_ring.hashi(group)
+
+    def points(self) -> list[tuple[int, str]]:
+        """Every (position, node) point of the ring, in order; a point owns the arc from the
+        point before it up to itself."""
+        return self._hash_ring.get_points()
 
     def with_nodes(self, ts_nodes: Iterable[str]) -> Ring:
         """A new ring for a new membership (this one is left untouched)."""

@@ -11,14 +11,16 @@ to rejoin.
 from __future__ import annotations
 
 import asyncio
-import json
+import itertools
 import logging
 import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import wire
+import redis.asyncio as aioredis
+
+from . import stats, wire
 from .cluster import Cluster, ClusterConfigError, ClusterFileWatcher
 from .outbox import Outbox
 from .ring import Ring
@@ -72,6 +74,10 @@ class TopicServer:
             wire.JOIN: self.handle_join,
             wire.PLAIN_MEMBER: self.handle_plain_member,
         }
+        self.topic_table = stats.TopicTable(self.settings.stats_interval)
+        self._rates = stats.RateWindow()
+        self._last_rates: dict[str, float] = {}
+        self._stats_client: aioredis.Redis | None = None  # the topic table's (not embedded)
         self._handlers = {
             wire.PUBLISH: self._in_order,
             wire.JOIN: self._in_order,
@@ -124,6 +130,8 @@ class TopicServer:
             await self._flush()
             await self.transport.ack(self.node)  # a clean restart re-reads nothing
             await self._publish_stats()
+            if self._stats_client is not None:
+                await self._stats_client.aclose()
             logger.info("topic server %s stopped", self.node)
 
     async def _wake_reader_on(self, stop: asyncio.Event) -> None:
@@ -201,6 +209,7 @@ class TopicServer:
             return
         state.messages += 1
         state.last_activity = now
+        self.topic_table.touch(group)
         # Encoded once, whatever the number of WS nodes; the message bytes are not decoded.
         delivery = wire.encode([wire.GROUP_DELIVER, group, expires_at, envelope[3]])
         for ws_node in state.members:
@@ -295,6 +304,7 @@ class TopicServer:
         return state
 
     def _set_count(self, group: str, ws_node: str, count: int, now: float) -> None:
+        self.topic_table.touch(group)  # the admin's topic table rewrites this group
         if count > 0:
             state = self.groups.get(group)
             if state is None:
@@ -382,25 +392,61 @@ class TopicServer:
 
     # ------------------------------------------------------------------------------- stats
     def stats_snapshot(self) -> dict:
-        top = sorted(self.groups.items(), key=lambda kv: kv[1].messages, reverse=True)
+        """This server's snapshot (schema: :mod:`channel_layer.stats`)."""
+        # The hottest groups over the last minute, then idle ones up to the limit (taken as
+        # they come: no scan of every group; the admin's topics list has them all).
+        limit = self.settings.stats_top_groups
+        hottest = [(name, count, self.groups[name]) for name, count in
+                   self.topic_table.hottest(limit) if name in self.groups]
+        listed = {name for name, _, _ in hottest}
+        hottest += itertools.islice(((name, 0, state) for name, state in self.groups.items()
+                                     if name not in listed), max(0, limit - len(hottest)))
+        counters = dict(self.counters + self.transport.counters)
         return {
+            "role": "ts",
             "node": self.node,
             "boot": self.boot,
             "started": self.started,
             "updated": time.time(),
+            "version": stats.VERSION,
             "group_count": len(self.groups),
             "member_count": sum(sum(s.members.values()) for s in self.groups.values()),
             "ws_nodes": {name: {"last_seen": s.last_seen, "synced": s.synced}
                          for name, s in self.ws_nodes.items()},
-            "counters": dict(self.counters + self.transport.counters),
+            "counters": counters,
+            "rates": self._last_rates,
             "groups": [
                 {"group": name, "members": dict(s.members), "messages": s.messages,
-                 "created": s.created, "last_activity": s.last_activity}
-                for name, s in top[: self.settings.stats_top_groups]
+                 "rate": count / stats.WINDOW_SECONDS, "created": s.created,
+                 "last_activity": s.last_activity}
+                for name, count, s in hottest
             ],
         }
 
     async def _publish_stats(self) -> None:
-        blob = json.dumps(self.stats_snapshot()).encode()
-        ttl = max(5, int(self.settings.stats_interval * 5))
-        await self.transport.put_stats(self.node, blob, ttl)
+        batch = self.topic_table.collect(self.groups)  # first: the snapshot's hottest use it
+        self._last_rates = self._rates.add(time.time(), {
+            "publishes": self.counters["published"],
+            "deliveries": self.counters["node_deliveries"]})
+        ttl = stats.snapshot_ttl(self.settings.stats_interval)
+        try:
+            await self.transport.put_stats(self.node,
+                                           stats.encode_snapshot(self.stats_snapshot()), ttl)
+            client = self._topic_table_client()
+            if client is not None:  # None: the embedded cluster's admin reads it in process
+                await stats.write_topic_batch(
+                    client, stats.TopicKeys.of(self.settings.prefix, self.node), batch,
+                    max(ttl, int(stats.WINDOW_SECONDS)))
+        except Exception:
+            # Redis may hold part of the batch, or none: rewrite the whole table next time.
+            self.topic_table = stats.TopicTable(self.settings.stats_interval)
+            self.counters["stats_write_errors"] += 1
+            raise
+
+    def _topic_table_client(self) -> aioredis.Redis | None:
+        url = self.cluster.node(self.node).redis_url
+        if url is not None and self._stats_client is None:
+            self._stats_client = aioredis.Redis.from_url(
+                url, socket_connect_timeout=self.settings.connect_timeout,
+                socket_timeout=self.settings.connect_timeout)
+        return self._stats_client

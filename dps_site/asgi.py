@@ -21,6 +21,10 @@ allow_protocol_close_codes()
 
 check_ws_node()  # a bad cluster file or an unreachable Redis stops the server here, clearly
 
+from topics.node_report import start_for_this_process  # noqa: E402
+
+start_for_this_process()  # this WS node's snapshot for the admin, every stats_interval
+
 application = ProtocolTypeRouter({
     "http": django_asgi_app,
     "websocket": URLRouter(websocket_urlpatterns),

@@ -29,6 +29,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the admin's look) from every WS node, DEBUG on or off, under any server.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -70,7 +72,21 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
+# WhiteNoise serves straight from the apps' static folders (its finders), so a clean checkout
+# needs no step; `DPS_STATIC_ROOT=... manage.py collectstatic` prepares a directory instead.
+STATIC_ROOT = os.environ.get("DPS_STATIC_ROOT") or None
+WHITENOISE_USE_FINDERS = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Bearer token a Prometheus scrape must send to /metrics (WS nodes and topic servers); unset,
+# /metrics is open. Keep it out of world-readable files: the environment, not settings.
+DPS_METRICS_TOKEN = os.environ.get("DPS_METRICS_TOKEN", "")
+# The admin pages (topics.admin): rows per topics page, hot topics on the ring, the Redis
+# timeout per node, and the most name-search matches read per topic server.
+DPS_ADMIN_PAGE_SIZE = int(os.environ.get("DPS_ADMIN_PAGE_SIZE", "100"))
+DPS_ADMIN_TOP_TOPICS = int(os.environ.get("DPS_ADMIN_TOP_TOPICS", "50"))
+DPS_ADMIN_REDIS_TIMEOUT = float(os.environ.get("DPS_ADMIN_REDIS_TIMEOUT", "0.5"))
+DPS_ADMIN_SEARCH_LIMIT = int(os.environ.get("DPS_ADMIN_SEARCH_LIMIT", "10000"))
 
 # The DPS layer. Cluster membership and Redis addresses come from DPS_CLUSTER / DPS_NODE
 # (or the DPS_CLUSTER setting); CONFIG holds the layer's limits (see README "Settings").

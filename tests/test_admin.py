@@ -7,6 +7,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from channel_layer.ring import Ring
 from channel_layer.settings import LayerSettings
 from tests.support.inproc import TopicServerThread, cluster_of
 from topics import cluster_stats
@@ -70,20 +71,47 @@ def _publish_and_wait(client, layer, group: str, count: int = 3) -> dict:
 
 
 # ------------------------------------------------------------------------------ access
-@pytest.mark.parametrize("url", [PAGE, JSON])
+# Every DPS page and JSON endpoint.
+DPS_URLS = [PAGE, JSON, "/admin/dps/topics/", "/admin/dps/topics.json",
+            "/admin/dps/topics/topics:matrix/", "/admin/dps/topics/topics:matrix.json"]
+
+
+@pytest.mark.parametrize("url", DPS_URLS)
 def test_anonymous_is_sent_to_the_login_page(client, url):
     response = client.get(url)
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
 
 
-@pytest.mark.parametrize("url", [PAGE, JSON])
+@pytest.mark.parametrize("url", DPS_URLS)
 def test_a_user_who_is_not_staff_gets_no_data(client, django_user_model, url):
     client.force_login(django_user_model.objects.create_user("visitor", password="pw"))
     response = client.get(url)
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
     assert b"local-ts" not in response.content
+
+
+@pytest.mark.parametrize("url", DPS_URLS)
+def test_staff_gets_every_page(admin_client, url):
+    assert admin_client.get(url).status_code == 200
+
+
+def test_metrics_answer_401_without_the_token_when_one_is_set(client, settings):
+    settings.DPS_METRICS_TOKEN = "t0ken"
+    refused = client.get("/metrics")
+    assert refused.status_code == 401 and refused["WWW-Authenticate"].startswith("Bearer")
+    assert b"dps_" not in refused.content
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    granted = client.get("/metrics", HTTP_AUTHORIZATION="Bearer t0ken")
+    assert granted.status_code == 200 and b"dps_joins_total" in granted.content
+
+
+def test_metrics_are_open_without_a_token_setting(client, settings):
+    settings.DPS_METRICS_TOKEN = ""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
 
 
 def test_the_admin_index_links_to_the_cluster_page(admin_client):
@@ -105,12 +133,14 @@ def test_json_has_every_section(admin_client, settings, layers):
     layers.append(_use_layer(settings, _nodes({"ws-a": SECRET_URL, "ts-a": SECRET_URL}), "ws-a"))
     data = admin_client.get(JSON, {"topic": "topics:matrix"}).json()
     assert set(data) == {"generated", "cluster", "nodes", "ring", "topic_servers", "hot_topics",
-                         "local"}
+                         "local", "read_seconds"}
     assert [(n["name"], n["role"]) for n in data["nodes"]] == [("ws-a", "ws"), ("ts-a", "ts")]
     assert [n["node"] for n in data["ring"]["nodes"]] == ["ts-a"]
-    assert data["ring"]["nodes"][0]["sampled"] == data["ring"]["sample_size"]
-    assert data["ring"]["lookup"] == {"query": "topics:matrix", "group": "topics.matrix",
-                                      "owner": "ts-a", "error": None}
+    assert data["ring"]["nodes"][0]["share"] == 1.0
+    lookup = data["ring"]["lookup"]
+    assert lookup == {**lookup, "query": "topics:matrix", "group": "topics.matrix",
+                      "owner": "ts-a", "error": None}
+    assert int(lookup["hash"], 16) == Ring(["ts-a"]).position_of("topics.matrix")
     assert data["hot_topics"] == {"query": "", "matched": 0, "top": cluster_stats.TOP_TOPICS,
                                   "rows": []}
     assert data["local"]["node"] == "ws-a"
@@ -120,13 +150,10 @@ def test_json_has_every_section(admin_client, settings, layers):
 def test_owner_lookup_splits_topics_over_the_ring_and_rejects_bad_names():
     cluster = cluster_of({"ws-a": "redis://h:1/0", "ts-a": "redis://h:2/0",
                           "ts-b": "redis://h:3/0"})
-    view = cluster_stats.ring_view(cluster, ["topics.a", "topics.b", "topics.c"], "topics:x!")
-    assert sum(n["sampled"] for n in view["nodes"]) == view["sample_size"]
-    assert all(n["sampled"] > 0 for n in view["nodes"])
-    assert sum(n["listed"] for n in view["nodes"]) == 3
+    view = cluster_stats.ring_view(cluster, "topics:x!")
+    assert abs(sum(n["share"] for n in view["nodes"]) - 1.0) < 1e-9
+    assert all(0.2 < n["share"] < 0.8 for n in view["nodes"])
     assert view["lookup"]["owner"] is None and view["lookup"]["error"]
-    from channel_layer.ring import Ring
-
     lookup = cluster_stats.owner_lookup(Ring(["ts-a", "ts-b"]), "topics:matrix")
     assert lookup["owner"] == Ring(["ts-a", "ts-b"]).owner_of("topics.matrix")
 
@@ -170,7 +197,6 @@ def test_live_stats_show_a_group_with_its_messages_and_members(admin_client, set
         assert ts["status"] == cluster_stats.UP and ts["group_count"] == 1
         assert data["local"]["groups"] == 1 and data["local"]["started"] is True
         assert data["local"]["runtime_loop"] == "thread"  # a test process is not a server
-        assert data["ring"]["nodes"][0]["listed"] == 1
 
         html = admin_client.get(PAGE, {"q": "matr"}).content.decode()
         assert "topics:matrix" in html and "<td>3</td>" in html and "ws-a: 1" in html
@@ -185,3 +211,17 @@ def test_the_embedded_cluster_reads_its_in_process_topic_server(admin_client, se
     row = _row(data, "topics.lobby")
     assert (row["owner"], row["members"], row["messages"]) == ("local-ts", {"local": 1}, 3)
     assert data["nodes"][0]["redis"] == "memory" and data["nodes"][0]["reachable"] is None
+
+
+def test_the_embedded_topics_pages_read_the_in_process_topic_server(admin_client, settings,
+                                                                     layers):
+    layer = _use_layer(settings)
+    layers.append(layer)
+    _publish_and_wait(admin_client, layer, "topics.foyer")
+    listing = admin_client.get("/admin/dps/topics.json", {"q": "foy"}).json()
+    assert [(r["topic"], r["owner"], r["members"], r["messages"]) for r in listing["rows"]] == [
+        ("topics:foyer", "local-ts", {"local": 1}, 3)]
+    detail = admin_client.get("/admin/dps/topics/topics:foyer.json").json()
+    assert detail["lookup"]["owner"] == "local-ts" and detail["row"]["messages"] == 3
+    html = admin_client.get("/admin/dps/topics/", {"o": "-last"}).content.decode()
+    assert "topics:foyer" in html and 'class="sortable column-last sorted ascending"' in html

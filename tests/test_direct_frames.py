@@ -33,3 +33,16 @@ class _Unknown:
 def test_an_unknown_server_gets_no_direct_writer():
     assert direct_frames_for(_plain_send) is None
     assert direct_frames_for(functools.partial(_Unknown().handle_reply, object())) is None
+
+
+def test_a_fallback_to_asgi_send_is_counted_every_time_and_logged_once(caplog, monkeypatch):
+    from topics import direct_frames, metrics
+
+    monkeypatch.setattr(direct_frames, "_fallback_logged", False)
+    before = metrics.COUNTS.direct_frame_fallbacks
+    with caplog.at_level("WARNING", logger="topics.direct_frames"):
+        for _ in range(3):
+            assert direct_frames_for(_plain_send) is None
+    assert metrics.COUNTS.direct_frame_fallbacks == before + 3
+    warnings = [r for r in caplog.records if "direct frames unavailable" in r.getMessage()]
+    assert len(warnings) == 1

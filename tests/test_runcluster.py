@@ -119,7 +119,9 @@ def test_shared_redis_config_has_the_exact_cluster_file_shape() -> None:
 def test_node_command_lines_use_this_python(server: str) -> None:
     cluster = LocalCluster(1, 1, port=9100, host="0.0.0.0", server=server)
     ws, ts = cluster.nodes
-    assert cluster.command_for(ts) == [sys.executable, "manage.py", "topic_server"]
+    assert cluster.command_for(ts) == [sys.executable, "manage.py", "topic_server",
+                                       "--metrics-host", "0.0.0.0",
+                                       "--metrics-port", str(ts.metrics_port)]
     command = cluster.command_for(ws)
     assert command[:3] == [sys.executable, "-m", server]
     assert command[-1] == "dps_site.asgi:application"

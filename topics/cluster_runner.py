@@ -39,6 +39,7 @@ from channel_layer.embedded_redis import (
     RedisProcess,
     RedisServerNotFound,
     RedisStartError,
+    free_port,
     port_is_free,
 )
 
@@ -70,11 +71,13 @@ def node_suffix(index: int) -> str:
 
 @dataclass(frozen=True)
 class LocalNode:
-    """One node of the local cluster; ``port`` is the WebSocket port of a WS node."""
+    """One node of the local cluster; ``port`` is the WebSocket port of a WS node (which
+    serves its metrics there too), ``metrics_port`` a topic server's metrics port."""
 
     name: str
     role: str
     port: int | None = None
+    metrics_port: int | None = None
 
 
 @dataclass
@@ -118,7 +121,8 @@ class LocalCluster:
         self.migrate = migrate
         self.nodes: list[LocalNode] = [
             LocalNode(f"ws-{node_suffix(i)}", WS, port + i) for i in range(ws)
-        ] + [LocalNode(f"ts-{node_suffix(i)}", TS) for i in range(ts)]
+        ] + [LocalNode(f"ts-{node_suffix(i)}", TS, metrics_port=free_port(host))
+             for i in range(ts)]
         self._emit = emit or _print_line
         self._base_env = dict(os.environ if base_env is None else base_env)
         self._emit_lock = threading.Lock()
@@ -137,6 +141,10 @@ class LocalCluster:
     @property
     def ws_urls(self) -> list[str]:
         return [f"ws://{self.host}:{n.port}/socket/websocket?vsn=2.0.0" for n in self.ws_nodes]
+
+    def metrics_url(self, node: LocalNode) -> str:
+        """Where ``node`` serves its Prometheus metrics."""
+        return f"http://{self.host}:{node.port or node.metrics_port}/metrics"
 
     @property
     def admin_url(self) -> str:
@@ -177,7 +185,8 @@ class LocalCluster:
     def command_for(self, node: LocalNode) -> list[str]:
         """The command line of a node process (run from the project directory)."""
         if node.role == TS:
-            return [sys.executable, "manage.py", "topic_server"]
+            return [sys.executable, "manage.py", "topic_server", "--metrics-host", self.host,
+                    "--metrics-port", str(node.metrics_port)]
         assert node.port is not None
         # The server must pass frames somewhat over the socket's own limit through, so that
         # the Phoenix socket (not the server) answers them with its specified close 1009.

@@ -7,10 +7,12 @@ protocol package.
 
 Group message (what ``group_send`` carries to every member of a topic's group)::
 
-    {"type": "phx.broadcast", "topic": "topics:NAME", "event": str, "payload": str}
+    {"type": "phx.broadcast", "topic": "topics:NAME", "event": str, "payload": str,
+     "sent_at": float}
 
 ``payload`` is the JSON text of the payload object, encoded once by the publisher; each member
-only prefixes it with its own join_ref.
+only prefixes it with its own join_ref; ``sent_at`` is the publisher's clock, for the
+publish -> deliver latency (``topics.metrics``).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from channels.consumer import AsyncConsumer, get_handler_name
 from channels.exceptions import ChannelFull, StopConsumer
 from django.conf import settings
 
+from . import connections, metrics
 from .direct_frames import NOT_OPEN, DirectFrames, direct_frames_for
 from .protocol import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -52,7 +55,7 @@ _ENCODED_TAILS = "_dps_encoded_tails"
 def broadcast_message(publish: Publish) -> dict[str, Any]:
     """The group message that carries a publish to every member of its topic."""
     return {"type": BROADCAST_TYPE, "topic": publish.topic, "event": publish.event,
-            "payload": publish.payload_json}
+            "payload": publish.payload_json, metrics.SENT_AT: metrics.stamp()}
 
 
 def _encoded_tail(message: dict[str, Any], serializer: Serializer) -> bytes:
@@ -88,6 +91,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
     # here, so the handler's reply goes out first (the publisher's reply precedes its copy).
     _busy = 0
     _held: list[dict] | None = None
+    _identity: str | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
         if self._sender is None:
@@ -128,6 +132,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
             max_topics=getattr(settings, "DPS_MAX_TOPICS_PER_SOCKET", DEFAULT_MAX_TOPICS),
         )
         await self.send({"type": "websocket.accept"})
+        self._identity = connections.socket_opened(self.scope)
         self._sender = OrderedSender(self.base_send, int(getattr(
             settings, "DPS_MAX_PENDING_FRAMES", DEFAULT_MAX_PENDING_FRAMES)))
         add_fastlane = getattr(self.channel_layer, "add_fastlane", None)
@@ -151,6 +156,9 @@ class PhoenixSocketConsumer(AsyncConsumer):
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
+        if self._identity is not None:
+            connections.socket_closed(self._identity)
+            self._identity = None
         await self._leave_everything()
         raise StopConsumer()
 
@@ -188,11 +196,14 @@ class PhoenixSocketConsumer(AsyncConsumer):
             if prefix is None:
                 return
             if self._write_direct(prefix, _encoded_tail(message, socket.serializer)):
+                metrics.record_delivery(message)
                 return
         text = socket.render_broadcast(message["topic"], message["event"], message["payload"])
         if text is None:
             return
-        if not self._sender.send_nowait({"type": "websocket.send", "text": text}):
+        if self._sender.send_nowait({"type": "websocket.send", "text": text}):
+            metrics.record_delivery(message)
+        else:
             self._drop_slow_client(f"{self._sender.pending} frames")
 
     def _write_direct(self, head: bytes, tail: bytes) -> bool:
@@ -210,6 +221,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
 
     def _drop_slow_client(self, backlog: str) -> None:
         logger.warning("closing a client %s behind", backlog)
+        metrics.COUNTS.slow_client_disconnects += 1
         self._direct = None
         # Leave every topic now, so the rest of this batch renders nothing more for it.
         unsubscribes = self.socket.handle_disconnect()
@@ -242,7 +254,9 @@ class PhoenixSocketConsumer(AsyncConsumer):
             await self.channel_layer.group_add(action.group, self.channel_name)
         except Exception as exc:
             logger.warning("join of %s failed: %s", action.topic, type(exc).__name__)
+            metrics.COUNTS.join_errors += 1
             return socket.subscribe_failed(action, _failure_reason("join", exc))
+        metrics.COUNTS.joins += 1
         return socket.joined(action)
 
     async def _publish(self, socket: PhoenixSocket, action: Publish) -> list[Action]:
@@ -250,7 +264,9 @@ class PhoenixSocketConsumer(AsyncConsumer):
             await self.channel_layer.group_send(action.group, broadcast_message(action))
         except Exception as exc:
             logger.warning("publish to %s failed: %s", action.topic, type(exc).__name__)
+            metrics.COUNTS.publish_errors += 1
             return socket.publish_failed(action, _failure_reason("publish", exc))
+        metrics.COUNTS.publishes += 1
         return socket.published(action)
 
     async def _unsubscribe(self, action: Unsubscribe) -> None:

@@ -17,8 +17,14 @@ transport and are written synchronously, in the order the consumer makes them.
 from __future__ import annotations
 
 import functools
+import logging
 import struct
 from typing import Any
+
+from . import metrics
+
+logger = logging.getLogger(__name__)
+_fallback_logged = False
 
 _SHORT = struct.Struct("!BB").pack
 _MEDIUM = struct.Struct("!BBH").pack
@@ -145,7 +151,19 @@ def direct_frames_for(send: Any) -> DirectFrames | None:
             writer = None  # a server version whose internals differ: use ASGI send
         if writer is not None:
             return writer
+    _count_fallback(send)
     return None
+
+
+def _count_fallback(send: Any) -> None:
+    """A connection whose broadcasts go through ASGI send: counted, and logged once."""
+    global _fallback_logged
+    metrics.COUNTS.direct_frame_fallbacks += 1
+    if not _fallback_logged:
+        _fallback_logged = True
+        logger.warning("direct frames unavailable for this server (ASGI send %r): broadcasts "
+                       "go through ASGI send; dps_direct_frame_fallbacks_total counts them",
+                       type(send).__name__)
 
 
 def _daphne(send: Any) -> DirectFrames | None:

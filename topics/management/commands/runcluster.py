@@ -10,6 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from topics.admin_account import ensure_admin_account
 from topics.cluster_runner import (
     SERVERS,
     ClusterError,
@@ -80,7 +81,14 @@ class Command(BaseCommand):
     def _announce(self, cluster: LocalCluster) -> None:
         for node, url in zip(cluster.ws_nodes, cluster.ws_urls, strict=True):
             cluster.say(f"{node.name}: {url}")
-        cluster.say(f"admin: {cluster.admin_url}  (to log in: python manage.py createsuperuser)")
+        for node in cluster.nodes:
+            cluster.say(f"metrics of {node.name}: {cluster.metrics_url(node)}")
+        account = ensure_admin_account() if cluster.migrate else None
+        if account is None:
+            cluster.say(f"admin: {cluster.admin_url}")
+        else:  # shown once: the database keeps only its hash
+            cluster.say(f"admin: {cluster.admin_url}  user {account[0]!r}, password "
+                        f"{account[1]!r} (created now; change it in the admin)")
         cluster.say(READY_LINE)
 
     def _emit(self, line: str) -> None:

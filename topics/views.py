@@ -1,0 +1,35 @@
+"""Plain HTTP endpoints of a WS node (the admin's pages live in ``topics.admin``)."""
+from __future__ import annotations
+
+import functools
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CollectorRegistry
+
+from . import prometheus
+
+
+@functools.cache
+def _registry() -> CollectorRegistry:
+    from channels.layers import get_channel_layer
+
+    from channel_layer.layer import DPSChannelLayer
+
+    layer = get_channel_layer()
+    return prometheus.registry_for(
+        prometheus.WsNodeCollector(layer if isinstance(layer, DPSChannelLayer) else None))
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """This node's Prometheus metrics; 401 without the bearer token when one is configured."""
+    if not prometheus.authorized(request.headers.get("Authorization"),
+                                 getattr(settings, "DPS_METRICS_TOKEN", "")):
+        response = HttpResponse("a bearer token is required\n", status=401,
+                                content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    body, content_type = prometheus.render(_registry())
+    return HttpResponse(body, content_type=content_type)
