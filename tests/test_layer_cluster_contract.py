@@ -178,10 +178,28 @@ async def test_send_to_a_full_channel_elsewhere_drops_and_counts(places, redis_f
                 await places.there.send(channel, {"type": "m", "i": i})
             await wait_until(lambda: here.runtime.counters["dropped_channel_full"]
                              - dropped_before == 3)
+            assert_drops_are_published(here, dropped_before + 3)
         assert [(await receive(here, channel))["i"] for _ in range(2)] == [0, 1]
         await nothing_arrives(here, channel)
     finally:
         await here.close()
+
+
+def assert_drops_are_published(layer: DPSChannelLayer, dropped: int) -> None:
+    """The drop shows where an operator looks: the node's stats snapshot (the admin reads it
+    from the node's Redis) and its /metrics."""
+    from channel_layer import stats
+    from topics.node_report import NodeReporter
+    from topics.prometheus import WsNodeCollector
+
+    reporter = NodeReporter(layer, layer.cluster.node(layer.node).redis_url)
+    reporter.report_once()
+    stored = stats.decode_snapshot(reporter._client.get(reporter.key))
+    reporter._client.close()
+    assert stored["counters"]["dropped_channel_full"] == dropped
+    drops = next(m for m in WsNodeCollector(layer).collect() if m.name == "dps_dropped")
+    assert {s.labels["reason"]: s.value for s in drops.samples
+            if s.name == "dps_dropped_total"}["channel_full"] == dropped
 
 
 async def wait_until(condition, timeout=WAIT) -> None:

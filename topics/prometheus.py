@@ -41,6 +41,7 @@ from .node_report import copied, layer_counters
 DROP_REASONS = {
     "dropped_channel_full": "channel_full",
     "dropped_unknown_node": "unknown_node",
+    "dropped_plain_channel_unreachable": "unreachable",
     "expired": "expired",
     "group_deliveries_without_members": "no_members",
     "published_no_members": "no_members",
