@@ -392,9 +392,9 @@ class NodeRuntime:
 
     # ----------------------------------------------------------------------- heartbeat
     async def _heartbeat(self) -> None:
-        settings = self.settings
         while True:
-            await asyncio.sleep(settings.heartbeat_interval)
+            # Read each time: a newer layer instance may have changed it (reconfigure).
+            await asyncio.sleep(self.settings.heartbeat_interval)
             try:
                 self._beat(time.time())
             except Exception:  # never let housekeeping die
