@@ -5,14 +5,9 @@ It owns the I/O only: accepting or refusing the connection, feeding received fra
 broadcasts to the client, and closing idle connections. Every protocol rule lives in the
 protocol package.
 
-Group message (what ``group_send`` carries to every member of a topic's group)::
-
-    {"type": "phx.broadcast", "topic": "topics:NAME", "event": str, "payload": str,
-     "sent_at": float}
-
-``payload`` is the JSON text of the payload object, encoded once by the publisher; each member
-only prefixes it with its own join_ref; ``sent_at`` is the publisher's clock, for the
-publish -> deliver latency (``topics.metrics``).
+The group message that ``group_send`` carries to every member of a topic's group (JSON text
+or binary payloads, and the publisher's ``sent_at`` for ``topics.metrics``) is defined in
+``topics.broadcasts``.
 """
 from __future__ import annotations
 
@@ -25,6 +20,7 @@ from channels.exceptions import ChannelFull, StopConsumer
 from django.conf import settings
 
 from . import connections, metrics
+from .broadcasts import BROADCAST_TYPE, binary_as_json, binary_frame, is_binary, message_for_publish
 from .direct_frames import NOT_OPEN, DirectFrames, direct_frames_for
 from .protocol import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -33,6 +29,7 @@ from .protocol import (
     Close,
     PhoenixSocket,
     Publish,
+    PublishBinary,
     SendFrame,
     Serializer,
     Subscribe,
@@ -47,15 +44,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_MAX_PENDING_FRAMES = 1000
 DEFAULT_MAX_SEND_BUFFER_BYTES = 4 * 1024 * 1024
-BROADCAST_TYPE = "phx.broadcast"
 CLOSE_TRY_AGAIN_LATER = 1013  # a client too slow to take what it subscribed to
 _ENCODED_TAILS = "_dps_encoded_tails"
-
-
-def broadcast_message(publish: Publish) -> dict[str, Any]:
-    """The group message that carries a publish to every member of its topic."""
-    return {"type": BROADCAST_TYPE, "topic": publish.topic, "event": publish.event,
-            "payload": publish.payload_json, metrics.SENT_AT: metrics.stamp()}
 
 
 def _encoded_tail(message: dict[str, Any], serializer: Serializer) -> bytes:
@@ -191,6 +181,9 @@ class PhoenixSocketConsumer(AsyncConsumer):
         socket = self.socket
         if socket is None or self._sender is None:
             return
+        if is_binary(message) and socket.serializer.BINARY:
+            self._deliver_binary(socket, message)
+            return
         if self._direct is not None:
             prefix = socket.broadcast_prefix_bytes(message["topic"])
             if prefix is None:
@@ -198,21 +191,36 @@ class PhoenixSocketConsumer(AsyncConsumer):
             if self._write_direct(prefix, _encoded_tail(message, socket.serializer)):
                 metrics.record_delivery(message)
                 return
-        text = socket.render_broadcast(message["topic"], message["event"], message["payload"])
-        if text is None:
-            return
-        if self._sender.send_nowait({"type": "websocket.send", "text": text}):
+        payload = message["payload"]
+        if isinstance(payload, bytes):  # a V1 member: Phoenix's V1 has no binary frames
+            payload = binary_as_json(payload)
+        text = socket.render_broadcast(message["topic"], message["event"], payload)
+        if text is not None:
+            self._queue_frame({"type": "websocket.send", "text": text}, message)
+
+    def _deliver_binary(self, socket: PhoenixSocket, message: dict[str, Any]) -> None:
+        """The same binary broadcast frame for every member (it carries no join_ref)."""
+        if socket.broadcast_prefix_bytes(message["topic"]) is None:
+            return  # not joined (any more)
+        frame = binary_frame(message)
+        if self._direct is not None and self._write_direct(b"", frame, binary=True):
+            metrics.record_delivery(message)
+        else:
+            self._queue_frame({"type": "websocket.send", "bytes": frame}, message)
+
+    def _queue_frame(self, send: dict[str, Any], message: dict[str, Any]) -> None:
+        if self._sender.send_nowait(send):
             metrics.record_delivery(message)
         else:
             self._drop_slow_client(f"{self._sender.pending} frames")
 
-    def _write_direct(self, head: bytes, tail: bytes) -> bool:
-        """Write the text frame ``head + tail`` straight to the connection, behind nothing
+    def _write_direct(self, head: bytes, tail: bytes, binary: bool = False) -> bool:
+        """Write the frame ``head + tail`` straight to the connection, behind nothing
         queued for ASGI send; False when ASGI send must take it instead."""
         direct = self._direct
         if direct is None or not self._sender.idle:
             return False
-        backlog = direct.send(head, tail)
+        backlog = direct.send(head, tail, binary)
         if backlog == NOT_OPEN:
             return False
         if backlog > self._max_send_buffer:
@@ -242,7 +250,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
                     await self.send({"type": "websocket.send", "text": action.text})
             elif isinstance(action, Subscribe):
                 await self._execute(await self._subscribe(socket, action))
-            elif isinstance(action, Publish):
+            elif isinstance(action, (Publish, PublishBinary)):
                 await self._execute(await self._publish(socket, action))
             elif isinstance(action, Unsubscribe):
                 await self._unsubscribe(action)
@@ -259,9 +267,10 @@ class PhoenixSocketConsumer(AsyncConsumer):
         metrics.COUNTS.joins += 1
         return socket.joined(action)
 
-    async def _publish(self, socket: PhoenixSocket, action: Publish) -> list[Action]:
+    async def _publish(self, socket: PhoenixSocket,
+                       action: Publish | PublishBinary) -> list[Action]:
         try:
-            await self.channel_layer.group_send(action.group, broadcast_message(action))
+            await self.channel_layer.group_send(action.group, message_for_publish(action))
         except Exception as exc:
             logger.warning("publish to %s failed: %s", action.topic, type(exc).__name__)
             metrics.COUNTS.publish_errors += 1
