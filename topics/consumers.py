@@ -291,7 +291,9 @@ class PhoenixSocketConsumer(AsyncConsumer):
     def _start_idle_timer(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._last_received = self._loop.time()
-        self._idle_timeout = float(getattr(settings, "DPS_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT))
+        # A long-poll session (topics.longpoll) has its own expiry and sets 0 in its scope.
+        self._idle_timeout = float(self.scope.get("dps.idle_timeout", getattr(
+            settings, "DPS_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT)))
         if self._idle_timeout > 0:
             self._idle_timer = self._loop.call_later(self._idle_timeout, self._check_idle)
 
