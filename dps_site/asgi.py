@@ -17,8 +17,10 @@ from channels.routing import ProtocolTypeRouter  # noqa: E402
 from channel_layer.startup import check_ws_node  # noqa: E402
 from topics.daphne_compat import allow_protocol_close_codes  # noqa: E402
 from topics.routing import http_app, websocket_app  # noqa: E402
+from topics.uvicorn_compat import quiet_client_protocol_errors  # noqa: E402
 
 allow_protocol_close_codes()
+quiet_client_protocol_errors()
 
 check_ws_node()  # a bad cluster file or an unreachable Redis stops the server here, clearly
 

@@ -1,9 +1,14 @@
-"""Let daphne send the close codes the Phoenix socket uses for protocol errors.
+"""Make daphne (autobahn) answer protocol errors with the close codes of the README.
 
-autobahn (under daphne) refuses to *send* any close code but 1000 and 3000-4999, although
-RFC 6455 §7.4.1 defines 1003 (unsupported data), 1007 (invalid payload) and 1009 (message too
-big) for exactly the cases where DPS closes a socket. Without this, such a close raises inside
-the application and the client sees 1011. Other ASGI servers (uvicorn) need nothing.
+- autobahn refuses to *send* any close code but 1000 and 3000-4999, although RFC 6455 §7.4.1
+  defines 1003 (unsupported data), 1007 (invalid payload) and 1009 (message too big) for
+  exactly the cases where DPS closes a socket. Without this, such a close raises inside the
+  application and the client sees 1011.
+- autobahn's servers "fail by drop" by default: a text frame that is not UTF-8, or a frame over
+  daphne's ``--websocket-max-frame-size``, ends in a TCP reset with no close frame. With
+  ``failByDrop`` off it sends 1007 and 1009 and then closes.
+
+Other ASGI servers (uvicorn) need nothing of this (see ``topics.uvicorn_compat``).
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ SERVER_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 
 
 def allow_protocol_close_codes() -> None:
     try:
-        from daphne.ws_protocol import WebSocketProtocol
+        from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
     except ImportError:  # not running under daphne
         return
     if getattr(WebSocketProtocol.serverClose, "dps_compatible", False):
@@ -29,3 +34,11 @@ def allow_protocol_close_codes() -> None:
 
     server_close.dps_compatible = True
     WebSocketProtocol.serverClose = server_close
+
+    factory_init = WebSocketFactory.__init__
+
+    def init_closing_with_codes(self, *args, **kwargs):
+        factory_init(self, *args, **kwargs)
+        self.setProtocolOptions(failByDrop=False)
+
+    WebSocketFactory.__init__ = init_closing_with_codes
