@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from typing import Any
 
 from channels.consumer import AsyncConsumer, get_handler_name
@@ -45,6 +46,8 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_MAX_PENDING_FRAMES = 1000
 DEFAULT_MAX_SEND_BUFFER_BYTES = 4 * 1024 * 1024
 CLOSE_TRY_AGAIN_LATER = 1013  # a client too slow to take what it subscribed to
+# Frames (by ASGI message type) that found their connection closed or closing, on this node.
+SENDS_AFTER_CLOSE: Counter[str] = Counter()
 _ENCODED_TAILS = "_dps_encoded_tails"
 
 
@@ -83,11 +86,38 @@ class PhoenixSocketConsumer(AsyncConsumer):
     _held: list[dict] | None = None
     _identity: str | None = None
 
+    # Set once the client's connection is gone or this side sent its close: what is sent
+    # after that goes nowhere (see _send_to_client).
+    _connection_done = False
+
     async def send(self, message: dict[str, Any]) -> None:
         if self._sender is None:
-            await self.base_send(message)
+            await self._send_to_client(message)
         else:
             await self._sender.send(message)
+
+    async def _send_to_client(self, message: dict[str, Any]) -> None:
+        """ASGI send to a connection that may close under it at any moment.
+
+        A client can vanish between any two frames (a close right after a publish), and a
+        publish's reply or a broadcast can be on its way when this side has just closed (a
+        slow client). Servers then raise (uvicorn: ``ClientDisconnected``; both: "Unexpected
+        ASGI message ... after sending 'websocket.close'"). That is not an error of this
+        node: the frame is moot, and the server's ``websocket.disconnect`` frees the consumer.
+        """
+        if self._connection_done:
+            SENDS_AFTER_CLOSE[message["type"]] += 1
+            return
+        if message["type"] == "websocket.close":
+            self._connection_done = True
+            self._direct = None
+        try:
+            await self.base_send(message)
+        except (OSError, RuntimeError) as exc:
+            self._connection_done = True
+            self._direct = None
+            SENDS_AFTER_CLOSE[message["type"]] += 1
+            logger.debug("send to a closed connection: %s", type(exc).__name__)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         self._busy += 1
@@ -123,14 +153,15 @@ class PhoenixSocketConsumer(AsyncConsumer):
         )
         await self.send({"type": "websocket.accept"})
         self._identity = connections.socket_opened(self.scope)
-        self._sender = OrderedSender(self.base_send, int(getattr(
-            settings, "DPS_MAX_PENDING_FRAMES", DEFAULT_MAX_PENDING_FRAMES)))
+        self._max_send_buffer = int(getattr(
+            settings, "DPS_MAX_SEND_BUFFER_BYTES", DEFAULT_MAX_SEND_BUFFER_BYTES))
+        self._sender = OrderedSender(self._send_to_client, int(getattr(
+            settings, "DPS_MAX_PENDING_FRAMES", DEFAULT_MAX_PENDING_FRAMES)),
+            self._max_send_buffer)
         add_fastlane = getattr(self.channel_layer, "add_fastlane", None)
         if add_fastlane is not None:
             if getattr(settings, "DPS_DIRECT_FRAMES", True):
                 self._direct = direct_frames_for(self.base_send)
-            self._max_send_buffer = int(getattr(
-                settings, "DPS_MAX_SEND_BUFFER_BYTES", DEFAULT_MAX_SEND_BUFFER_BYTES))
             add_fastlane(self.channel_name, self._fastlane)
         self._start_idle_timer()
 
@@ -144,8 +175,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
         await self._execute(self.socket.handle_frame(frame))
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        self._connection_done = True
         if self._identity is not None:
             connections.socket_closed(self._identity)
             self._identity = None
@@ -153,6 +183,9 @@ class PhoenixSocketConsumer(AsyncConsumer):
         raise StopConsumer()
 
     async def _leave_everything(self) -> None:
+        if self._idle_timer is not None:  # it would keep the consumer alive for nothing
+            self._idle_timer.cancel()
+            self._idle_timer = None
         remove_fastlane = getattr(self.channel_layer, "remove_fastlane", None)
         if remove_fastlane is not None:
             remove_fastlane(self.channel_name)
@@ -212,7 +245,8 @@ class PhoenixSocketConsumer(AsyncConsumer):
         if self._sender.send_nowait(send):
             metrics.record_delivery(message)
         else:
-            self._drop_slow_client(f"{self._sender.pending} frames")
+            self._drop_slow_client(f"{self._sender.pending} frames, "
+                                   f"{self._sender.pending_bytes} bytes")
 
     def _write_direct(self, head: bytes, tail: bytes, binary: bool = False) -> bool:
         """Write the frame ``head + tail`` straight to the connection, behind nothing
@@ -238,7 +272,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
     async def _close_slow_client(self, unsubscribes: list[Action]) -> None:
         await self._execute(unsubscribes)
         await self._leave_everything()
-        await self.base_send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})
+        await self._send_to_client({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})
 
     async def _execute(self, actions: list[Action]) -> None:
         socket = self.socket
