@@ -17,19 +17,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from topics.broadcasts import binary_frame, broadcast_message
-from topics.protocol import (
-    CLOSE_INVALID_DATA,
-    CLOSE_TOO_BIG,
-    Close,
-    PhoenixSocket,
-    Publish,
-    PublishBinary,
-    SendFrame,
-    Subscribe,
-    Unsubscribe,
-    v2_binary,
-    v2_json,
-)
+from topics.protocol import CLOSE_INVALID_DATA, CLOSE_TOO_BIG, PhoenixSocket, v2_binary, v2_json
+from topics.protocol.actions import Close, Publish, PublishBinary, SendFrame, Subscribe, Unsubscribe
 
 TEXT, BINARY = 0x1, 0x2
 # Topic names carry TAG, which each connection replaces (same length, so binary headers stay
