@@ -147,8 +147,8 @@ async def test_a_session_nobody_polls_expires_and_leaves_its_topics(settings):
     await post(token, ["1", "1", "topics:idle", "phx_join", {}])
     await poll_messages(token, 1)
     layer = channel_layers["default"]
-    assert layer.runtime.groups.get("topics.idle")
-    await wait_for(lambda: not layer.runtime.groups.get("topics.idle"), "the session to expire")
+    assert layer.runtime.membership.groups.get("topics.idle")
+    await wait_for(lambda: not layer.runtime.membership.groups.get("topics.idle"), "the session to expire")
     assert (await poll(token)) == {"status": 410}
 
 

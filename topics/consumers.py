@@ -160,7 +160,9 @@ class PhoenixSocketConsumer(AsyncConsumer):
             self._max_send_buffer)
         add_fastlane = getattr(self.channel_layer, "add_fastlane", None)
         if add_fastlane is not None:
-            if getattr(settings, "DPS_DIRECT_FRAMES", True):
+            # A long-poll session's connection is in memory: nothing to write frames to.
+            if (getattr(settings, "DPS_DIRECT_FRAMES", True)
+                    and self.scope.get("dps.transport") != "longpoll"):
                 self._direct = direct_frames_for(self.base_send)
             add_fastlane(self.channel_name, self._fastlane)
         self._start_idle_timer()
