@@ -21,6 +21,7 @@ import random
 import re
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -121,8 +122,23 @@ def test_ws_nodes_listen_with_a_large_backlog(node: E2ECluster):
     assert backlog >= min(LISTEN_BACKLOG, 1024), backlog
 
 
+def open_connections(port: int) -> float:
+    """The node's ``dps_connections`` gauge, from its /metrics."""
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S)
+    try:
+        client.request("GET", "/metrics")
+        body = client.getresponse().read().decode()
+    finally:
+        client.close()
+    [line] = [line for line in body.splitlines() if line.startswith("dps_connections{")]
+    return float(line.split()[-1])
+
+
 def test_clients_closing_right_after_a_publish_or_join_log_nothing(node: E2ECluster):
+    """...and each consumer goes with its connection (it used to die on ClientDisconnected and
+    leave its socket counted, and its idle timer alive, for DPS_IDLE_TIMEOUT)."""
     since = len(node.log)
+    before = open_connections(node.ports[0])
 
     async def rounds() -> None:
         for n in range(100):
@@ -143,6 +159,10 @@ def test_clients_closing_right_after_a_publish_or_join_log_nothing(node: E2EClus
             assert (await probe.publish(topic, "e", {})).status == "ok"
 
     asyncio.run(rounds())
+    deadline = time.monotonic() + 15  # well under the cluster's DPS_IDLE_TIMEOUT (60 s)
+    while open_connections(node.ports[0]) > before and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling the gauge, bounded by the deadline
+    assert open_connections(node.ports[0]) == before
     assert_clean_log(node, since)
 
 

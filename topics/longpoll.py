@@ -256,7 +256,15 @@ class LongPollEndpoint:
         token = secrets.token_urlsafe(24)
         session = LongPollSession(token, self.limits)
         session.start(self.websocket_app, _websocket_scope(scope, params))
-        if not await session.accepted:
+        try:  # a connect hook that never answers must not hold the request forever
+            accepted = await asyncio.wait_for(asyncio.shield(session.accepted),
+                                              self.limits.window)
+        except TimeoutError:
+            session.end("no answer from the socket")
+            STATS["connect_timeouts"] += 1
+            await respond(send, 200, {"status": 500})  # phoenix.js retries later
+            return
+        if not accepted:
             session.end("refused")
             STATS["refused_by_consumer"] += 1
             await respond(send, 200, {"status": 403})
