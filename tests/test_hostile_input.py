@@ -122,6 +122,23 @@ def test_ws_nodes_listen_with_a_large_backlog(node: E2ECluster):
     assert backlog >= min(LISTEN_BACKLOG, 1024), backlog
 
 
+@pytest.mark.parametrize(("opcode", "frame", "code"), [
+    (TEXT, b'[null,"1","phoenix","heartbeat",{"x":"\xff"}]', 1007),
+    (TEXT, b"[" + b" " * MAX_FRAME_BYTES, 1009),        # over DPS_MAX_FRAME_BYTES
+    (TEXT, b"[" + b" " * SERVER_LIMIT, 1009),           # over the server's own frame limit
+    (BINARY, b"\x00" * (SERVER_LIMIT + 1), 1009),
+], ids=["invalid-utf8", "over-socket-limit", "over-server-limit", "binary-over-server-limit"])
+def test_the_readme_close_codes(node: E2ECluster, opcode: int, frame: bytes, code: int):
+    """daphne used to drop the TCP connection (no close frame) for the first, third and fourth."""
+    async def send_one() -> int | None:
+        ws = await connect(node.url(0), lambda text: None)
+        ws.send_frame(opcode, frame)
+        await asyncio.wait_for(asyncio.shield(ws.closed), WAIT_S)
+        return ws.close_code
+
+    assert asyncio.run(send_one()) == code
+
+
 def open_connections(port: int) -> float:
     """The node's ``dps_connections`` gauge, from its /metrics."""
     client = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT_S)
