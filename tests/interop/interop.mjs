@@ -356,6 +356,7 @@ async function oneOrderBetween(details, sockets, count) {
   details.received = seen.map((got) => got.length);
   const expected = Array.from({ length: count }, (_, n) => n).join(",");
   seen.forEach((got, i) => check(got.join(",") === expected, `socket ${i} saw ${got.join(",")}`));
+  return channels;
 }
 
 async function longPollWithWebSocket(details) {
@@ -364,7 +365,20 @@ async function longPollWithWebSocket(details) {
   const ws = await openSocket(URL1);
   details.transports = [lp.transportName(lp.transport), ws.transportName(ws.transport)];
   check(lp.conn instanceof LongPoll, "the long-poll socket is not using LongPoll");
-  await oneOrderBetween(details, [lp, ws], 30);
+  const [lpChannel, wsChannel] = await oneOrderBetween(details, [lp, ws], 30);
+  // An ArrayBuffer pushed over long-poll (phoenix.js sends it base64) reaches the WebSocket
+  // member as an ArrayBuffer, and the long-poll member as {binary: base64} (DPS's JSON form).
+  const got = { lp: [], ws: [] };
+  lpChannel.on("blob", (payload) => got.lp.push(payload));
+  wsChannel.on("blob", (payload) => got.ws.push(payload));
+  const r = await outcome(lpChannel.push("blob", new Uint8Array([0, 255, 7]).buffer));
+  check(r.status === "ok", `binary push over long-poll: ${JSON.stringify(r)}`);
+  await waitFor(() => got.lp.length >= 1 && got.ws.length >= 1, "the long-poll binary push on both");
+  details.binary_on_ws = got.ws[0] instanceof ArrayBuffer ? Array.from(new Uint8Array(got.ws[0])) : got.ws[0];
+  details.binary_on_lp = got.lp[0];
+  check(details.binary_on_ws.join && details.binary_on_ws.join(",") === "0,255,7",
+    `the WebSocket member got ${JSON.stringify(details.binary_on_ws)}`);
+  check(got.lp[0] && got.lp[0].binary === "AP8H", `the long-poll member got ${JSON.stringify(got.lp[0])}`);
   checkStillOpen(lp, "the long-poll socket");
 }
 
