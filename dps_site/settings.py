@@ -102,6 +102,18 @@ DPS_MAX_PENDING_FRAMES = int(os.environ.get("DPS_MAX_PENDING_FRAMES", "1000"))
 DPS_MAX_SEND_BUFFER_BYTES = int(os.environ.get("DPS_MAX_SEND_BUFFER_BYTES", str(4 * 1024 * 1024)))
 # Write broadcast frames straight to the connection (daphne, uvicorn) instead of through ASGI.
 DPS_DIRECT_FRAMES = os.environ.get("DPS_DIRECT_FRAMES", "1") != "0"
+# Bytes of received frames daphne may queue for a consumer before it stops reading the socket.
+DPS_MAX_INBOUND_BUFFER_BYTES = int(os.environ.get("DPS_MAX_INBOUND_BUFFER_BYTES",
+                                                  str(1024 * 1024)))
+# The long-poll transport (topics/longpoll.py; README "Settings").
+DPS_LONGPOLL_WINDOW = float(os.environ.get("DPS_LONGPOLL_WINDOW", "10"))
+DPS_LONGPOLL_IDLE_TIMEOUT = float(os.environ.get("DPS_LONGPOLL_IDLE_TIMEOUT", "20"))
+DPS_LONGPOLL_MAX_BUFFER_BYTES = int(os.environ.get("DPS_LONGPOLL_MAX_BUFFER_BYTES",
+                                                   str(1024 * 1024)))
+DPS_LONGPOLL_MAX_SESSIONS = int(os.environ.get("DPS_LONGPOLL_MAX_SESSIONS", "10000"))
+DPS_LONGPOLL_MAX_BODY_BYTES = int(os.environ.get("DPS_LONGPOLL_MAX_BODY_BYTES",
+                                                 str(4 * 1024 * 1024)))
+DPS_LONGPOLL_MAX_PENDING_FRAMES = int(os.environ.get("DPS_LONGPOLL_MAX_PENDING_FRAMES", "100"))
 
 # Limits shared by the layer and the topic server (names in channel_layer/settings.py), as
 # JSON in the environment so that one cluster file + one env var configure every node.

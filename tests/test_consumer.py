@@ -12,6 +12,7 @@ from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from dps_site.asgi import application
+from topics.protocol import v2_binary
 
 OK = {"status": "ok", "response": {}}
 PATH = "/socket/websocket?vsn=2.0.0"
@@ -210,6 +211,30 @@ async def test_binary_frame_with_json_is_answered_as_text():
     await client.send_to(bytes_data=b'[null,"1","phoenix","heartbeat",{}]')
     assert await receive(client) == [None, "1", "phoenix", "phx_reply", OK]
     await client.disconnect()
+
+
+async def test_binary_push_reaches_v2_members_as_one_binary_frame_in_order_with_json():
+    v2, v1 = await connect(), await connect("/socket/websocket?vsn=1.0.0")
+    await join(v2, "1")
+    await v1.send_json_to({"topic": "topics:matrix", "event": "phx_join", "payload": {},
+                           "ref": "1", "join_ref": "1"})
+    await v1.receive_json_from()
+    await v2.send_to(bytes_data=v2_binary.encode_push("1", "2", "topics:matrix", "blob",
+                                                      b"\x00\xff"))
+    await send(v2, "1", "3", "topics:matrix", "publish", ["after", {}])
+    assert await receive(v2) == ["1", "2", "topics:matrix", "phx_reply", OK]
+    assert await v2.receive_output(timeout=2) == {
+        "type": "websocket.send", "bytes": v2_binary.encode_broadcast("topics:matrix", "blob",
+                                                                       b"\x00\xff")}
+    assert await receive(v2) == ["1", "3", "topics:matrix", "phx_reply", OK]
+    assert await receive(v2) == ["1", None, "topics:matrix", "after", {}]
+    # Phoenix's V1 has no binary frames: a V1 member gets the bytes as base64 in JSON.
+    assert await v1.receive_json_from() == {
+        "join_ref": "1", "ref": None, "topic": "topics:matrix", "event": "blob",
+        "payload": {"binary": "AP8="}}
+    assert (await v1.receive_json_from())["event"] == "after"
+    await v1.disconnect()
+    await v2.disconnect()
 
 
 async def test_group_send_failure_is_reported_to_the_publisher(monkeypatch):

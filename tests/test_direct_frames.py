@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from topics.direct_frames import direct_frames_for, text_frame_header
+from topics.direct_frames import binary_frame_header, direct_frames_for, text_frame_header
 
 
 @pytest.mark.parametrize(("size", "header"), [
@@ -19,6 +19,12 @@ from topics.direct_frames import direct_frames_for, text_frame_header
 def test_headers_follow_rfc_6455_length_encoding(size, header):
     # FIN + text opcode, no RSV bit (not compressed), no mask bit (server to client).
     assert text_frame_header(size) == header
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_binary_headers_differ_from_text_only_in_the_opcode(size):
+    text, binary = text_frame_header(size), binary_frame_header(size)
+    assert binary[0] == 0x82 and binary[1:] == text[1:]
 
 
 async def _plain_send(message):

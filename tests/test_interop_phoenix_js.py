@@ -35,6 +35,9 @@ SCENARIOS = [
     "leave_stops_delivery",
     "non_topics_join_refused",
     "heartbeats_keep_socket_open",
+    "binary_arraybuffer_on_both_nodes",
+    "longpoll_and_websocket_in_one_order",
+    "longpoll_fallback_when_websocket_refused",
 ]
 IDLE_SCENARIO = "idle_socket_closed_by_server"
 

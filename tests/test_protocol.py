@@ -15,6 +15,7 @@ from topics.protocol import (
     Close,
     PhoenixSocket,
     Publish,
+    PublishBinary,
     SendFrame,
     Subscribe,
     Unsubscribe,
@@ -75,7 +76,7 @@ class Client:
                 self.run(self.socket.joined(action))
             elif isinstance(action, Unsubscribe):
                 self.groups.discard(action.group)
-            elif isinstance(action, Publish):
+            elif isinstance(action, (Publish, PublishBinary)):
                 self.published.append(action)
                 self.run(self.socket.published(action))
 
@@ -359,6 +360,27 @@ def test_payload_with_a_lone_surrogate_is_encoded_as_ascii(wire):
     assert json.loads(payload_json) == {"t": "\ud800é"}
 
 
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "1" * 5000])
+def test_a_number_no_client_can_read_gets_an_error_reply(wire, number):
+    # 1e400 overflows Python's float to inf, which json.dumps would write as Infinity: a frame
+    # every member's JSON.parse rejects. 5000 digits exceed Python's int conversion limit.
+    client = joined_client(wire)
+    text = wire.frame("1", "2", "topics:matrix", "publish", ["e", {"x": [1, 0, 3]}])
+    text = text.replace("[1, 0, 3]", f"[1, {number}, 3]")
+    assert client.send_raw(text) == [
+        ["1", "2", "topics:matrix", "phx_reply", error("payload numbers must be finite")]]
+    assert client.published == []
+    assert client.socket.topics == {"topics:matrix"}
+
+
+def test_a_lone_surrogate_event_gets_a_validation_reason(wire):
+    client = joined_client(wire)
+    assert client.send("1", "2", "topics:matrix", "publish", ["\ud800", {}]) == [
+        ["1", "2", "topics:matrix", "phx_reply",
+         error("event must be valid Unicode (it has a lone surrogate)")]]
+    assert client.published == []
+
+
 # --- malformed frames ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("frame", [
@@ -456,19 +478,59 @@ def phoenix_binary_push(join_ref: str, ref: str, topic: str, event: str, data: b
     return bytes([0, *map(len, fields)]) + b"".join(fields) + data
 
 
-def test_phoenix_binary_push_gets_an_error_reply_and_the_join_stays(wire):
-    client = joined_client(wire)
-    frame = phoenix_binary_push("1", "8", "topics:matrix", "publish", b"\xff\x00\x01")
+def test_binary_push_is_refused_on_v1_and_the_join_stays():
+    client = joined_client(Wire(v1_json))
+    frame = phoenix_binary_push("1", "8", "topics:matrix", "blob", b"\xff\x00\x01")
     assert client.send_raw(frame) == [
-        ["1", "8", "topics:matrix", "phx_reply", error("binary payloads are not supported")]]
+        ["1", "8", "topics:matrix", "phx_reply", error("binary payloads need vsn=2.0.0")]]
     assert client.closes() == []
     assert client.socket.topics == {"topics:matrix"}
+
+
+def test_binary_push_is_a_publish_of_its_event_with_its_bytes():
+    client = joined_client(Wire(v2_json))
+    frame = phoenix_binary_push("1", "8", "topics:matrix", "blob", b"\xff\x00\x01")
+    assert client.send_raw(frame) == [["1", "8", "topics:matrix", "phx_reply", OK]]
+    assert client.published == [
+        PublishBinary("topics:matrix", "blob", b"\xff\x00\x01", "1", "8")]
+
+
+@pytest.mark.parametrize("event, reason", [
+    ("phx_join", "event names starting with phx_ are reserved"),
+    ("", "event must be a non-empty string"),
+])
+def test_binary_push_follows_the_event_rules_of_publish(event, reason):
+    client = joined_client(Wire(v2_json))
+    frame = phoenix_binary_push("1", "8", "topics:matrix", event, b"x")
+    assert client.send_raw(frame) == [["1", "8", "topics:matrix", "phx_reply", error(reason)]]
+    assert client.published == []
+
+
+def test_binary_push_to_a_topic_not_joined_is_unmatched():
+    client = Client(Wire(v2_json))
+    frame = phoenix_binary_push("1", "8", "topics:matrix", "blob", b"x")
+    assert client.send_raw(frame) == [[None, "8", "topics:matrix", "phx_reply",
+                                       error("unmatched topic")]]
 
 
 def test_truncated_binary_push_header_is_not_utf8_json():
     client = Client(Wire(v2_json))
     client.send_raw(bytes([0, 9, 9, 9, 9]) + b"ab")
     assert client.closes() == [CLOSE_UNSUPPORTED_DATA]
+
+
+@pytest.mark.parametrize("frame", [bytes([1, 0, 0, 0, 0]), bytes([2, 0, 0])],
+                         ids=["reply", "broadcast"])
+def test_a_client_sending_a_server_kind_is_closed_1003(frame):
+    client = Client(Wire(v2_json))
+    client.send_raw(frame)
+    assert client.closes() == [CLOSE_UNSUPPORTED_DATA]
+
+
+def test_binary_push_with_a_field_that_is_not_utf8_closes_1007():
+    client = Client(Wire(v2_json))
+    client.send_raw(bytes([0, 1, 1, 1, 1]) + b"1\xff" + b"tb")
+    assert client.closes() == [CLOSE_INVALID_DATA]
 
 
 # --- limits -------------------------------------------------------------------------------

@@ -24,7 +24,14 @@ from django.core.management import CommandError
 
 from channel_layer.cluster import NODE_NAME, parse_cluster
 from channel_layer.embedded_redis import free_port_block, port_is_free, redis_ping
-from topics.cluster_runner import PROJECT_DIR, ClusterError, LocalCluster, LocalNode, node_suffix
+from topics.cluster_runner import (
+    LISTEN_BACKLOG,
+    PROJECT_DIR,
+    ClusterError,
+    LocalCluster,
+    LocalNode,
+    node_suffix,
+)
 from topics.management.commands.runcluster import READY_LINE, Command
 
 # A stand-in node: reports what it sees, listens on its port if it is a WS node (a TS node says it
@@ -125,7 +132,11 @@ def test_node_command_lines_use_this_python(server: str) -> None:
     command = cluster.command_for(ws)
     assert command[:3] == [sys.executable, "-m", server]
     assert command[-1] == "dps_site.asgi:application"
-    assert {"0.0.0.0", "9100"} <= set(command)
+    if server == "daphne":  # an endpoint string: -b/-p would leave the listen backlog at 50
+        assert f"tcp:port=9100:interface=0.0.0.0:backlog={LISTEN_BACKLOG}" in command
+    else:
+        assert {"0.0.0.0", "9100"} <= set(command)
+        assert command[command.index("--backlog") + 1] == str(LISTEN_BACKLOG)
 
 
 def parse(*argv: str) -> dict:

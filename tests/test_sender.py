@@ -23,7 +23,7 @@ class Server:
 
 async def test_a_send_that_never_suspends_completes_on_the_spot():
     server = Server()
-    sender = OrderedSender(server.send, max_pending=10)
+    sender = OrderedSender(server.send, max_pending=10, max_pending_bytes=1 << 20)
     for n in range(3):
         assert sender.send_nowait({"n": n})
         assert server.sent == list(range(n + 1))  # no task, no loop turn needed
@@ -33,7 +33,7 @@ async def test_a_send_that_never_suspends_completes_on_the_spot():
 async def test_backpressure_keeps_order_and_is_bounded():
     server = Server()
     server.gate = asyncio.Event()
-    sender = OrderedSender(server.send, max_pending=2)
+    sender = OrderedSender(server.send, max_pending=2, max_pending_bytes=1 << 20)
     assert sender.send_nowait({"n": 0})  # suspends inside the server
     assert sender.send_nowait({"n": 1}) and sender.send_nowait({"n": 2})
     assert not sender.send_nowait({"n": 3})  # the client is too slow: refused, not queued
@@ -48,7 +48,7 @@ async def test_backpressure_keeps_order_and_is_bounded():
 async def test_coroutine_sends_wait_behind_queued_frames():
     server = Server()
     server.gate = asyncio.Event()
-    sender = OrderedSender(server.send, max_pending=10)
+    sender = OrderedSender(server.send, max_pending=10, max_pending_bytes=1 << 20)
     sender.send_nowait({"n": 0})
     sender.send_nowait({"n": 1})
     waiting = asyncio.ensure_future(sender.send({"n": 2}))
@@ -57,3 +57,18 @@ async def test_coroutine_sends_wait_behind_queued_frames():
     server.gate.set()
     await asyncio.wait_for(waiting, 1)
     assert server.sent == [0, 1, 2]
+
+
+async def test_the_queue_is_bounded_by_bytes_as_well_as_frames():
+    # A few large frames must not cost unbounded memory (1000 frames of 200 KB = 200 MB).
+    server = Server()
+    server.gate = asyncio.Event()
+    sender = OrderedSender(server.send, max_pending=1000, max_pending_bytes=250_000)
+    assert sender.send_nowait({"n": 0, "text": "x" * 200_000})  # suspends inside the server
+    assert sender.send_nowait({"n": 1, "text": "x" * 200_000})
+    assert sender.pending_bytes == 200_000
+    assert not sender.send_nowait({"n": 2, "bytes": b"x" * 60_000})  # over the byte bound
+    assert sender.send_nowait({"n": 3, "bytes": b"x" * 40_000})
+    server.gate.set()
+    await sender.send({"n": 4})
+    assert server.sent == [0, 1, 3, 4] and sender.pending_bytes == 0

@@ -45,6 +45,8 @@ from channel_layer.embedded_redis import (
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent  # where manage.py lives
 SERVERS = ("daphne", "uvicorn")
+# The listen backlog of WS nodes (the kernel caps it at net.core.somaxconn, 4096 by default).
+LISTEN_BACKLOG = 4096
 DEFAULT_READY_TIMEOUT = 60.0
 DEFAULT_STOP_TIMEOUT = 5.0
 _POLL_INTERVAL = 0.1
@@ -193,8 +195,12 @@ class LocalCluster:
         frame_limit = str(4 * int(self._base_env.get("DPS_MAX_FRAME_BYTES", 1024 * 1024)))
         if self.server == "uvicorn":
             return [sys.executable, "-m", "uvicorn", "--host", self.host, "--port", str(node.port),
+                    "--backlog", str(LISTEN_BACKLOG),
                     "--ws-max-size", frame_limit, "dps_site.asgi:application"]
-        return [sys.executable, "-m", "daphne", "-b", self.host, "-p", str(node.port),
+        # An endpoint string, as -b/-p leave Twisted's listen backlog at 50: a connection storm
+        # then waits on SYN retries (seconds) instead of the accept loop (milliseconds).
+        endpoint = f"tcp:port={node.port}:interface={self.host}:backlog={LISTEN_BACKLOG}"
+        return [sys.executable, "-m", "daphne", "-e", endpoint,
                 "--websocket-max-message-size", frame_limit, "--websocket-max-frame-size",
                 frame_limit, "dps_site.asgi:application"]
 

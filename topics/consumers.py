@@ -5,19 +5,15 @@ It owns the I/O only: accepting or refusing the connection, feeding received fra
 broadcasts to the client, and closing idle connections. Every protocol rule lives in the
 protocol package.
 
-Group message (what ``group_send`` carries to every member of a topic's group)::
-
-    {"type": "phx.broadcast", "topic": "topics:NAME", "event": str, "payload": str,
-     "sent_at": float}
-
-``payload`` is the JSON text of the payload object, encoded once by the publisher; each member
-only prefixes it with its own join_ref; ``sent_at`` is the publisher's clock, for the
-publish -> deliver latency (``topics.metrics``).
+The group message that ``group_send`` carries to every member of a topic's group (JSON text
+or binary payloads, and the publisher's ``sent_at`` for ``topics.metrics``) is defined in
+``topics.broadcasts``.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from typing import Any
 
 from channels.consumer import AsyncConsumer, get_handler_name
@@ -25,6 +21,7 @@ from channels.exceptions import ChannelFull, StopConsumer
 from django.conf import settings
 
 from . import connections, metrics
+from .broadcasts import BROADCAST_TYPE, binary_as_json, binary_frame, is_binary, message_for_publish
 from .direct_frames import NOT_OPEN, DirectFrames, direct_frames_for
 from .protocol import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -33,6 +30,7 @@ from .protocol import (
     Close,
     PhoenixSocket,
     Publish,
+    PublishBinary,
     SendFrame,
     Serializer,
     Subscribe,
@@ -47,15 +45,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_MAX_PENDING_FRAMES = 1000
 DEFAULT_MAX_SEND_BUFFER_BYTES = 4 * 1024 * 1024
-BROADCAST_TYPE = "phx.broadcast"
 CLOSE_TRY_AGAIN_LATER = 1013  # a client too slow to take what it subscribed to
+# Frames (by ASGI message type) that found their connection closed or closing, on this node.
+SENDS_AFTER_CLOSE: Counter[str] = Counter()
 _ENCODED_TAILS = "_dps_encoded_tails"
-
-
-def broadcast_message(publish: Publish) -> dict[str, Any]:
-    """The group message that carries a publish to every member of its topic."""
-    return {"type": BROADCAST_TYPE, "topic": publish.topic, "event": publish.event,
-            "payload": publish.payload_json, metrics.SENT_AT: metrics.stamp()}
 
 
 def _encoded_tail(message: dict[str, Any], serializer: Serializer) -> bytes:
@@ -93,11 +86,38 @@ class PhoenixSocketConsumer(AsyncConsumer):
     _held: list[dict] | None = None
     _identity: str | None = None
 
+    # Set once the client's connection is gone or this side sent its close: what is sent
+    # after that goes nowhere (see _send_to_client).
+    _connection_done = False
+
     async def send(self, message: dict[str, Any]) -> None:
         if self._sender is None:
-            await self.base_send(message)
+            await self._send_to_client(message)
         else:
             await self._sender.send(message)
+
+    async def _send_to_client(self, message: dict[str, Any]) -> None:
+        """ASGI send to a connection that may close under it at any moment.
+
+        A client can vanish between any two frames (a close right after a publish), and a
+        publish's reply or a broadcast can be on its way when this side has just closed (a
+        slow client). Servers then raise (uvicorn: ``ClientDisconnected``; both: "Unexpected
+        ASGI message ... after sending 'websocket.close'"). That is not an error of this
+        node: the frame is moot, and the server's ``websocket.disconnect`` frees the consumer.
+        """
+        if self._connection_done:
+            SENDS_AFTER_CLOSE[message["type"]] += 1
+            return
+        if message["type"] == "websocket.close":
+            self._connection_done = True
+            self._direct = None
+        try:
+            await self.base_send(message)
+        except (OSError, RuntimeError) as exc:
+            self._connection_done = True
+            self._direct = None
+            SENDS_AFTER_CLOSE[message["type"]] += 1
+            logger.debug("send to a closed connection: %s", type(exc).__name__)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         self._busy += 1
@@ -133,14 +153,17 @@ class PhoenixSocketConsumer(AsyncConsumer):
         )
         await self.send({"type": "websocket.accept"})
         self._identity = connections.socket_opened(self.scope)
-        self._sender = OrderedSender(self.base_send, int(getattr(
-            settings, "DPS_MAX_PENDING_FRAMES", DEFAULT_MAX_PENDING_FRAMES)))
+        self._max_send_buffer = int(getattr(
+            settings, "DPS_MAX_SEND_BUFFER_BYTES", DEFAULT_MAX_SEND_BUFFER_BYTES))
+        self._sender = OrderedSender(self._send_to_client, int(getattr(
+            settings, "DPS_MAX_PENDING_FRAMES", DEFAULT_MAX_PENDING_FRAMES)),
+            self._max_send_buffer)
         add_fastlane = getattr(self.channel_layer, "add_fastlane", None)
         if add_fastlane is not None:
-            if getattr(settings, "DPS_DIRECT_FRAMES", True):
+            # A long-poll session's connection is in memory: nothing to write frames to.
+            if (getattr(settings, "DPS_DIRECT_FRAMES", True)
+                    and self.scope.get("dps.transport") != "longpoll"):
                 self._direct = direct_frames_for(self.base_send)
-            self._max_send_buffer = int(getattr(
-                settings, "DPS_MAX_SEND_BUFFER_BYTES", DEFAULT_MAX_SEND_BUFFER_BYTES))
             add_fastlane(self.channel_name, self._fastlane)
         self._start_idle_timer()
 
@@ -154,8 +177,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
         await self._execute(self.socket.handle_frame(frame))
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        self._connection_done = True
         if self._identity is not None:
             connections.socket_closed(self._identity)
             self._identity = None
@@ -163,6 +185,9 @@ class PhoenixSocketConsumer(AsyncConsumer):
         raise StopConsumer()
 
     async def _leave_everything(self) -> None:
+        if self._idle_timer is not None:  # it would keep the consumer alive for nothing
+            self._idle_timer.cancel()
+            self._idle_timer = None
         remove_fastlane = getattr(self.channel_layer, "remove_fastlane", None)
         if remove_fastlane is not None:
             remove_fastlane(self.channel_name)
@@ -191,6 +216,9 @@ class PhoenixSocketConsumer(AsyncConsumer):
         socket = self.socket
         if socket is None or self._sender is None:
             return
+        if is_binary(message) and socket.serializer.BINARY:
+            self._deliver_binary(socket, message)
+            return
         if self._direct is not None:
             prefix = socket.broadcast_prefix_bytes(message["topic"])
             if prefix is None:
@@ -198,21 +226,37 @@ class PhoenixSocketConsumer(AsyncConsumer):
             if self._write_direct(prefix, _encoded_tail(message, socket.serializer)):
                 metrics.record_delivery(message)
                 return
-        text = socket.render_broadcast(message["topic"], message["event"], message["payload"])
-        if text is None:
-            return
-        if self._sender.send_nowait({"type": "websocket.send", "text": text}):
+        payload = message["payload"]
+        if isinstance(payload, bytes):  # a V1 member: Phoenix's V1 has no binary frames
+            payload = binary_as_json(payload)
+        text = socket.render_broadcast(message["topic"], message["event"], payload)
+        if text is not None:
+            self._queue_frame({"type": "websocket.send", "text": text}, message)
+
+    def _deliver_binary(self, socket: PhoenixSocket, message: dict[str, Any]) -> None:
+        """The same binary broadcast frame for every member (it carries no join_ref)."""
+        if socket.broadcast_prefix_bytes(message["topic"]) is None:
+            return  # not joined (any more)
+        frame = binary_frame(message)
+        if self._direct is not None and self._write_direct(b"", frame, binary=True):
             metrics.record_delivery(message)
         else:
-            self._drop_slow_client(f"{self._sender.pending} frames")
+            self._queue_frame({"type": "websocket.send", "bytes": frame}, message)
 
-    def _write_direct(self, head: bytes, tail: bytes) -> bool:
-        """Write the text frame ``head + tail`` straight to the connection, behind nothing
+    def _queue_frame(self, send: dict[str, Any], message: dict[str, Any]) -> None:
+        if self._sender.send_nowait(send):
+            metrics.record_delivery(message)
+        else:
+            self._drop_slow_client(f"{self._sender.pending} frames, "
+                                   f"{self._sender.pending_bytes} bytes")
+
+    def _write_direct(self, head: bytes, tail: bytes, binary: bool = False) -> bool:
+        """Write the frame ``head + tail`` straight to the connection, behind nothing
         queued for ASGI send; False when ASGI send must take it instead."""
         direct = self._direct
         if direct is None or not self._sender.idle:
             return False
-        backlog = direct.send(head, tail)
+        backlog = direct.send(head, tail, binary)
         if backlog == NOT_OPEN:
             return False
         if backlog > self._max_send_buffer:
@@ -230,7 +274,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
     async def _close_slow_client(self, unsubscribes: list[Action]) -> None:
         await self._execute(unsubscribes)
         await self._leave_everything()
-        await self.base_send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})
+        await self._send_to_client({"type": "websocket.close", "code": CLOSE_TRY_AGAIN_LATER})
 
     async def _execute(self, actions: list[Action]) -> None:
         socket = self.socket
@@ -242,7 +286,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
                     await self.send({"type": "websocket.send", "text": action.text})
             elif isinstance(action, Subscribe):
                 await self._execute(await self._subscribe(socket, action))
-            elif isinstance(action, Publish):
+            elif isinstance(action, (Publish, PublishBinary)):
                 await self._execute(await self._publish(socket, action))
             elif isinstance(action, Unsubscribe):
                 await self._unsubscribe(action)
@@ -259,9 +303,10 @@ class PhoenixSocketConsumer(AsyncConsumer):
         metrics.COUNTS.joins += 1
         return socket.joined(action)
 
-    async def _publish(self, socket: PhoenixSocket, action: Publish) -> list[Action]:
+    async def _publish(self, socket: PhoenixSocket,
+                       action: Publish | PublishBinary) -> list[Action]:
         try:
-            await self.channel_layer.group_send(action.group, broadcast_message(action))
+            await self.channel_layer.group_send(action.group, message_for_publish(action))
         except Exception as exc:
             logger.warning("publish to %s failed: %s", action.topic, type(exc).__name__)
             metrics.COUNTS.publish_errors += 1
@@ -282,7 +327,9 @@ class PhoenixSocketConsumer(AsyncConsumer):
     def _start_idle_timer(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._last_received = self._loop.time()
-        self._idle_timeout = float(getattr(settings, "DPS_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT))
+        # A long-poll session (topics.longpoll) has its own expiry and sets 0 in its scope.
+        self._idle_timeout = float(self.scope.get("dps.idle_timeout", getattr(
+            settings, "DPS_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT)))
         if self._idle_timeout > 0:
             self._idle_timer = self._loop.call_later(self._idle_timeout, self._check_idle)
 

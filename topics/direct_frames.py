@@ -30,6 +30,7 @@ _SHORT = struct.Struct("!BB").pack
 _MEDIUM = struct.Struct("!BBH").pack
 _LONG = struct.Struct("!BBQ").pack
 _FIN_TEXT = 0x81  # FIN + opcode 1 (text), no RSV bits: not compressed
+_FIN_BINARY = 0x82  # FIN + opcode 2 (binary)
 _SHORT_HEADERS = tuple(_SHORT(_FIN_TEXT, size) for size in range(126))
 
 
@@ -37,9 +38,24 @@ def text_frame_header(size: int) -> bytes:
     """The header of an unmasked frame carrying ``size`` bytes as one text message."""
     if size < 126:
         return _SHORT_HEADERS[size]
+    return _long_header(_FIN_TEXT, size)
+
+
+def binary_frame_header(size: int) -> bytes:
+    """The header of an unmasked frame carrying ``size`` bytes as one binary message."""
+    if size < 126:
+        return _SHORT(_FIN_BINARY, size)
+    return _long_header(_FIN_BINARY, size)
+
+
+def _long_header(first: int, size: int) -> bytes:
     if size < 65536:
-        return _MEDIUM(_FIN_TEXT, 126, size)
-    return _LONG(_FIN_TEXT, 127, size)
+        return _MEDIUM(first, 126, size)
+    return _LONG(first, 127, size)
+
+
+def frame_header(size: int, binary: bool) -> bytes:
+    return binary_frame_header(size) if binary else text_frame_header(size)
 
 
 NOT_OPEN = -1
@@ -55,7 +71,8 @@ def _require(obj: Any, *names: str) -> None:
 class DirectFrames:
     """Writes text messages to one open connection, bypassing the server's WebSocket layer.
 
-    ``send(head, tail)`` writes the message ``head + tail`` (UTF-8) now and returns how many
+    ``send(head, tail)`` writes the message ``head + tail`` (UTF-8; raw bytes in a binary
+    frame with ``binary=True``) now and returns how many
     bytes of this connection are still waiting for the client (a slow client's backlog), or
     ``NOT_OPEN`` (nothing written) when the connection is closing, closed or cannot take a
     write now, and ASGI ``send`` must decide.
@@ -63,7 +80,7 @@ class DirectFrames:
 
     __slots__ = ()
 
-    def send(self, head: bytes, tail: bytes) -> int:
+    def send(self, head: bytes, tail: bytes, binary: bool = False) -> int:
         raise NotImplementedError
 
 
@@ -88,10 +105,10 @@ class _TwistedFrames(DirectFrames):
         self._socket = transport.socket if plain_tcp else None
         _require(transport, "_tempDataLen", "dataBuffer", "offset", "connected", "disconnecting")
 
-    def send(self, head: bytes, tail: bytes) -> int:
+    def send(self, head: bytes, tail: bytes, binary: bool = False) -> int:
         if self._protocol.state != self._open:
             return NOT_OPEN
-        frame = text_frame_header(len(head) + len(tail)) + head + tail
+        frame = frame_header(len(head) + len(tail), binary) + head + tail
         transport = self._transport
         sock = self._socket
         if (sock is None or transport._tempDataLen or transport.dataBuffer
@@ -131,14 +148,14 @@ class _AsyncioFrames(DirectFrames):
         self._writable = protocol.writable
         _require(protocol, "close_sent")
 
-    def send(self, head: bytes, tail: bytes) -> int:
+    def send(self, head: bytes, tail: bytes, binary: bool = False) -> int:
         transport = self._transport
         # While the transport is paused (flow control), ASGI send queues behind it instead.
         # (A direct writer exists only after the handshake; a lost connection is closing.)
         if (self._conn.state is not self._open or self._protocol.close_sent
                 or not self._writable.is_set() or transport.is_closing()):
             return NOT_OPEN
-        transport.write(text_frame_header(len(head) + len(tail)) + head + tail)
+        transport.write(frame_header(len(head) + len(tail), binary) + head + tail)
         return transport.get_write_buffer_size()
 
 

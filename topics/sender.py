@@ -4,8 +4,9 @@ A fastlane broadcast arrives as a plain function call on the connection's loop; 
 ``await``. ASGI ``send`` is a coroutine, but under daphne (and uvicorn's wsproto) it finishes
 without ever suspending, so :class:`OrderedSender` runs it to completion right there. When a
 server does suspend (flow control on a slow client), the rest of that send and every later
-frame go through one task, in order, up to ``max_pending`` frames; past that the connection is
-too slow to serve and :meth:`send_nowait` says so.
+frame go through one task, in order, up to ``max_pending`` frames or ``max_pending_bytes`` bytes
+(whichever comes first: a few large frames must not cost unbounded memory); past that the
+connection is too slow to serve and :meth:`send_nowait` says so.
 """
 from __future__ import annotations
 
@@ -36,16 +37,27 @@ async def _finish(coro: Coroutine, awaiting: Any) -> None:
             return
 
 
+def _size(message: dict) -> int:
+    data = message.get("text") or message.get("bytes") or b""
+    return len(data)  # characters for text: a lower bound of its bytes, and cheap
+
+
 class OrderedSender:
-    def __init__(self, send: Send, max_pending: int) -> None:
+    def __init__(self, send: Send, max_pending: int, max_pending_bytes: int) -> None:
         self._send = send
         self.max_pending = max_pending
-        self._pending: deque[dict] = deque()
+        self.max_pending_bytes = max_pending_bytes
+        self._pending: deque[tuple[dict, int]] = deque()
+        self._pending_bytes = 0
         self._flusher: asyncio.Task | None = None
 
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._pending_bytes
 
     @property
     def idle(self) -> bool:
@@ -55,9 +67,12 @@ class OrderedSender:
     def send_nowait(self, message: dict) -> bool:
         """Send now if the server lets us, else queue; False when the queue is full."""
         if self._flusher is not None:
-            if len(self._pending) >= self.max_pending:
+            size = _size(message)
+            if (len(self._pending) >= self.max_pending
+                    or self._pending_bytes + size > self.max_pending_bytes):
                 return False
-            self._pending.append(message)
+            self._pending.append((message, size))
+            self._pending_bytes += size
             return True
         coro = self._send(message)
         try:
@@ -70,7 +85,8 @@ class OrderedSender:
     async def send(self, message: dict) -> None:
         """For coroutines: the same queue, then wait until it has gone out."""
         if not self.send_nowait(message):
-            raise SendQueueFull(f"more than {self.max_pending} frames waiting for a slow client")
+            raise SendQueueFull(f"more than {self.max_pending} frames or "
+                                f"{self.max_pending_bytes} bytes waiting for a slow client")
         while self._flusher is not None:
             await asyncio.shield(self._flusher)
 
@@ -78,6 +94,8 @@ class OrderedSender:
         try:
             await _finish(coro, awaiting)
             while self._pending:
-                await self._send(self._pending.popleft())
+                message, size = self._pending.popleft()
+                self._pending_bytes -= size
+                await self._send(message)
         finally:
             self._flusher = None

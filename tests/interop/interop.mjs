@@ -8,7 +8,8 @@
 // socket that sends nothing is closed by the server. Prints one JSON object per line per
 // scenario ({"scenario", "ok", "details", "error"?}), then {"summary": ...}; exits 1 if any
 // scenario failed, 2 on a usage error.
-import { Socket } from "phoenix";
+import http from "node:http";
+import { LongPoll, Socket } from "phoenix";
 import WebSocket from "ws";
 
 // phoenix.js closes a socket whose heartbeat is not answered within one interval, and the
@@ -306,6 +307,117 @@ async function idleSocketClosed(details) {
   check(closedAfter >= idleTimeoutS * 1000 * 0.9, `closed after ${closedAfter} ms, before the idle timeout`);
 }
 
+async function joined(socket, topic) {
+  const channel = socket.channel(topic, {});
+  const r = await outcome(channel.join());
+  check(r.status === "ok", `join of ${topic} over ${socket.transportName(socket.transport)}: ${JSON.stringify(r)}`);
+  return channel;
+}
+
+async function binaryOnBothNodes(details) {
+  // A V2 binary push (phoenix.js sends an ArrayBuffer payload as one) is a publish of its event.
+  const topic = topicName("binary");
+  const a = await openSocket(URL1);
+  const b = await openSocket(URL2);
+  const [chA, chB] = [await joined(a, topic), await joined(b, topic)];
+  const got = { a: [], b: [] };
+  chA.on("blob", (payload) => got.a.push(payload));
+  chB.on("blob", (payload) => got.b.push(payload));
+  const sent = new Uint8Array([0, 1, 2, 254, 255, 10, 13, 0]).buffer;
+  const r = await outcome(chA.push("blob", sent));
+  details.reply = r;
+  check(r.status === "ok", `binary push reply: ${JSON.stringify(r)}`);
+  await waitFor(() => got.a.length >= 1 && got.b.length >= 1, "both nodes to receive the ArrayBuffer");
+  await sleep(QUIET_WINDOW_MS);
+  const bytes = (buffer) => Array.from(new Uint8Array(buffer)).join(",");
+  details.types = [got.a[0] && got.a[0].constructor.name, got.b[0] && got.b[0].constructor.name];
+  for (const [name, copies] of Object.entries(got)) {
+    check(copies.length === 1, `${name} received ${copies.length} copies`);
+    check(copies[0] instanceof ArrayBuffer, `${name} received a ${details.types} instead of an ArrayBuffer`);
+    check(bytes(copies[0]) === bytes(sent), `${name} received bytes ${bytes(copies[0])}`);
+  }
+  checkStillOpen(a, "socket A");
+  checkStillOpen(b, "socket B");
+}
+
+/** Publishes from both sockets, alternating, and checks that both see one order of all. */
+async function oneOrderBetween(details, sockets, count) {
+  const topic = topicName("lporder");
+  const channels = [];
+  for (const socket of sockets) channels.push(await joined(socket, topic));
+  const seen = channels.map(() => []);
+  channels.forEach((channel, i) => channel.on("seq", (payload) => seen[i].push(payload.n)));
+  for (let n = 0; n < count; n++) {
+    const r = await outcome(channels[n % channels.length].push("publish", ["seq", { n }]));
+    check(r.status === "ok", `publish ${n}: ${JSON.stringify(r)}`);
+  }
+  await waitFor(() => seen.every((got) => got.length >= count), () => `${count} messages on every socket (${seen.map((g) => g.length)})`);
+  await sleep(QUIET_WINDOW_MS);
+  details.received = seen.map((got) => got.length);
+  const expected = Array.from({ length: count }, (_, n) => n).join(",");
+  seen.forEach((got, i) => check(got.join(",") === expected, `socket ${i} saw ${got.join(",")}`));
+  return channels;
+}
+
+async function longPollWithWebSocket(details) {
+  // A client with WebSocket disabled, on node 2, and a WebSocket client on node 1.
+  const lp = await openSocket(URL2, { transport: LongPoll });
+  const ws = await openSocket(URL1);
+  details.transports = [lp.transportName(lp.transport), ws.transportName(ws.transport)];
+  check(lp.conn instanceof LongPoll, "the long-poll socket is not using LongPoll");
+  const [lpChannel, wsChannel] = await oneOrderBetween(details, [lp, ws], 30);
+  // An ArrayBuffer pushed over long-poll (phoenix.js sends it base64) reaches the WebSocket
+  // member as an ArrayBuffer, and the long-poll member as {binary: base64} (DPS's JSON form).
+  const got = { lp: [], ws: [] };
+  lpChannel.on("blob", (payload) => got.lp.push(payload));
+  wsChannel.on("blob", (payload) => got.ws.push(payload));
+  const r = await outcome(lpChannel.push("blob", new Uint8Array([0, 255, 7]).buffer));
+  check(r.status === "ok", `binary push over long-poll: ${JSON.stringify(r)}`);
+  await waitFor(() => got.lp.length >= 1 && got.ws.length >= 1, "the long-poll binary push on both");
+  details.binary_on_ws = got.ws[0] instanceof ArrayBuffer ? Array.from(new Uint8Array(got.ws[0])) : got.ws[0];
+  details.binary_on_lp = got.lp[0];
+  check(details.binary_on_ws.join && details.binary_on_ws.join(",") === "0,255,7",
+    `the WebSocket member got ${JSON.stringify(details.binary_on_ws)}`);
+  check(got.lp[0] && got.lp[0].binary === "AP8H", `the long-poll member got ${JSON.stringify(got.lp[0])}`);
+  checkStillOpen(lp, "the long-poll socket");
+}
+
+/** An HTTP proxy to `target` that refuses every WebSocket upgrade, as some corporate proxies do. */
+function refusingProxy(target) {
+  const upstream = new URL(target.replace("ws://", "http://"));
+  const server = http.createServer((req, res) => {
+    const forwarded = http.request({ host: upstream.hostname, port: upstream.port, path: req.url,
+      method: req.method, headers: req.headers }, (reply) => {
+      res.writeHead(reply.statusCode, reply.headers);
+      reply.pipe(res);
+    });
+    forwarded.on("error", () => res.destroy());
+    req.pipe(forwarded);
+  });
+  server.upgrades = 0;
+  server.on("upgrade", (req, socket) => { server.upgrades++; socket.destroy(); });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+}
+
+async function fallbackWhenWebSocketRefused(details) {
+  const proxy = await refusingProxy(URL1);
+  try {
+    const url = `ws://127.0.0.1:${proxy.address().port}/socket`;
+    const socket = await openSocket(url, { longPollFallbackMs: 2000 });
+    details.websocket_upgrades_refused = proxy.upgrades;
+    details.transport = socket.transportName(socket.transport);
+    check(proxy.upgrades >= 1, "phoenix.js never tried the WebSocket first");
+    check(socket.conn instanceof LongPoll, `fell back to ${details.transport}, not LongPoll`);
+    const ws = await openSocket(URL2);
+    await oneOrderBetween(details, [socket, ws], 10);
+    checkStillOpen(socket, "the fallen-back socket");
+    socket.disconnect();
+  } finally {
+    proxy.closeAllConnections();
+    proxy.close();
+  }
+}
+
 // --- main --------------------------------------------------------------------------------
 async function main() {
   // The timing-bound scenarios run alongside the others (their lines print when they finish).
@@ -318,6 +430,9 @@ async function main() {
   await scenario("ordered_exactly_once_across_nodes", orderedAcrossNodes);
   await scenario("leave_stops_delivery", leaveStopsDelivery);
   await scenario("non_topics_join_refused", nonTopicsJoinRefused);
+  await scenario("binary_arraybuffer_on_both_nodes", binaryOnBothNodes);
+  await scenario("longpoll_and_websocket_in_one_order", longPollWithWebSocket);
+  await scenario("longpoll_fallback_when_websocket_refused", fallbackWhenWebSocketRefused);
   await Promise.all(background);
   const failed = results.filter((r) => !r.ok).map((r) => r.scenario);
   console.log(JSON.stringify({ summary: true, ok: failed.length === 0, scenarios: results.length, failed }));

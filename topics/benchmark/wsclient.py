@@ -48,10 +48,15 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
 
 
 class RawWebSocket(asyncio.Protocol):
-    """One connection; ``on_text(str)`` is called for every text message, in order."""
+    """One connection; ``on_text(str)`` is called for every text message, in order, and
+    ``on_binary(bytes)`` (when given) for every binary message. ``close_code`` is the code of
+    the server's close frame (None before one, or for a close frame without a code)."""
 
-    def __init__(self, on_text: Callable[[str], None]) -> None:
+    def __init__(self, on_text: Callable[[str], None],
+                 on_binary: Callable[[bytes], None] | None = None) -> None:
         self.on_text = on_text
+        self.on_binary = on_binary
+        self.close_code: int | None = None
         self.transport: asyncio.Transport | None = None
         self.handshake: asyncio.Future = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -104,6 +109,9 @@ class RawWebSocket(asyncio.Protocol):
             opcode = b0 & 0x0F
             if opcode == OP_TEXT and b0 & 0x80:
                 on_text(buffer[start:end].decode())
+            elif opcode == OP_BINARY and b0 & 0x80:
+                if self.on_binary is not None:
+                    self.on_binary(buffer[start:end])
             elif opcode in (OP_TEXT, OP_CONT):
                 self._fragments.append(buffer[start:end])
                 if b0 & 0x80:
@@ -112,6 +120,8 @@ class RawWebSocket(asyncio.Protocol):
             elif opcode == OP_PING:
                 self.transport.write(client_frame(OP_PONG, buffer[start:end]))
             elif opcode == OP_CLOSE:
+                if length >= 2:
+                    self.close_code = int.from_bytes(buffer[start:start + 2], "big")
                 self.transport.write(client_frame(OP_CLOSE, buffer[start:start + 2]))
                 self.transport.close()
                 return b""
@@ -132,9 +142,14 @@ class RawWebSocket(asyncio.Protocol):
 
     # ------------------------------------------------------------------------- use
     def send_text(self, text: str) -> None:
+        self.send_frame(OP_TEXT, text.encode())
+
+    def send_frame(self, opcode: int, payload: bytes) -> None:
+        """Send one message of any opcode with any payload (hostile-input tests send text
+        that is not UTF-8, and binary frames)."""
         if self.transport is None or self.transport.is_closing():
             raise ConnectionError("the connection is closed")
-        self.transport.write(client_frame(OP_TEXT, text.encode()))
+        self.transport.write(client_frame(opcode, payload))
 
     async def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -145,14 +160,14 @@ class RawWebSocket(asyncio.Protocol):
                 self.transport.close()
 
 
-async def connect(url: str, on_text: Callable[[str], None], timeout: float = 30.0
-                  ) -> RawWebSocket:
+async def connect(url: str, on_text: Callable[[str], None], timeout: float = 30.0,
+                  on_binary: Callable[[bytes], None] | None = None) -> RawWebSocket:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     loop = asyncio.get_running_loop()
     _, ws = await asyncio.wait_for(
-        loop.create_connection(lambda: RawWebSocket(on_text), host, port), timeout)
+        loop.create_connection(lambda: RawWebSocket(on_text, on_binary), host, port), timeout)
     key = base64.b64encode(os.urandom(16)).decode()
     ws.transport.write((
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"

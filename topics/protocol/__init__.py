@@ -2,7 +2,8 @@
 machine. Nothing here touches sockets, event loops, clocks or Django; ``topics.consumers``
 is the adapter that does.
 """
-from .actions import Action, Close, Publish, SendFrame, Subscribe, Unsubscribe
+from . import v2_binary
+from .actions import Action, Close, Publish, PublishBinary, SendFrame, Subscribe, Unsubscribe
 from .message import MalformedFrame, Message, Ref, encode_event
 from .serializers import DEFAULT_VSN, SERIALIZERS, Serializer, serializer_for_query_string
 from .socket import (
@@ -18,10 +19,10 @@ from .socket import (
 from .topics import INVALID_NAME, group_for_topic, is_valid_topic
 
 __all__ = [
-    "Action", "Close", "Publish", "SendFrame", "Subscribe", "Unsubscribe",
+    "Action", "Close", "Publish", "PublishBinary", "SendFrame", "Subscribe", "Unsubscribe",
     "MalformedFrame", "Message", "Ref", "encode_event",
     "DEFAULT_VSN", "SERIALIZERS", "Serializer", "serializer_for_query_string",
     "CLOSE_INVALID_DATA", "CLOSE_NORMAL", "CLOSE_TOO_BIG", "CLOSE_UNSUPPORTED_DATA",
     "DEFAULT_MAX_FRAME_BYTES", "DEFAULT_MAX_TOPICS", "PhoenixSocket", "publish_error",
-    "INVALID_NAME", "group_for_topic", "is_valid_topic",
+    "INVALID_NAME", "group_for_topic", "is_valid_topic", "v2_binary",
 ]

@@ -61,10 +61,22 @@ class Publish(_TopicAction):
 
 
 @dataclass(frozen=True, slots=True)
+class PublishBinary(_TopicAction):
+    """Send ``event`` with the bytes ``data`` (a V2 binary push) to every member of the topic,
+    then report back with ``socket.published(self)``; members get a binary broadcast frame."""
+
+    topic: str
+    event: str
+    data: bytes
+    join_ref: Ref
+    ref: Ref
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Close the WebSocket with ``code``; the socket ignores every later frame."""
 
     code: int
 
 
-Action = SendFrame | Subscribe | Unsubscribe | Publish | Close
+Action = SendFrame | Subscribe | Unsubscribe | Publish | PublishBinary | Close

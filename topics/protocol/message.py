@@ -16,6 +16,8 @@ Ref = str | int | None
 
 # The longest event name whose JSON encoding is memoised (see ``encode_event``).
 _CACHED_EVENT_CHARS = 128
+# Python's own limit on converting digits to an int (the default of sys.set_int_max_str_digits).
+_MAX_INT_DIGITS = 4300
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,18 +59,42 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _parse_int(digits: str) -> int | float:
+    # Python refuses to convert more digits than ``sys.get_int_max_str_digits()`` (a
+    # ValueError that would make the whole frame unreadable); such a number is out of any
+    # client's range anyway, so it becomes infinity and ``dumps`` refuses it like 1e400.
+    if len(digits) > _MAX_INT_DIGITS:
+        return float("inf")
+    return int(digits)
+
+
 def loads(text: str) -> Any:
-    """Strict JSON decoding. Raises ``ValueError`` for anything that is not JSON."""
+    """Strict JSON decoding. Raises ``ValueError`` for anything that is not JSON.
+
+    A number too large for a float (``1e400``) decodes to infinity, which ``dumps`` refuses:
+    the frame is readable, so its sender gets an error reply rather than a closed socket."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, parse_int=_parse_int)
     except RecursionError as exc:  # nesting deep enough to exhaust the stack is not a message
         raise ValueError("JSON nested too deeply") from exc
 
 
 def dumps(value: Any) -> str:
     """Compact JSON. ASCII-only on purpose: a lone surrogate (legal as ``\\ud800`` in JSON
-    input) would otherwise make the text frame unencodable for every subscriber."""
-    return json.dumps(value, separators=(",", ":"))
+    input) would otherwise make the text frame unencodable for every subscriber. A
+    non-finite float raises ``ValueError``: Python would write ``Infinity``, which no other
+    JSON parser reads, and every member's client would fail on the frame."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def is_encodable(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (JSON's ``"\\ud800"`` decodes to a lone
+    surrogate, which cannot): names that travel unescaped must be."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=1024)

@@ -14,6 +14,7 @@ class Serializer(Protocol):
     """What the socket needs from a wire format (each serializer module provides it)."""
 
     VSN: str
+    BINARY: bool  # whether binary pushes and broadcasts are framed (V2) or refused (V1)
 
     def decode(self, text: str) -> Message: ...
 

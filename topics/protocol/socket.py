@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .actions import Action, Close, Publish, SendFrame, Subscribe, Unsubscribe
-from .message import MalformedFrame, Message, Ref, dumps, encode_event
+from . import v2_binary
+from .actions import Action, Close, Publish, PublishBinary, SendFrame, Subscribe, Unsubscribe
+from .message import MalformedFrame, Message, Ref, dumps, encode_event, is_encodable
 from .serializers import Serializer
 from .topics import INVALID_NAME, is_topics_topic, is_valid_topic
-from .v2_binary import read_push_header
 
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 DEFAULT_MAX_TOPICS = 100
@@ -29,7 +29,7 @@ SOCKET_TOPIC = "phoenix"
 UNMATCHED_TOPIC = "unmatched topic"
 UNKNOWN_EVENT = "unknown event"
 TOO_MANY_TOPICS = "too many topics"
-BINARY_NOT_SUPPORTED = "binary payloads are not supported"
+BINARY_NOT_SUPPORTED = "binary payloads need vsn=2.0.0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,15 +152,31 @@ class PhoenixSocket:
                 payload_json = dumps(payload)
             except RecursionError:
                 reason = "payload is nested too deeply"
+            except ValueError:  # a number that overflowed to infinity (1e400)
+                reason = "payload numbers must be finite"
             else:
                 return [Publish(message.topic, event, payload_json, join.join_ref, message.ref)]
         return [self._error(join.join_ref, message.ref, message.topic, reason)]
 
-    def published(self, publish: Publish) -> list[Action]:
+    def handle_binary_push(self, message: Message) -> list[Action]:
+        """A V2 binary push is a publish: its event is the broadcast's event and its bytes are
+        the payload, under the same rules for events as a JSON ``publish``."""
+        join = self._current_join(message)
+        if join is None:
+            return [self._unmatched(message.ref, message.topic)]
+        if not self.serializer.BINARY:
+            return [self._error(join.join_ref, message.ref, message.topic, BINARY_NOT_SUPPORTED)]
+        reason = event_error(message.event)
+        if reason is not None:
+            return [self._error(join.join_ref, message.ref, message.topic, reason)]
+        return [PublishBinary(message.topic, message.event, message.payload, join.join_ref,
+                              message.ref)]
+
+    def published(self, publish: Publish | PublishBinary) -> list[Action]:
         """The layer accepted the publish: acknowledge it."""
         return [self._reply(publish.join_ref, publish.ref, publish.topic, "ok", {})]
 
-    def publish_failed(self, publish: Publish, reason: str) -> list[Action]:
+    def publish_failed(self, publish: Publish | PublishBinary, reason: str) -> list[Action]:
         """The layer refused the publish: tell the publisher why; the join stays."""
         return [self._error(publish.join_ref, publish.ref, publish.topic, reason)]
 
@@ -198,12 +214,15 @@ class PhoenixSocket:
     def _handle_binary(self, frame: bytes) -> list[Action]:
         if len(frame) > self.max_frame_bytes:
             return self._close(CLOSE_TOO_BIG)
-        push = read_push_header(frame)
-        if push is not None:
-            # A phoenix.js push with an ArrayBuffer payload: answer it, keep the connection.
-            return self._handle_malformed(MalformedFrame(
-                BINARY_NOT_SUPPORTED, join_ref=push.join_ref, ref=push.ref, topic=push.topic))
-        try:
+        if v2_binary.is_binary_frame(frame):
+            try:
+                push = v2_binary.decode_push(frame)
+            except v2_binary.InvalidBinaryFrame as exc:
+                # Lengths that lie, or a reply or broadcast kind: no ref can be trusted.
+                return self._close(CLOSE_INVALID_DATA if exc.invalid_utf8
+                                   else CLOSE_UNSUPPORTED_DATA)
+            return self.handle_binary_push(push)
+        try:  # DPS also reads a JSON frame sent as binary
             text = frame.decode("utf-8")
         except UnicodeDecodeError:
             return self._close(CLOSE_INVALID_DATA)
@@ -262,10 +281,20 @@ def publish_error(payload: Any) -> str | None:
     if not isinstance(payload, list) or len(payload) != 2:
         return "publish payload must be a 2-element array [event, payload]"
     event, body = payload
-    if not isinstance(event, str) or not event:
+    if not isinstance(event, str):
+        return "event must be a non-empty string"
+    reason = event_error(event)
+    if reason is None and not isinstance(body, dict):
+        return "payload must be a JSON object"
+    return reason
+
+
+def event_error(event: str) -> str | None:
+    """Why a client may not broadcast ``event`` (JSON or binary), or None."""
+    if not event:
         return "event must be a non-empty string"
     if event.startswith("phx_"):
         return "event names starting with phx_ are reserved"
-    if not isinstance(body, dict):
-        return "payload must be a JSON object"
+    if not is_encodable(event):
+        return "event must be valid Unicode (it has a lone surrogate)"
     return None

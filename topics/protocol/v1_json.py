@@ -17,6 +17,7 @@ from .message import (
     readable_fields,
 )
 
+BINARY = False  # Phoenix's V1 serializer has no binary frames
 VSN = "1.0.0"
 _REQUIRED = ("topic", "event", "payload", "ref")
 _EXPECTED = 'expected a JSON object {"topic", "event", "payload", "ref"[, "join_ref"]}'

@@ -15,6 +15,7 @@ from .message import (
     readable_fields,
 )
 
+BINARY = True  # binary pushes and broadcasts use topics.protocol.v2_binary
 VSN = "2.0.0"
 _EXPECTED = "expected a JSON array [join_ref, ref, topic, event, payload]"
 
