@@ -46,6 +46,11 @@ def layer_counters(layer: DPSChannelLayer) -> dict[str, int]:
     merged = Counter(copied(runtime.counters))
     merged.update(copied(getattr(transport, "counters", None)))
     merged.update(metrics.COUNTS.as_dict())
+    # The transports' own counters (imported here: they import this package's consumer).
+    from . import consumers, longpoll
+
+    merged["sends_after_close"] = sum(copied(consumers.SENDS_AFTER_CLOSE).values())
+    merged.update({f"longpoll_{name}": n for name, n in copied(longpoll.STATS).items()})
     return dict(merged)
 
 

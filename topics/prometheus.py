@@ -42,6 +42,8 @@ DROP_REASONS = {
     "dropped_channel_full": "channel_full",
     "dropped_unknown_node": "unknown_node",
     "dropped_plain_channel_unreachable": "unreachable",
+    "sends_after_close": "client_gone",
+    "longpoll_closed_buffer_full": "longpoll_buffer_full",
     "expired": "expired",
     "group_deliveries_without_members": "no_members",
     "published_no_members": "no_members",
