@@ -235,9 +235,14 @@ async function leaveStopsDelivery(details) {
   check((await before).status === "ok", "publish before leave");
   await waitFor(() => pushesOf(b, topic, "before_leave").length === 1, "B to receive before leaving");
   // ... leaves ...
-  const left = await outcome(chB.leave());
+  const leavePush = chB.leave();
+  const left = await outcome(leavePush);
   details.leave = left;
   check(left.status === "ok", `leave reply: ${JSON.stringify(left)}`);
+  // phoenix.js resolves a leave "ok" locally at once (a leaving channel cannot push): wait for
+  // the server's own reply before publishing, or the publish races the leave.
+  await waitFor(() => b.frames.some((m) => m.event === "phx_reply" && m.ref === leavePush.ref),
+    "the server's reply to B's leave");
   // ... and receives nothing more, watched on B's raw frames (phoenix.js itself drops pushes for
   // a channel it has left, so channel callbacks would prove nothing about the server).
   for (let n = 1; n <= 3; n++) {
