@@ -20,7 +20,7 @@ from channels.layers import BaseChannelLayer
 
 from . import wire
 from .cluster import Cluster, current_node_name, load_cluster
-from .history import HistoryPatterns
+from .history import HistoryPatterns, HistoryPolicy
 from .local_channels import Fastlane, Wakeups
 from .runtime import NodeRuntime, acquire_runtime, node_of_channel, release_runtime
 from .settings import LayerSettings
@@ -177,6 +177,10 @@ class DPSChannelLayer(BaseChannelLayer):
             history["messages"] = [[offset, wire.decode_message(data)]
                                    for offset, data in history["messages"]]
         return response
+
+    def history_policy(self, group: str) -> HistoryPolicy | None:
+        """``group``'s history size and ttl at its owner (None: no ``history`` pattern)."""
+        return self._history.policy_of(group)
 
     def has_history(self, group: str) -> bool:
         """Whether ``group``'s owner keeps its broadcasts (a ``history`` pattern matches)."""

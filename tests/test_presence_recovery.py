@@ -13,6 +13,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -212,6 +213,55 @@ def test_the_epoch_changes_after_the_owners_redis_restarts(cluster, js):
     js.offline("e1")
     js.publish("e2", topic, count=1, start=3)
     assert js.online("e1", topic)["recovered"] is False
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def test_the_demo_page_in_two_browsers_on_two_nodes(cluster, tmp_path):
+    """Chat both ways, both users listed, one goes offline, misses 3 messages, reconnects and
+    shows them as recovered (screenshots: ``DPS_SCREENSHOT_DIR``, else a temp dir)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = Path(os.environ.get("DPS_SCREENSHOT_DIR") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        pages = {}
+        for index, name in enumerate(("Ada", "Bob")):
+            page = browser.new_context(viewport={"width": 1000, "height": 700}).new_page()
+            page.goto(f"http://127.0.0.1:{cluster.ws_nodes[index].port}/?room=demo&name={name}")
+            expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+            pages[name] = page
+        ada, bob = pages["Ada"], pages["Bob"]
+        for page in (ada, bob):
+            expect(page.locator("#presence li")).to_have_text(["Ada", "Bob"], timeout=5000)
+        ada.fill("#text", "hello from ws-a")
+        ada.press("#text", "Enter")
+        expect(bob.locator("#messages li").last).to_have_text("Ada hello from ws-a")
+        bob.fill("#text", "hello from ws-b")
+        bob.press("#text", "Enter")
+        expect(ada.locator("#messages li").last).to_have_text("Bob hello from ws-b")
+        ada.screenshot(path=str(shots / "demo-chat.png"), full_page=True)
+
+        ada.click("#offline")
+        expect(ada.locator("#connection")).to_have_attribute("data-state", "closed")
+        expect(bob.locator("#presence li")).to_have_text(["Bob"], timeout=5000)
+        for i in range(3):
+            bob.fill("#text", f"missed {i}")
+            bob.press("#text", "Enter")
+            expect(bob.locator("#messages li").last).to_have_text(f"Bob missed {i}")
+        ada.click("#online")
+        expect(ada.locator("#recovery")).to_have_text("recovered 3 messages", timeout=10000)
+        expect(ada.locator("#messages li.recovered")).to_have_text(
+            ["Bob missed 0", "Bob missed 1", "Bob missed 2"])
+        expect(ada.locator("#messages li")).to_have_count(5)  # nothing twice
+        expect(bob.locator("#presence li")).to_have_text(["Ada", "Bob"], timeout=5000)
+        ada.screenshot(path=str(shots / "demo-recovered.png"), full_page=True)
+        bob.screenshot(path=str(shots / "demo-other-node.png"), full_page=True)
+        browser.close()
 
 
 def test_a_killed_ws_nodes_entries_vanish_within_node_timeout(cluster, js):

@@ -40,4 +40,8 @@ def metrics(request: HttpRequest) -> HttpResponse:
 @require_GET
 def demo(request: HttpRequest) -> HttpResponse:
     """The demo chat over ``rooms:*`` (presence, recovery), served by every WS node."""
-    return render(request, "dps/demo.html", {"node": os.environ.get("DPS_NODE") or "dev"})
+    from channels.layers import get_channel_layer
+
+    policy = getattr(get_channel_layer(), "history_policy", lambda group: None)("rooms.lobby")
+    return render(request, "dps/demo.html", {"node": os.environ.get("DPS_NODE") or "dev",
+                                             "history": policy})

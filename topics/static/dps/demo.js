@@ -34,7 +34,8 @@
   const renderPresence = () => {
     const list = $("presence");
     list.replaceChildren();
-    const people = presence.list((key, {metas}) => ({key, name: metas[0].name || key, count: metas.length}));
+    const people = presence.list((key, {metas}) => ({key, name: metas[0].name || key, count: metas.length}))
+      .sort((a, b) => a.name.localeCompare(b.name));
     for (const person of people) {
       const item = document.createElement("li");
       item.dataset.key = person.key;
@@ -88,7 +89,9 @@
   };
 
   const randomName = () => "guest" + Math.floor(Math.random() * 9000 + 1000);
-  $("name").value = localStorage.getItem("dps-name") || randomName();
+  const query = new URLSearchParams(location.search);  // ?room=lobby&name=Ada: a shareable link
+  $("name").value = query.get("name") || localStorage.getItem("dps-name") || randomName();
+  if (query.get("room")) $("room").value = query.get("room");
   $("join").addEventListener("submit", (event) => {
     event.preventDefault();
     localStorage.setItem("dps-name", $("name").value);
