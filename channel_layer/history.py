@@ -209,20 +209,26 @@ class HistoryStore:
             history = self.groups.get(group)
             if history is None:
                 continue
-            try:
-                if not await self._write_group(client, group, history):
-                    self.counters["history_lost"] += 1
-                    logger.warning("history of %s was lost from Redis; new epoch", group)
-                    history.epoch, history.reset = new_epoch(), True
-                    history.recent = deque(history.unwritten)
-                    await self._write_group(client, group, history)
-            except Exception as exc:
-                self.counters["history_write_errors"] += 1
-                self._dirty.add(group)  # try again after the next batch
-                logger.warning("could not write the history of %s: %s", group, exc)
-                continue
-            history.unwritten.clear()
-            history.reset = False
+            for attempt in (1, 2):  # a connection to a Redis that restarted fails once
+                try:
+                    await self._write_or_renew(client, group, history)
+                    break
+                except Exception as exc:
+                    self.counters["history_write_errors"] += 1
+                    if attempt == 2:
+                        self._dirty.add(group)  # try again after the next batch
+                        logger.warning("could not write the history of %s: %s", group, exc)
+
+    async def _write_or_renew(self, client: aioredis.Redis, group: str,
+                              history: GroupHistory) -> None:
+        if not await self._write_group(client, group, history):
+            self.counters["history_lost"] += 1
+            logger.warning("history of %s was lost from Redis; new epoch", group)
+            history.epoch, history.reset = new_epoch(), True
+            history.recent = deque(history.unwritten)
+            await self._write_group(client, group, history)
+        history.unwritten.clear()
+        history.reset = False
 
     async def _write_group(self, client: aioredis.Redis, group: str,
                            history: GroupHistory) -> bool:

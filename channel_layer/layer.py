@@ -162,8 +162,9 @@ class DPSChannelLayer(BaseChannelLayer):
         extension): ``{"presence": [key, ref, meta]}`` tracks the member's presence until it
         leaves, ``{"recover": [offset, epoch]}`` asks for the broadcasts after a position.
         Returns the owner's answer, given at the join's place in the group's order:
-        ``{"presence": state}`` (as it stood just before this member; the changes since then
-        follow as ``presence.diff`` messages) and, for a group with history,
+        ``{"presence": state}`` (as JSON text, in Phoenix's format, as it stood just before
+        this member; the changes since then follow as ``presence.diff`` messages) and, for a
+        group with history,
         ``{"history": {"position": {"offset", "epoch"}, "recovered": bool,
         "messages": [[offset, message], ...]}}``."""
         self.require_valid_group_name(group)

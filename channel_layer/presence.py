@@ -13,7 +13,10 @@ changes accumulate and leave as one diff per group at most every ``presence_inte
 seconds (a track and untrack of one ref in the same window cancel out), so a storm of N joins
 costs about ``storm duration / presence_interval`` diffs per member, not N. A member's join
 answer carries the state *as last sent* (current state minus the pending diff), and the pending
-diff follows it, so every member's state is exactly the owner's once the diff arrives. After a
+diff follows it, so every member's state is exactly the owner's once the diff arrives. That
+state changes only when a diff leaves, so it is encoded to JSON once per group and flush and
+shared by every join answer until the next one (a storm's joiners do not cost the owner a
+state each). After a
 SYNC changes a group, the next flush sends the whole state instead of a diff (phoenix.js
 reconciles a fresh ``presence_state`` with what it has), which also covers entries a dead node
 held that the new owner never knew.
@@ -50,12 +53,15 @@ class GroupPresence:
     joins: dict[str, Entry] = field(default_factory=dict)      # not yet sent
     leaves: dict[str, Entry] = field(default_factory=dict)     # not yet sent
     resend_state: bool = False                                 # a snapshot changed it
+    sent_json: str | None = None  # the state as last sent, encoded (None: not yet)
 
-    def sent_entries(self) -> dict[str, Entry]:
-        """What members have been told so far: the state without the pending diff."""
-        sent = {ref: e for ref, e in self.entries.items() if ref not in self.joins}
-        sent.update(self.leaves)
-        return sent
+    def sent_state_json(self) -> str:
+        """What members have been told so far (the state without the pending diff), as JSON."""
+        if self.sent_json is None:
+            sent = {ref: e for ref, e in self.entries.items() if ref not in self.joins}
+            sent.update(self.leaves)
+            self.sent_json = json.dumps(as_state(sent))
+        return self.sent_json
 
 
 class PresenceBook:
@@ -113,10 +119,11 @@ class PresenceBook:
             if before != after:
                 self.groups[group].resend_state = True
 
-    def state(self, group: str) -> dict[str, Any]:
-        """The state a new member starts from: as last sent (its pending diff follows)."""
+    def state_json(self, group: str) -> str:
+        """The state a new member starts from, as JSON: as last sent (its pending diff
+        follows)."""
         state = self.groups.get(group)
-        return as_state(state.sent_entries()) if state is not None else {}
+        return state.sent_state_json() if state is not None else "{}"
 
     def current(self, group: str) -> dict[str, Any]:
         """The owner's state now (``topics.api.presence``)."""
@@ -139,6 +146,7 @@ class PresenceBook:
                 messages.append((group, {"type": DIFF_TYPE, "group": group,
                                          "payload": json.dumps(diff)}))
             state.joins, state.leaves, state.resend_state = {}, {}, False
+            state.sent_json = None
             if not state.entries:
                 del self.groups[group]
         self.changed.clear()

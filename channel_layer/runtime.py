@@ -355,9 +355,13 @@ class NodeRuntime:
         self._send_sync(envelope[1])
 
     def _joined(self, envelope: list, now: float, wake: Wakeups) -> None:
+        states = envelope[2] if len(envelope) > 2 else {}
         for answer in envelope[1]:
             if isinstance(answer, list):  # [token, response]: a join with options
-                self.membership.joined(answer[0], answer[1])
+                token, response = answer
+                if "presence" in response:
+                    response["presence"] = states[response["presence"]]
+                self.membership.joined(token, response)
             else:
                 self.membership.joined(answer)
 

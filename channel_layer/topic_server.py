@@ -301,15 +301,18 @@ class TopicServer:
         _, ws_node, boot, joins = envelope
         self._see(ws_node, boot, now)
         answers = []
+        states: dict[str, str] = {}  # each group's presence state once per answer
         for group, count, token, *options in joins:
             self._set_count(group, ws_node, int(count), now)
-            answers.append([token, self._join_response(group, ws_node, options[0], now)]
+            answers.append([token, self._join_response(group, ws_node, options[0], now, states)]
                            if options else token)
         if self.cluster.has_node(ws_node):
-            self._outbox(ws_node).put(wire.encode([wire.JOINED, answers]))
+            self._outbox(ws_node).put(wire.encode([wire.JOINED, answers, states] if states
+                                                  else [wire.JOINED, answers]))
         self.counters["joins"] += len(joins)
 
-    def _join_response(self, group: str, ws_node: str, options: dict, now: float) -> dict:
+    def _join_response(self, group: str, ws_node: str, options: dict, now: float,
+                       states: dict[str, str]) -> dict:
         """What a join with options (``DPSChannelLayer.group_join``) learns, exactly at its
         place in the group's order: the presence state and the history position, with every
         broadcast after the position it recovers from."""
@@ -317,7 +320,9 @@ class TopicServer:
         track = options.get("presence")
         if track is not None:
             key, ref, meta = track
-            response["presence"] = self.presence.state(group)
+            response["presence"] = group  # its state is in the answer's ``states``
+            if group not in states:
+                states[group] = self.presence.state_json(group)
             self.presence.track(group, ws_node, key, ref, meta)
         position = self.history.position(group)
         if position is not None:

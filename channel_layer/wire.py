@@ -30,8 +30,9 @@ WAKE = 9            # [WAKE]: ends a reader's blocking read when its process sto
 JOIN = 10           # [JOIN, ws_node, boot, [[group, local_count, token(, options)], ...]]
                     #   -> an owner; options {"presence": [key, ref, meta],
                     #   "recover": [offset, epoch]} (group_join)
-JOINED = 11         # [JOINED, [token | [token, response], ...]]: the owner's answer, behind
-                    #   earlier deliveries -> WS; a response answers a join with options
+JOINED = 11         # [JOINED, [token | [token, response], ...](, {group: presence JSON})]:
+                    #   the owner's answer, behind earlier deliveries -> WS; a response
+                    #   answers a join with options (its "presence": the group whose state is here)
 MEMBERSHIP = 12     # [MEMBERSHIP, op, group, channel, reply]: group_add/discard ("add" or
                     #   "discard") for a channel of the receiving node; answered on ``reply``
 PLAIN_MEMBER = 13   # [PLAIN_MEMBER, group, channel, joined_at, capacity] (joined_at 0: leave)

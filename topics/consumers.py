@@ -41,7 +41,6 @@ from .protocol import (
     encode_event,
     serializer_for_query_string,
 )
-from .protocol.message import dumps
 from .protocol.topics import PREFIX as TOPICS_PREFIX
 from .protocol.topics import topic_for_group
 from .sender import OrderedSender
@@ -385,7 +384,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
         actions = socket.joined(action, response, offsets)
         if "presence" in answer:
             actions.append(SendFrame(socket.render_broadcast(
-                action.topic, "presence_state", dumps(answer["presence"]))))
+                action.topic, "presence_state", answer["presence"])))
         if history is not None and history["messages"]:
             # Delivered like live broadcasts (binary, V1, offsets), after this join's frames
             # and ahead of the live ones held meanwhile.

@@ -69,14 +69,19 @@ const commands = {
       }
     });
     topics.set(topic, state);
-    const reply = await pushOk(channel.join().receive("ok", (r) => {
-      state.replies.push(r);
-      if (r.position && (!state.position || state.position.epoch !== r.position.epoch)) {
-        state.position = r.position;
-      }
-      state.waiters.splice(0).forEach((w) => w(r));
-    }), `${name} joins ${topic}`);
-    return reply;
+    try {
+      return await pushOk(channel.join().receive("ok", (r) => {
+        state.replies.push(r);
+        if (r.position && (!state.position || state.position.epoch !== r.position.epoch)) {
+          state.position = r.position;
+        }
+        state.waiters.splice(0).forEach((w) => w(r));
+      }), `${name} joins ${topic}`);
+    } catch (error) {
+      channel.leave();  // no rejoin in the background: the test decides whether to try again
+      topics.delete(topic);
+      throw error;
+    }
   },
 
   async leave({client: name, topic}) {
