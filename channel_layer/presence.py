@@ -17,9 +17,10 @@ diff follows it, so every member's state is exactly the owner's once the diff ar
 state changes only when a diff leaves, so it is encoded to JSON once per group and flush and
 shared by every join answer until the next one (a storm's joiners do not cost the owner a
 state each). After a
-SYNC changes a group, the next flush sends the whole state instead of a diff (phoenix.js
-reconciles a fresh ``presence_state`` with what it has), which also covers entries a dead node
-held that the new owner never knew.
+SYNC tells the owner of a group it did not know (after its restart, a failover or a ring
+change), the next flush sends the whole state instead of a diff (phoenix.js reconciles a
+fresh ``presence_state`` with what it has), which also covers entries a dead node held that
+the new owner never knew.
 
 Messages to members (Channels messages, delivered like any group message)::
 
@@ -104,11 +105,13 @@ class PresenceBook:
                 self.untrack(group, ref)
 
     def replace_node(self, ws_node: str, snapshot: dict[str, list]) -> None:
-        """A node's snapshot ``{group: [[key, ref, meta], ...]}`` replaces what it tracked; the
-        groups it changes get the whole state next (see the module docstring)."""
+        """A node's snapshot ``{group: [[key, ref, meta], ...]}`` replaces what it tracked;
+        a group this owner learns of from it gets the whole state next (its members may hold
+        entries of an earlier owner: see the module docstring), the others a diff."""
         held = {g for g, s in self.groups.items() if ws_node in s.nodes.values()}
         for group in held | set(snapshot):
             state = self.groups.get(group)
+            new = state is None
             before = {r for r, n in state.nodes.items() if n == ws_node} if state else set()
             after = {entry[1] for entry in snapshot.get(group, ())}
             for ref in before - after:
@@ -116,7 +119,7 @@ class PresenceBook:
             for key, ref, meta in snapshot.get(group, ()):
                 if ref not in before:
                     self.track(group, ws_node, key, ref, meta)
-            if before != after:
+            if new and after:
                 self.groups[group].resend_state = True
 
     def state_json(self, group: str) -> str:

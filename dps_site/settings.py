@@ -122,7 +122,7 @@ DPS_LAYER = json.loads(os.environ.get("DPS_LAYER", "{}"))
 # Namespaces clients may join, topics whose members are tracked (topics.presence), and the
 # demo's rooms: presence, and history at the owner (size, ttl) for recovery.
 DPS_TOPIC_NAMESPACES = ("topics:", "rooms:")
-DPS_PRESENCE = ["rooms:*"]
+DPS_PRESENCE = [p for p in os.environ.get("DPS_PRESENCE", "rooms:*").split(",") if p]
 DPS_PRESENCE_NAME_CHARS = 32
 
 CHANNEL_LAYERS = {

@@ -64,16 +64,22 @@ def test_a_new_member_starts_from_the_state_as_sent_and_the_pending_diff_follows
     assert payload(message)["leaves"] == {"ada": {"metas": [{"n": "r1", "phx_ref": "r1"}]}}
 
 
-def test_a_dead_node_takes_its_entries_and_a_snapshot_resends_the_whole_state():
+def test_a_dead_node_takes_its_entries_and_snapshots_rebuild_the_state():
     book = book_with(("ws-a", "ada", "r1"), ("ws-b", "bob", "r2"))
     book.take_messages()
     book.drop_node("ws-b")
     [(_, message)] = book.take_messages()
     assert payload(message)["leaves"] == {"bob": {"metas": [{"n": "r2", "phx_ref": "r2"}]}}
+    # A snapshot of a group the owner knows: the difference, as a diff.
     book.replace_node("ws-a", {"g": [["ada", "r1", {"n": "r1"}], ["cy", "r9", {}]]})
     [(_, message)] = book.take_messages()
-    assert message["type"] == STATE_TYPE
-    assert set(payload(message)) == {"ada", "cy"}
+    assert message["type"] == DIFF_TYPE and set(payload(message)["joins"]) == {"cy"}
+    # A restarted owner learns the group from snapshots: its members get the whole state.
+    fresh = PresenceBook()
+    fresh.replace_node("ws-a", {"g": [["ada", "r1", {"n": "r1"}]]})
+    fresh.replace_node("ws-b", {"g": [["cy", "r9", {}]]})
+    [(_, message)] = fresh.take_messages()
+    assert message["type"] == STATE_TYPE and set(payload(message)) == {"ada", "cy"}
 
 
 # --- the owner ------------------------------------------------------------------------------
