@@ -121,9 +121,10 @@ DPS_LAYER = json.loads(os.environ.get("DPS_LAYER", "{}"))
 
 # Namespaces clients may join, topics whose members are tracked (topics.presence), and the
 # demo's rooms: presence, and history at the owner (size, ttl) for recovery.
-DPS_TOPIC_NAMESPACES = ("topics:", "rooms:")
+DPS_TOPIC_NAMESPACES = tuple(
+    n for n in os.environ.get("DPS_TOPIC_NAMESPACES", "topics:,rooms:").split(",") if n)
 DPS_PRESENCE = [p for p in os.environ.get("DPS_PRESENCE", "rooms:*").split(",") if p]
-DPS_PRESENCE_NAME_CHARS = 32
+DPS_PRESENCE_NAME_CHARS = int(os.environ.get("DPS_PRESENCE_NAME_CHARS", "32"))
 
 CHANNEL_LAYERS = {
     "default": {
