@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from .metrics import CpuMeter
 from .scenarios import Bench, all_call
 
 CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
@@ -25,7 +26,7 @@ CONFIGS: dict[str, tuple[str, dict[str, str]]] = {
     "history": ("rooms:cost", {"DPS_PRESENCE": ""}),
     "both": ("rooms:cost", {}),
 }
-SETTLE_S = 1.0  # presence diffs leave every presence_interval (0.1 s): wait well past it
+SETTLE_S = 3.0  # presence diffs leave every presence_interval (0.1 s): wait well past it
 
 
 @contextmanager
@@ -94,26 +95,32 @@ def cost(bench: Bench, config: str, members: int, rate: float, duration: float) 
 
 
 def storm(bench: Bench, config: str, sockets: int) -> dict:
-    topic, env = {"off": ("topics:storm", {}), "both": ("rooms:storm", {})}[config]
+    topic, env = {"off": ("topics:storm", {}), "both": ("rooms:storm", {}),
+                  "presence": CONFIGS["presence"]}[config]
+    topic = topic.replace("cost", "storm")
     with _environment(env):
         run = bench.open_run("dps")
     try:
         counts = _split(sockets, len(run.gens))
         bench._connect(run, counts)
-        before = run.sample()
+        generators = CpuMeter({"loadgen": [gen.pid for gen in run.gens]})
+        before, gens_before = run.sample(), generators.snapshot()
         replies = bench._join(run, [[[s, topic] for s in range(k)] for k in counts])
         seconds = max(r["seconds"] for r in replies)
         pushes = _settled_pushes(run)
         measured = run.measure(before, run.sample())
+        loadgen_cpu = CpuMeter.delta(gens_before, generators.snapshot())
         diffs = pushes.get("presence_diff", 0)
         result = {"config": config, "sockets": sockets, "join_seconds": seconds,
                   "joins_per_s": sockets / seconds, "cpu_s": measured["cpu_s"],
+                  "cpu_s_by_role": measured["cpu_s_by_role"], "loadgen_cpu_s": loadgen_cpu,
                   "presence_state_frames": pushes.get("presence_state", 0),
                   "presence_diff_frames": diffs,
                   "diff_frames_per_socket": diffs / sockets,
                   "uncoalesced_diff_frames": sockets * (sockets - 1) // 2 + sockets}
         bench.say(f"  storm {config:5s} {sockets} joins in {seconds:.2f}s "
-                  f"({result['joins_per_s']:.0f}/s), CPU {measured['cpu_s']:.1f}s; "
+                  f"({result['joins_per_s']:.0f}/s), server CPU {measured['cpu_s']:.1f}s "
+                  f"(load generators {loadgen_cpu:.1f}s); "
                   f"presence_state {result['presence_state_frames']}, presence_diff "
                   f"{diffs} ({result['diff_frames_per_socket']:.1f} per socket; uncoalesced "
                   f"{result['uncoalesced_diff_frames']})")
@@ -128,5 +135,6 @@ def run_all(say: Callable[[str], None], log, members: int, rate: float, duration
     say("== cost per join and per publish")
     costs = [cost(bench, c, members, rate, duration) for c in configs]
     say("== join storm on one topic")
-    storms = [storm(bench, c, sockets) for c in ("off", "both")] if sockets else []
+    storms = [storm(bench, c, sockets) for c in ("off", "both") if c in configs or c == "off"] \
+        if sockets else []
     return {"cost": costs, "storm": storms}
