@@ -217,7 +217,9 @@ async def test_topics_api_reads_presence_and_history_from_the_owner(settings):
     from topics import api
 
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channel_layer.DPSChannelLayer",
-                                           "CONFIG": {"history": HISTORY}}}
+                                           # its own runtime (one per node and prefix in a
+                                           # process), so its topic server has this history
+                                           "CONFIG": {"history": HISTORY, "prefix": "apitest"}}}
     channel_layers.backends.clear()
     try:
         layer = channel_layers["default"]
