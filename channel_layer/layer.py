@@ -20,6 +20,7 @@ from channels.layers import BaseChannelLayer
 
 from . import wire
 from .cluster import Cluster, current_node_name, load_cluster
+from .history import HistoryPatterns, HistoryPolicy
 from .local_channels import Fastlane, Wakeups
 from .runtime import NodeRuntime, acquire_runtime, node_of_channel, release_runtime
 from .settings import LayerSettings
@@ -38,7 +39,7 @@ def _django_setting(name: str) -> Any:
 
 
 class DPSChannelLayer(BaseChannelLayer):
-    extensions = ["groups", "flush"]
+    extensions = ["groups", "flush", "presence", "history"]
 
     def __init__(self, expiry: float = 60, capacity: int = 100,
                  channel_capacity: dict | None = None, group_expiry: float = 86400,
@@ -59,6 +60,7 @@ class DPSChannelLayer(BaseChannelLayer):
             self.cluster = load_cluster(cluster or _django_setting("DPS_CLUSTER"))
         self.node = node or current_node_name(self.cluster, _django_setting("DPS_NODE"))
         self._runtime: NodeRuntime | None = None
+        self._history = HistoryPatterns(self.settings.history)
 
     @property
     def runtime(self) -> NodeRuntime:
@@ -154,6 +156,53 @@ class DPSChannelLayer(BaseChannelLayer):
         else:
             change = runtime.change_remote_membership(op, group, channel, node)
         await runtime.call(change)
+
+    async def group_join(self, group: str, channel: str, options: dict | None = None) -> dict:
+        """``group_add`` for a channel of this node, with options for the group's owner (a DPS
+        extension): ``{"presence": [key, ref, meta]}`` tracks the member's presence until it
+        leaves, ``{"recover": [offset, epoch]}`` asks for the broadcasts after a position.
+        Returns the owner's answer, given at the join's place in the group's order:
+        ``{"presence": state}`` (as JSON text, in Phoenix's format, as it stood just before
+        this member; the changes since then follow as ``presence.diff`` messages) and, for a
+        group with history,
+        ``{"history": {"position": {"offset", "epoch"}, "recovered": bool,
+        "messages": [[offset, message], ...]}}``."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        if node_of_channel(channel) != self.node:
+            raise ValueError(f"group_join takes a channel of this node ({self.node!r})")
+        runtime = self.runtime
+        response = await runtime.call(runtime.group_join(group, channel, options or {}))
+        history = response.get("history")
+        if history:
+            history["messages"] = [[offset, wire.decode_message(data)]
+                                   for offset, data in history["messages"]]
+        return response
+
+    def history_policy(self, group: str) -> HistoryPolicy | None:
+        """``group``'s history size and ttl at its owner (None: no ``history`` pattern)."""
+        return self._history.policy_of(group)
+
+    def has_history(self, group: str) -> bool:
+        """Whether ``group``'s owner keeps its broadcasts (a ``history`` pattern matches)."""
+        return self._history.policy_of(group) is not None
+
+    async def group_presence(self, group: str) -> dict:
+        """The presence state at ``group``'s owner, in Phoenix's format (a DPS extension)."""
+        self.require_valid_group_name(group)
+        runtime = self.runtime
+        return await runtime.call(runtime.query_owner("presence", group))
+
+    async def group_history(self, group: str, since: int = 0) -> dict | None:
+        """The broadcasts ``group``'s owner keeps after offset ``since``, oldest first:
+        ``{"position": {...}, "messages": [[offset, message], ...]}``; None when the group has
+        no history or the owner has not loaded it (a DPS extension)."""
+        self.require_valid_group_name(group)
+        runtime = self.runtime
+        answer = await runtime.call(runtime.query_owner("history", group, int(since)))
+        if answer is not None:
+            answer["messages"] = [[o, wire.decode_message(d)] for o, d in answer["messages"]]
+        return answer
 
     async def group_send(self, group: str, message: dict) -> None:
         """Never raises ChannelFull: members that are full drop the message (counted)."""

@@ -20,6 +20,12 @@ Leaving is immediate here (nothing more is delivered to a discarded member); the
 the new count with the next heartbeat, or at once when the node's last member of a group goes.
 A topic server that asks (RESYNC) gets a snapshot of every group it owns; a ring change moves
 memberships to their new owners (``move``).
+
+A join may carry options for the owner (``add(..., options)``, the layer's ``group_join``): a
+presence track ``[key, ref, meta]`` and a history position to recover from; the owner's
+response comes back with the JOINED answer. The node keeps each member's track (sent with the
+JOIN, in every snapshot, untracked with an UNTRACK when the member goes), so a restarted or new
+owner rebuilds presence from the snapshots (``channel_layer.presence``).
 """
 from __future__ import annotations
 
@@ -42,17 +48,14 @@ class OwnerUnavailable(TransportError):
 
 
 class _PendingJoin:
-    __slots__ = ("group", "channel", "done")
+    __slots__ = ("group", "channel", "done", "options")
 
-    def __init__(self, group: str, channel: str, done: asyncio.Future) -> None:
+    def __init__(self, group: str, channel: str, done: asyncio.Future,
+                 options: dict | None) -> None:
         self.group = group
         self.channel = channel
         self.done = done
-
-
-def _time_out(done: asyncio.Future, error: Exception) -> None:
-    if not done.done():
-        done.set_exception(error)
+        self.options = options
 
 
 def _time_out(done: asyncio.Future, owner: str, group: str, timeout: float) -> None:
@@ -77,6 +80,7 @@ class Membership:
         self._dirty: set[str] = set()                  # groups whose count the owner lacks
         self._next_token = 0
         self._unsent: dict[str, list[tuple[str, int]]] = {}  # owner -> (group, token) to send
+        self.tracks: dict[str, dict[str, list]] = {}   # group -> {channel: [key, ref, meta]}
 
     # ----------------------------------------------------------------------------- reads
     def members(self, group: str) -> dict[str, float] | None:
@@ -97,20 +101,31 @@ class Membership:
         owner_of = self._owner_of
         return {g: self.count(g) for g in self.group_names() if owner_of(g) == ts}
 
+    def presence_for(self, ts: str) -> dict[str, list]:
+        """``{group: [track, ...]}`` for every tracked group ``ts`` owns (in a SYNC)."""
+        owner_of = self._owner_of
+        return {g: list(tracks.values()) for g, tracks in self.tracks.items()
+                if tracks and owner_of(g) == ts}
+
     # ---------------------------------------------------------------------------- changes
-    async def add(self, group: str, channel: str, timeout: float) -> None:
+    async def add(self, group: str, channel: str, timeout: float,
+                  options: dict | None = None) -> dict | None:
+        """Make ``channel`` a member once the owner confirms; the owner's response to
+        ``options`` (None without options)."""
         members = self.groups.get(group)
         if members is not None and channel in members:
             members[channel] = time.time()  # renewed, as a repeated group_add does elsewhere
-            return
+            if options is None:
+                return None
+            # Joining again with options (a Phoenix rejoin): the owner answers it again.
+            self._untrack(group, channel)
         token = self._pending_token.get((group, channel))
         if token is not None:  # the same join, already on its way
-            await asyncio.shield(self._pending[token].done)
-            return
+            return await asyncio.shield(self._pending[token].done)
         token = self._next_token = self._next_token + 1
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        self._pending[token] = _PendingJoin(group, channel, done)
+        self._pending[token] = _PendingJoin(group, channel, done, options)
         self._pending_token[(group, channel)] = token
         self._pending_in[group] += 1
         owner = self._owner_of(group)
@@ -120,7 +135,7 @@ class Membership:
         # A timer rather than wait_for: no task per join (a join storm is a hot path).
         timer = loop.call_later(timeout, _time_out, done, owner, group, timeout)
         try:
-            await done
+            return await done
         except BaseException:
             self._abandon(token)
             raise
@@ -131,8 +146,18 @@ class Membership:
         """One JOIN envelope per owner for every join queued since the last call."""
         unsent, self._unsent = self._unsent, {}
         for owner, joins in unsent.items():
-            entries = [[group, self.count(group), token] for group, token in joins
-                       if token in self._pending]
+            entries = []
+            for group, token in joins:
+                pending = self._pending.get(token)
+                if pending is None:
+                    continue
+                if pending.options is None:
+                    entries.append([group, self.count(group), token])
+                    continue
+                entries.append([group, self.count(group), token, pending.options])
+                track = pending.options.get("presence")
+                if track is not None:  # from now on the owner may hold it
+                    self.tracks.setdefault(group, {})[pending.channel] = track
             if not entries:
                 continue
             written = self._outbox(owner).put(
@@ -149,7 +174,7 @@ class Membership:
             if pending is not None and not pending.done.done():
                 pending.done.set_exception(error)
 
-    def joined(self, token: int) -> None:
+    def joined(self, token: int, response: dict | None = None) -> None:
         """The owner's answer to a JOIN: the member is active from here on."""
         pending = self._pending.pop(token, None)
         if pending is None:
@@ -160,9 +185,11 @@ class Membership:
         members = self.groups.get(group)
         if members is None:
             members = self.groups[group] = {}
+        if pending.channel in members:
+            self._dirty.add(group)  # a rejoin: the owner counted this member twice
         members[pending.channel] = time.time()
         if not pending.done.done():
-            pending.done.set_result(None)
+            pending.done.set_result(response)
 
     def _abandon(self, token: int) -> None:
         pending = self._pending.pop(token, None)
@@ -170,6 +197,7 @@ class Membership:
             del self._pending_token[(pending.group, pending.channel)]
             self._pending_in[pending.group] -= 1
             self._dirty.add(pending.group)  # the owner may have counted it: send the truth
+            self._untrack(pending.group, pending.channel)
             if not pending.done.done():
                 pending.done.set_result(None)
 
@@ -177,6 +205,7 @@ class Membership:
         token = self._pending_token.get((group, channel))
         if token is not None:
             self._abandon(token)  # group_add then group_discard: not a member
+        self._untrack(group, channel)
         members = self.groups.get(group)
         if members is not None and members.pop(channel, None) is not None and not members:
             del self.groups[group]
@@ -192,6 +221,17 @@ class Membership:
             # a snapshot after a failed write).
             logger.warning("could not unregister %s from its owner: %s", group, exc)
 
+    def _untrack(self, group: str, channel: str) -> None:
+        """The member's presence leaves at the owner, in order after its JOIN."""
+        tracks = self.tracks.get(group)
+        track = tracks.pop(channel, None) if tracks else None
+        if track is None:
+            return
+        if not tracks:
+            del self.tracks[group]
+        self._outbox(self._owner_of(group)).put(
+            wire.encode([wire.UNTRACK, self.node, self.boot, [[group, track[1]]]]))
+
     def expired(self, now: float, group_expiry: float) -> list[tuple[str, str]]:
         """Memberships older than ``group_expiry`` (the caller discards them)."""
         horizon = now - group_expiry
@@ -201,6 +241,7 @@ class Membership:
     def clear(self) -> None:
         """Forget every membership (``flush``): the owners are flushed by the same call."""
         self.groups.clear()
+        self.tracks.clear()
         for token in list(self._pending):
             self._abandon(token)
         self._dirty.clear()
@@ -217,7 +258,8 @@ class Membership:
         return wire.encode([wire.MEMBER, group, self.node, self.boot, count])
 
     def sync_envelope(self, ts: str) -> bytes:
-        return wire.encode([wire.SYNC, self.node, self.boot, ts, self.snapshot_for(ts)])
+        return wire.encode([wire.SYNC, self.node, self.boot, ts, self.snapshot_for(ts),
+                            self.presence_for(ts)])
 
     def flush_counts(self) -> None:
         """Tell owners the counts that changed since the last heartbeat (0: unregister)."""

@@ -33,6 +33,8 @@ from .transport import MemoryTransport, RedisTransport, Transport, TransportErro
 
 logger = logging.getLogger("channel_layer.runtime")
 T = TypeVar("T")
+# The key a group message with history carries: its [offset, epoch] at the owner.
+POSITION_KEY = "dps_position"
 
 
 def node_of_channel(channel: str) -> str | None:
@@ -218,6 +220,16 @@ class NodeRuntime:
     async def group_add(self, group: str, channel: str) -> None:
         await self.membership.add(group, channel, self.settings.confirm_timeout)
 
+    async def group_join(self, group: str, channel: str, options: dict) -> dict:
+        response = await self.membership.add(group, channel, self.settings.confirm_timeout,
+                                             options)
+        return response or {}
+
+    async def query_owner(self, what: str, group: str, argument: object = None) -> object:
+        """Ask ``group``'s owner about its presence or history (``topics.api``)."""
+        return await self.request(self.owner_of(group), lambda reply: [
+            wire.QUERY, what, group, argument, reply])
+
     async def group_discard(self, group: str, channel: str) -> None:
         await self.membership.discard(group, channel)
 
@@ -343,8 +355,15 @@ class NodeRuntime:
         self._send_sync(envelope[1])
 
     def _joined(self, envelope: list, now: float, wake: Wakeups) -> None:
-        for token in envelope[1]:
-            self.membership.joined(token)
+        states = envelope[2] if len(envelope) > 2 else {}
+        for answer in envelope[1]:
+            if isinstance(answer, list):  # [token, response]: a join with options
+                token, response = answer
+                if "presence" in response:
+                    response["presence"] = states[response["presence"]]
+                self.membership.joined(token, response)
+            else:
+                self.membership.joined(answer)
 
     def _membership_request(self, envelope: list, now: float, wake: Wakeups) -> None:
         _, op, group, channel, reply = envelope
@@ -370,7 +389,7 @@ class NodeRuntime:
         task.add_done_callback(self._background.discard)
 
     def _deliver_group(self, envelope: list, now: float, wake: Wakeups) -> None:
-        _, group, expires_at, data = envelope
+        _, group, expires_at, data, *position = envelope
         members = self.membership.members(group)
         if not members:
             self.counters["group_deliveries_without_members"] += 1
@@ -381,6 +400,8 @@ class NodeRuntime:
         # Decoded once for the node and shared by every local member (consumers must treat
         # a received message as read-only, as with any Channels layer that avoids copies).
         message = wire.decode_message(data)
+        if position:  # a group with history: [offset, epoch] (channel_layer.history)
+            message[POSITION_KEY] = position[0]
         fastlanes = self.local.fastlanes
         for channel in members:  # all of them this node's own channels (see membership)
             lane = fastlanes.get(channel)

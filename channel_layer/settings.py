@@ -5,7 +5,7 @@ Values come from ``CHANNEL_LAYERS[alias]["CONFIG"]`` (for the layer) and ``setti
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 RUNTIME_LOOPS = ("auto", "server", "thread")
@@ -31,6 +31,12 @@ class LayerSettings:
                                       # node's answer to a membership change or a flush
     prefix: str = "dps"               # Redis key prefix (lets clusters share one Redis)
     runtime_loop: str = "auto"        # "server", "thread" or "auto": see channel_layer.runtime
+    # History of broadcasts at each group's owner (channel_layer.history), by group glob:
+    # {"rooms.*": {"size": 100, "ttl": 300}}; empty: no history.
+    history: dict = field(default_factory=dict)
+    history_meta_ttl: float = 86400   # seconds a group's epoch and offset outlive its history
+    history_cache_groups: int = 10_000  # groups whose history an owner keeps in memory
+    presence_interval: float = 0.1    # seconds over which an owner coalesces presence changes
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LayerSettings:
@@ -42,4 +48,7 @@ class LayerSettings:
         if value.runtime_loop not in RUNTIME_LOOPS:
             raise ValueError(f"runtime_loop must be one of {', '.join(RUNTIME_LOOPS)}, "
                              f"not {value.runtime_loop!r}")
+        from .history import HistoryPatterns
+
+        HistoryPatterns(value.history)  # a bad pattern fails at start, not at the first join
         return value

@@ -6,7 +6,8 @@ reads its inbox in order, one envelope at a time, so every member of a group see
 order. Membership is tied to the WS node that holds it: a WS node that falls silent for
 ``node_timeout`` loses its memberships; a WS node that restarts replaces them; a topic server
 that restarts asks every WS node for a snapshot (RESYNC / SYNC) instead of waiting for clients
-to rejoin.
+to rejoin. It also holds the presence (``presence``) and history (``history``) of the groups it
+owns.
 """
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from . import stats, wire
-from .cluster import Cluster, ClusterConfigError, ClusterFileWatcher
+from .cluster import TS, Cluster, ClusterConfigError, ClusterFileWatcher
+from .history import HistoryPatterns, HistoryStore
 from .outbox import Outbox
+from .presence import PresenceBook
 from .ring import Ring
 from .settings import LayerSettings
 from .transport import Transport, TransportError
@@ -73,7 +76,17 @@ class TopicServer:
             wire.PUBLISH: self.handle_publish,
             wire.JOIN: self.handle_join,
             wire.PLAIN_MEMBER: self.handle_plain_member,
+            wire.UNTRACK: self.handle_untrack,
+            wire.QUERY: self.handle_query,
         }
+        self.presence = PresenceBook()
+        self._presence_sent_at = 0.0
+        self.history = HistoryStore(
+            HistoryPatterns(self.settings.history), self.settings.prefix,
+            self.settings.history_meta_ttl, self.settings.history_cache_groups,
+            self._topic_table_client, self._other_ts_clients)
+        self._history_loads: set[str] = set()  # groups to read before the held envelopes
+        self._other_clients: dict[str, aioredis.Redis] = {}
         self.topic_table = stats.TopicTable(self.settings.stats_interval)
         self._rates = stats.RateWindow()
         self._last_rates: dict[str, float] = {}
@@ -82,6 +95,8 @@ class TopicServer:
             wire.PUBLISH: self._in_order,
             wire.JOIN: self._in_order,
             wire.PLAIN_MEMBER: self._in_order,
+            wire.UNTRACK: self._in_order,
+            wire.QUERY: self._in_order,
             wire.FLUSH: self.handle_flush,
             wire.MEMBER: self.handle_member,
             wire.HELLO: self.handle_hello,
@@ -103,6 +118,8 @@ class TopicServer:
             while not stop.is_set():
                 block = min(self.settings.read_block_ms, 200) if self._held else \
                     self.settings.read_block_ms
+                if self.presence.changed:  # wake up when the coalesced diffs are due
+                    block = max(1, min(block, int(self._presence_wait() * 1000) + 1))
                 try:
                     entries = await self.transport.read(self.node, self.settings.read_batch,
                                                         block)
@@ -116,7 +133,7 @@ class TopicServer:
                 now = time.time()
                 for _, data in entries:
                     self.handle(data, now)
-                self._release_held_if_warm()
+                await self._release_held()
                 await self._flush()
         finally:
             housekeeping.cancel()
@@ -126,12 +143,14 @@ class TopicServer:
             for _, data in await self.transport.stop_reading(self.node):
                 self.handle(data, time.time())
             self._warm_until = 0.0  # stopping: fan out what was held for the resync, now
-            self._release_held_if_warm()
+            await self._release_held()
+            self._presence_sent_at = 0.0  # and send the last presence changes
             await self._flush()
             await self.transport.ack(self.node)  # a clean restart re-reads nothing
             await self._publish_stats()
-            if self._stats_client is not None:
-                await self._stats_client.aclose()
+            for client in [self._stats_client, *self._other_clients.values()]:
+                if client is not None:
+                    await client.aclose()
             logger.info("topic server %s stopped", self.node)
 
     async def _wake_reader_on(self, stop: asyncio.Event) -> None:
@@ -158,6 +177,10 @@ class TopicServer:
                     logger.warning("could not publish stats: %s", exc)
 
     async def _flush(self) -> None:
+        if self.presence.changed and self._presence_wait() <= 0:
+            self._send_presence()
+        # History first: a broadcast's offset reaches a client only once Redis holds it.
+        await self.history.write()
         if self._plain_pushes:
             await self._push_to_plain_channels()
         for outbox in self._outboxes.values():
@@ -184,6 +207,39 @@ class TopicServer:
             outbox = self._outboxes[node] = Outbox(self.transport, node)
         return outbox
 
+    def _presence_wait(self) -> float:
+        return self._presence_sent_at + self.settings.presence_interval - time.monotonic()
+
+    def _send_presence(self) -> None:
+        """The coalesced presence changes, one message per changed group, to its members."""
+        self._presence_sent_at = time.monotonic()
+        expires_at = time.time() + self.settings.expiry
+        for group, message in self.presence.take_messages():
+            state = self.groups.get(group)
+            if state is None:
+                continue
+            delivery = wire.encode([wire.GROUP_DELIVER, group, expires_at,
+                                    wire.encode_message(message, self.settings.max_message_bytes)])
+            for ws_node in state.members:
+                self._outbox(ws_node).put(delivery)
+            self.counters["presence_messages"] += 1
+            self.counters["node_deliveries"] += len(state.members)
+
+    def _other_ts_clients(self) -> list[aioredis.Redis]:
+        """Clients of the other topic servers' Redis (where a moved group's history was)."""
+        own = self.cluster.node(self.node).redis_url
+        clients = []
+        for node in self.cluster.nodes:
+            if node.role != TS or node.name == self.node or node.redis_url in (None, own):
+                continue
+            client = self._other_clients.get(node.redis_url)
+            if client is None:
+                client = self._other_clients[node.redis_url] = aioredis.Redis.from_url(
+                    node.redis_url, socket_connect_timeout=self.settings.connect_timeout,
+                    socket_timeout=self.settings.connect_timeout)
+            clients.append(client)
+        return clients
+
     # --------------------------------------------------------------------------- envelopes
     def handle(self, data: bytes, now: float) -> None:
         """Apply one inbox envelope. Bad input is counted and skipped, never fatal."""
@@ -191,27 +247,48 @@ class TopicServer:
 
     def _in_order(self, envelope: list, now: float) -> None:
         """Publishes, joins and plain memberships keep one order: while publishes are held
-        for a resync, the joins behind them wait too (a join never sees an earlier publish)."""
+        for a resync, the joins behind them wait too (a join never sees an earlier publish);
+        so does everything behind an envelope whose group's history must be read first."""
         if self._held or time.monotonic() < self._warm_until and not self._all_synced():
+            self._held.append(envelope)
+        elif self._needs_history(envelope):
             self._held.append(envelope)
         else:
             self._ordered[envelope[0]](envelope, now)
+
+    def _needs_history(self, envelope: list) -> bool:
+        """Whether ``envelope`` touches a group whose history is not in memory yet (noted in
+        ``_history_loads``)."""
+        kind = envelope[0]
+        if kind == wire.PUBLISH or kind == wire.QUERY:
+            groups = [envelope[1] if kind == wire.PUBLISH else envelope[2]]
+        elif kind == wire.JOIN:
+            groups = [entry[0] for entry in envelope[3]]
+        else:
+            return False
+        missing = {g for g in groups if isinstance(g, str) and self.history.needs_load(g)}
+        self._history_loads |= missing
+        return bool(missing)
 
     def handle_publish(self, envelope: list, now: float) -> None:
         _, group, expires_at, _message = envelope
         state = self.groups.get(group)
         self.counters["published"] += 1
-        if state is None:
-            self.counters["published_no_members"] += 1
-            return
         if expires_at < now:
             self.counters["expired"] += 1
+            return
+        # Kept even with nobody listening: whoever comes back recovers it.
+        position = self.history.append(group, envelope[3], now)
+        if state is None:
+            self.counters["published_no_members"] += 1
             return
         state.messages += 1
         state.last_activity = now
         self.topic_table.touch(group)
         # Encoded once, whatever the number of WS nodes; the message bytes are not decoded.
-        delivery = wire.encode([wire.GROUP_DELIVER, group, expires_at, envelope[3]])
+        delivery = wire.encode([wire.GROUP_DELIVER, group, expires_at, envelope[3]] if
+                               position is None else
+                               [wire.GROUP_DELIVER, group, expires_at, envelope[3], position])
         for ws_node in state.members:
             self._outbox(ws_node).put(delivery)
         self.counters["node_deliveries"] += len(state.members)
@@ -223,11 +300,62 @@ class TopicServer:
         to that node, so the member receives only what this server fans out from now on."""
         _, ws_node, boot, joins = envelope
         self._see(ws_node, boot, now)
-        for group, count, _token in joins:
+        answers = []
+        states: dict[str, str] = {}  # each group's presence state once per answer
+        for group, count, token, *options in joins:
             self._set_count(group, ws_node, int(count), now)
+            answers.append([token, self._join_response(group, ws_node, options[0], now, states)]
+                           if options else token)
         if self.cluster.has_node(ws_node):
-            self._outbox(ws_node).put(wire.encode([wire.JOINED, [j[2] for j in joins]]))
+            self._outbox(ws_node).put(wire.encode([wire.JOINED, answers, states] if states
+                                                  else [wire.JOINED, answers]))
         self.counters["joins"] += len(joins)
+
+    def _join_response(self, group: str, ws_node: str, options: dict, now: float,
+                       states: dict[str, str]) -> dict:
+        """What a join with options (``DPSChannelLayer.group_join``) learns, exactly at its
+        place in the group's order: the presence state and the history position, with every
+        broadcast after the position it recovers from."""
+        response: dict = {}
+        track = options.get("presence")
+        if track is not None:
+            key, ref, meta = track
+            response["presence"] = group  # its state is in the answer's ``states``
+            if group not in states:
+                states[group] = self.presence.state_json(group)
+            self.presence.track(group, ws_node, key, ref, meta)
+        position = self.history.position(group)
+        if position is not None:
+            recover = options.get("recover")
+            recovery = self.history.since(group, int(recover[0]), str(recover[1]), now) \
+                if recover else None
+            response["history"] = {"position": position,
+                                   "recovered": bool(recovery and recovery.recovered),
+                                   "messages": recovery.messages if recovery else []}
+            if recover:
+                self.counters["recoveries" if recovery.recovered else "recoveries_failed"] += 1
+        return response
+
+    def handle_untrack(self, envelope: list, now: float) -> None:
+        _, ws_node, boot, leaves = envelope
+        self._see(ws_node, boot, now)
+        for group, ref in leaves:
+            self.presence.untrack(group, ref)
+
+    def handle_query(self, envelope: list, now: float) -> None:
+        """``topics.api``'s questions, answered in the group's order."""
+        _, what, group, argument, reply = envelope
+        if what == "presence":
+            answer: object = self.presence.current(group)
+        elif what == "history":
+            history = self.history.loaded(group)
+            answer = None if history is None else {
+                "position": self.history.position(group),
+                "messages": [[o, data] for o, at, data in history.recent
+                             if o > int(argument or 0) and at >= now - history.policy.ttl]}
+        else:
+            answer = {"error": f"unknown query {what!r}"}
+        self._spawn_answer(reply, answer)
 
     def handle_plain_member(self, envelope: list, now: float) -> None:
         _, group, channel, joined_at, capacity = envelope
@@ -242,14 +370,18 @@ class TopicServer:
 
     def handle_flush(self, envelope: list, now: float) -> None:
         self.flush_state()
-        task = asyncio.get_running_loop().create_task(self._answer(envelope[1]))
+        self._spawn_answer(envelope[1], None)
+
+    def _spawn_answer(self, reply: str, answer: object) -> None:
+        task = asyncio.get_running_loop().create_task(self._answer(reply, answer))
         self._answers.add(task)
         task.add_done_callback(self._answers.discard)
 
-    async def _answer(self, reply: str) -> None:
+    async def _answer(self, reply: str, answer: object) -> None:
         try:
-            await self.transport.channel_push(self.node, reply, wire.encode_message(None, 64),
-                                              1, int(self.settings.confirm_timeout * 2000))
+            await self.transport.channel_push(
+                self.node, reply, wire.encode_message(answer, self.settings.max_message_bytes),
+                1, int(self.settings.confirm_timeout * 2000))
         except TransportError as exc:
             logger.warning("could not answer a flush: %s", exc)
 
@@ -258,6 +390,8 @@ class TopicServer:
         self.groups.clear()
         self._held.clear()
         self._plain_pushes.clear()
+        self.presence.clear()
+        self.history.forget()
 
     def handle_member(self, envelope: list, now: float) -> None:
         _, group, ws_node, boot, count = envelope
@@ -269,8 +403,9 @@ class TopicServer:
         self._see(ws_node, boot, now)
 
     def handle_sync(self, envelope: list, now: float) -> None:
-        _, ws_node, boot, _ts, snapshot = envelope
+        _, ws_node, boot, _ts, snapshot, *presence = envelope
         state = self._see(ws_node, boot, now)
+        self.presence.replace_node(ws_node, presence[0] if presence else {})
         # Replace this node's memberships with the snapshot, keeping the state (counters) of
         # groups that stay.
         for group in [g for g, s in self.groups.items() if ws_node in s.members
@@ -311,6 +446,7 @@ class TopicServer:
                 state = self.groups[group] = GroupState(created=now, last_activity=now)
             state.members[ws_node] = count
         else:
+            self.presence.drop_node(ws_node, {group})  # no members there: nobody present
             state = self.groups.get(group)
             if state is not None:
                 state.members.pop(ws_node, None)
@@ -383,11 +519,23 @@ class TopicServer:
             for ws in self.cluster.ws_nodes
         )
 
+    async def _release_held(self) -> None:
+        """Apply the held envelopes in order once warm, reading histories they need first."""
+        while True:
+            self._release_held_if_warm()
+            if not self._history_loads:
+                return
+            loads, self._history_loads = self._history_loads, set()
+            await self.history.load(loads)
+
     def _release_held_if_warm(self) -> None:
         if self._held and (self._all_synced() or time.monotonic() >= self._warm_until):
             held, self._held = self._held, []
             now = time.time()
-            for envelope in held:
+            for i, envelope in enumerate(held):
+                if self._needs_history(envelope):  # it and all behind it wait for the read
+                    self._held = held[i:] + self._held
+                    return
                 self._ordered[envelope[0]](envelope, now)
 
     # ------------------------------------------------------------------------------- stats
@@ -402,6 +550,7 @@ class TopicServer:
         hottest += itertools.islice(((name, 0, state) for name, state in self.groups.items()
                                      if name not in listed), max(0, limit - len(hottest)))
         counters = dict(self.counters + self.transport.counters)
+        counters.update(self.history.counters)
         return {
             "role": "ts",
             "node": self.node,

@@ -18,20 +18,29 @@ logger = logging.getLogger("channel_layer.wire")
 # Envelope kinds. Keep the numbers stable: they are the wire format.
 CHANNEL = 1         # [CHANNEL, channel, expires_at, message_bytes]          -> the channel's node
 PUBLISH = 2         # [PUBLISH, group, expires_at, message_bytes]            -> the group's owner
-GROUP_DELIVER = 3   # [GROUP_DELIVER, group, expires_at, message_bytes]      -> a WS node
+GROUP_DELIVER = 3   # [GROUP_DELIVER, group, expires_at, message_bytes(, [offset, epoch])]
+                    #   -> a WS node; the position only for a group with history
 MEMBER = 4          # [MEMBER, group, ws_node, boot, local_count]            -> the group's owner
 HELLO = 5           # [HELLO, ws_node, boot]                                 -> every TS node
 RESYNC = 6          # [RESYNC, ts_node, ts_boot]                             -> a WS node
-SYNC = 7            # [SYNC, ws_node, boot, ts_node, {group: local_count}]   -> a TS node
+SYNC = 7            # [SYNC, ws_node, boot, ts_node, {group: local_count},
+                    #   {group: [[key, ref, meta], ...]}]: counts and presence -> a TS node
 BYE = 8             # [BYE, ws_node, boot]                                   -> every TS node
 WAKE = 9            # [WAKE]: ends a reader's blocking read when its process stops -> itself
-JOIN = 10           # [JOIN, ws_node, boot, [[group, local_count, token], ...]] -> an owner
-JOINED = 11         # [JOINED, [token, ...]]: the owner's answer, behind earlier deliveries -> WS
+JOIN = 10           # [JOIN, ws_node, boot, [[group, local_count, token(, options)], ...]]
+                    #   -> an owner; options {"presence": [key, ref, meta],
+                    #   "recover": [offset, epoch]} (group_join)
+JOINED = 11         # [JOINED, [token | [token, response], ...](, {group: presence JSON})]:
+                    #   the owner's answer, behind earlier deliveries -> WS; a response
+                    #   answers a join with options (its "presence": the group whose state is here)
 MEMBERSHIP = 12     # [MEMBERSHIP, op, group, channel, reply]: group_add/discard ("add" or
                     #   "discard") for a channel of the receiving node; answered on ``reply``
 PLAIN_MEMBER = 13   # [PLAIN_MEMBER, group, channel, joined_at, capacity] (joined_at 0: leave)
                     #   a plain channel's membership, held by the group's owner -> the owner
 FLUSH = 14          # [FLUSH, reply]: forget every group and queued message; answer on ``reply``
+UNTRACK = 15        # [UNTRACK, ws_node, boot, [[group, ref], ...]]: presence leaves -> an owner
+QUERY = 16          # [QUERY, what, group, argument, reply]: "presence" (argument None) or
+                    #   "history" (argument: offset); answered on ``reply`` -> the owner
 
 RESERVED_KEY = "__asgi_channel__"
 

@@ -119,11 +119,21 @@ DPS_LONGPOLL_MAX_PENDING_FRAMES = int(os.environ.get("DPS_LONGPOLL_MAX_PENDING_F
 # JSON in the environment so that one cluster file + one env var configure every node.
 DPS_LAYER = json.loads(os.environ.get("DPS_LAYER", "{}"))
 
+# Namespaces clients may join, topics whose members are tracked (topics.presence), and the
+# demo's rooms: presence, and history at the owner (size, ttl) for recovery.
+DPS_TOPIC_NAMESPACES = tuple(
+    n for n in os.environ.get("DPS_TOPIC_NAMESPACES", "topics:,rooms:").split(",") if n)
+DPS_PRESENCE = [p for p in os.environ.get("DPS_PRESENCE", "rooms:*").split(",") if p]
+DPS_PRESENCE_NAME_CHARS = int(os.environ.get("DPS_PRESENCE_NAME_CHARS", "32"))
+
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channel_layer.DPSChannelLayer",
-        # Where the layer's runtime runs (auto: the server's loop under daphne or uvicorn).
-        "CONFIG": {"runtime_loop": os.environ.get("DPS_RUNTIME_LOOP", "auto")},
+        "CONFIG": {
+            # Where the layer's runtime runs (auto: the server's loop under daphne or uvicorn).
+            "runtime_loop": os.environ.get("DPS_RUNTIME_LOOP", "auto"),
+            "history": {"rooms.*": {"size": 100, "ttl": 300}},
+        },
     }
 }
 

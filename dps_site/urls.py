@@ -1,11 +1,12 @@
-"""HTTP routes of a DPS node: the Django admin, with the cluster's ring and topic statistics,
-and the node's Prometheus metrics."""
+"""HTTP routes of a DPS node: the demo chat, the Django admin, with the cluster's ring and
+topic statistics, and the node's Prometheus metrics."""
 from django.contrib import admin
 from django.urls import include, path
 
 from topics import views
 
 urlpatterns = [
+    path("", views.demo, name="demo"),
     path("metrics", views.metrics, name="metrics"),
     path("admin/dps/", include("topics.admin")),  # before admin/: its catch-all would match
     path("admin/", admin.site.urls),

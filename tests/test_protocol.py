@@ -129,7 +129,7 @@ def test_join_replies_ok_after_the_subscription(client):
 def test_join_reply_is_only_emitted_by_joined(wire):
     socket = PhoenixSocket(wire.serializer)
     actions = socket.handle_frame(wire.frame("1", "1", "topics:matrix", "phx_join", {}))
-    assert actions == [Subscribe("topics:matrix", "1", "1")]
+    assert actions == [Subscribe("topics:matrix", "1", "1", {})]
     assert socket.topics == frozenset()
     reply = socket.joined(actions[0])
     assert [wire.parse(a.text) for a in reply] == [["1", "1", "topics:matrix", "phx_reply", OK]]

@@ -59,7 +59,15 @@ def test_runcluster_creates_an_admin_account_and_serves_the_styled_admin(tmp_pat
             with urllib.request.urlopen(url, timeout=10) as response:
                 assert b"dps_publishes_total" in response.read()
 
+        # The demo chat comes first among the URLs, and the node serves it and its phoenix.js.
+        announced = [i for i, line in enumerate(lines) if line.startswith("[runcluster]")
+                     and "://127.0.0.1:" in line and "redis" not in line]
+        assert f"demo chat (presence, recovery): http://127.0.0.1:{port}/" in lines[announced[0]]
         session = Browser(f"http://127.0.0.1:{port}")
+        status, demo = session.get("/")
+        assert status == 200 and b"dps/vendor/phoenix-1.8.16.min.js" in demo
+        status, script = session.get("/static/dps/vendor/phoenix-1.8.16.min.js")
+        assert status == 200 and b"Presence" in script
         status, css = session.get("/static/admin/css/base.css")
         assert status == 200 and b"--header-bg" in css
         assert session.get("/static/dps/dps.css")[0] == 200

@@ -144,6 +144,11 @@ class LocalCluster:
     def ws_urls(self) -> list[str]:
         return [f"ws://{self.host}:{n.port}/socket/websocket?vsn=2.0.0" for n in self.ws_nodes]
 
+    @property
+    def demo_urls(self) -> list[str]:
+        """The demo chat at ``/`` of every WS node."""
+        return [f"http://{self.host}:{n.port}/" for n in self.ws_nodes]
+
     def metrics_url(self, node: LocalNode) -> str:
         """Where ``node`` serves its Prometheus metrics."""
         return f"http://{self.host}:{node.port or node.metrics_port}/metrics"
@@ -329,6 +334,32 @@ class LocalCluster:
                 return True
         except OSError:
             return False
+
+    # -- one node at a time (failure tests) -------------------------------------------------
+
+    def kill_node(self, name: str, signum: int = signal.SIGKILL,
+                  timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        """Stop one node's process with ``signum`` and forget it (``poll`` no longer sees it)."""
+        child = next(c for c in self._children if c.label == name)
+        self._children.remove(child)
+        self._serving.discard(name)
+        _signal_group(child.proc, signum)
+        child.proc.wait(timeout)
+        child.pump.join(timeout=1.0)
+
+    def start_node(self, name: str, timeout: float = DEFAULT_READY_TIMEOUT) -> None:
+        """Start one node (again) and wait until it is ready."""
+        node = next(n for n in self.nodes if n.name == name)
+        self._spawn(node.name, self.command_for(node), self.env_for(node))
+        self._wait_until_ready(timeout)
+
+    def restart_redis(self, name: str) -> None:
+        """Replace ``name``'s Redis by an empty one on the same port (its data is gone)."""
+        old = self._redis[name]
+        port = old.port
+        old.stop()
+        redis = self._redis[name] = RedisProcess(port, parent_dir=self._workdir)
+        redis.start()
 
     def poll(self) -> str | None:
         """Describe the first process that has exited, or return None if all are running."""

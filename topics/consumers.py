@@ -20,7 +20,10 @@ from channels.consumer import AsyncConsumer, get_handler_name
 from channels.exceptions import ChannelFull, StopConsumer
 from django.conf import settings
 
-from . import connections, metrics
+from channel_layer.presence import DIFF_TYPE, STATE_TYPE
+from channel_layer.runtime import POSITION_KEY
+
+from . import connections, metrics, presence
 from .broadcasts import BROADCAST_TYPE, binary_as_json, binary_frame, is_binary, message_for_publish
 from .direct_frames import NOT_OPEN, DirectFrames, direct_frames_for
 from .protocol import (
@@ -38,6 +41,8 @@ from .protocol import (
     encode_event,
     serializer_for_query_string,
 )
+from .protocol.topics import PREFIX as TOPICS_PREFIX
+from .protocol.topics import topic_for_group
 from .sender import OrderedSender
 
 logger = logging.getLogger(__name__)
@@ -49,6 +54,8 @@ CLOSE_TRY_AGAIN_LATER = 1013  # a client too slow to take what it subscribed to
 # Frames (by ASGI message type) that found their connection closed or closing, on this node.
 SENDS_AFTER_CLOSE: Counter[str] = Counter()
 _ENCODED_TAILS = "_dps_encoded_tails"
+_AS_BROADCAST = "_dps_as_broadcast"
+PRESENCE_EVENTS = {DIFF_TYPE: "presence_diff", STATE_TYPE: "presence_state"}
 
 
 def _encoded_tail(message: dict[str, Any], serializer: Serializer) -> bytes:
@@ -63,6 +70,23 @@ def _encoded_tail(message: dict[str, Any], serializer: Serializer) -> bytes:
         tail = tails[serializer] = serializer.broadcast_tail(
             encode_event(message["event"]), message["payload"]).encode()
     return tail
+
+
+def _presence_broadcast(message: dict[str, Any]) -> dict[str, Any]:
+    """A presence message from the owner as the broadcast members receive (made once per
+    node: members share the message)."""
+    broadcast = message.get(_AS_BROADCAST)
+    if broadcast is None:
+        broadcast = message[_AS_BROADCAST] = {
+            "type": BROADCAST_TYPE, "topic": topic_for_group(message["group"]),
+            "event": PRESENCE_EVENTS[message["type"]], "payload": message["payload"]}
+    return broadcast
+
+
+def _text_payload(message: dict[str, Any]) -> str:
+    """A broadcast's payload as JSON text (binary as JSON: a V1 member, or a position)."""
+    payload = message["payload"]
+    return binary_as_json(payload) if isinstance(payload, bytes) else payload
 
 
 def _failure_reason(operation: str, exc: Exception) -> str:
@@ -150,7 +174,9 @@ class PhoenixSocketConsumer(AsyncConsumer):
             serializer,
             max_frame_bytes=getattr(settings, "DPS_MAX_FRAME_BYTES", DEFAULT_MAX_FRAME_BYTES),
             max_topics=getattr(settings, "DPS_MAX_TOPICS_PER_SOCKET", DEFAULT_MAX_TOPICS),
+            namespaces=tuple(getattr(settings, "DPS_TOPIC_NAMESPACES", (TOPICS_PREFIX,))),
         )
+        self._presence_key = presence.new_socket_key()
         await self.send({"type": "websocket.accept"})
         self._identity = connections.socket_opened(self.scope)
         self._max_send_buffer = int(getattr(
@@ -198,8 +224,15 @@ class PhoenixSocketConsumer(AsyncConsumer):
         """A publish on a topic this socket joined, through the layer's queue (any layer)."""
         self._deliver_broadcast(message)
 
+    async def presence_diff(self, message: dict[str, Any]) -> None:
+        self._deliver_broadcast(_presence_broadcast(message))
+
+    presence_state = presence_diff
+
     def _fastlane(self, message: dict[str, Any]) -> None:
         """A group message handed over directly by the DPS layer: no queue, no task."""
+        if message.get("type") in PRESENCE_EVENTS:
+            message = _presence_broadcast(message)
         if message.get("type") != BROADCAST_TYPE:
             self._loop.create_task(self.dispatch(message))  # not a broadcast: the usual way
         elif self._busy:
@@ -219,6 +252,10 @@ class PhoenixSocketConsumer(AsyncConsumer):
         if is_binary(message) and socket.serializer.BINARY:
             self._deliver_binary(socket, message)
             return
+        position = message.get(POSITION_KEY)
+        if position is not None and socket.wants_offsets(message["topic"]):
+            self._send_positioned(socket, message, position)
+            return
         if self._direct is not None:
             prefix = socket.broadcast_prefix_bytes(message["topic"])
             if prefix is None:
@@ -226,10 +263,8 @@ class PhoenixSocketConsumer(AsyncConsumer):
             if self._write_direct(prefix, _encoded_tail(message, socket.serializer)):
                 metrics.record_delivery(message)
                 return
-        payload = message["payload"]
-        if isinstance(payload, bytes):  # a V1 member: Phoenix's V1 has no binary frames
-            payload = binary_as_json(payload)
-        text = socket.render_broadcast(message["topic"], message["event"], payload)
+        text = socket.render_broadcast(message["topic"], message["event"],
+                                       _text_payload(message))
         if text is not None:
             self._queue_frame({"type": "websocket.send", "text": text}, message)
 
@@ -249,6 +284,18 @@ class PhoenixSocketConsumer(AsyncConsumer):
         else:
             self._drop_slow_client(f"{self._sender.pending} frames, "
                                    f"{self._sender.pending_bytes} bytes")
+
+    def _send_positioned(self, socket: PhoenixSocket, message: dict[str, Any],
+                         position: list) -> None:
+        """A broadcast to a join that asked for offsets: its own frame, with the position."""
+        text = socket.render_broadcast(message["topic"], message["event"],
+                                       _text_payload(message), presence.position_ref(position))
+        if text is None:
+            return
+        if self._direct is not None and self._write_direct(b"", text.encode()):
+            metrics.record_delivery(message)
+        else:
+            self._queue_frame({"type": "websocket.send", "text": text}, message)
 
     def _write_direct(self, head: bytes, tail: bytes, binary: bool = False) -> bool:
         """Write the frame ``head + tail`` straight to the connection, behind nothing
@@ -294,14 +341,59 @@ class PhoenixSocketConsumer(AsyncConsumer):
                 await self.send({"type": "websocket.close", "code": action.code})
 
     async def _subscribe(self, socket: PhoenixSocket, action: Subscribe) -> list[Action]:
+        options = self._join_options(action)
         try:
-            await self.channel_layer.group_add(action.group, self.channel_name)
+            if options is None:
+                await self.channel_layer.group_add(action.group, self.channel_name)
+            else:
+                answer = await self.channel_layer.group_join(action.group, self.channel_name,
+                                                             options)
         except Exception as exc:
             logger.warning("join of %s failed: %s", action.topic, type(exc).__name__)
             metrics.COUNTS.join_errors += 1
             return socket.subscribe_failed(action, _failure_reason("join", exc))
         metrics.COUNTS.joins += 1
-        return socket.joined(action)
+        if options is None:
+            return socket.joined(action)
+        return self._joined_with(socket, action, answer)
+
+    def _join_options(self, action: Subscribe) -> dict[str, Any] | None:
+        """What the join asks the owner (presence, recovery); None: a plain group_add."""
+        layer = self.channel_layer
+        if not hasattr(layer, "group_join"):
+            return None
+        options: dict[str, Any] = {}
+        if presence.tracks_presence(action.topic):
+            options["presence"] = presence.track(self.scope, self._presence_key, action.payload)
+        if layer.has_history(action.group):
+            recover = presence.recover_request(action.payload)
+            if recover is not None:
+                options["recover"] = recover
+        elif not options:
+            return None
+        return options
+
+    def _joined_with(self, socket: PhoenixSocket, action: Subscribe,
+                     answer: dict[str, Any]) -> list[Action]:
+        """The join reply with the topic's position, then the presence state, then every
+        recovered broadcast in order; live broadcasts wait behind them (``_held``)."""
+        history = answer.get("history")
+        response = {} if history is None else {"recovered": history["recovered"],
+                                                "position": history["position"]}
+        offsets = history is not None and presence.wants_offsets(action.payload)
+        actions = socket.joined(action, response, offsets)
+        if "presence" in answer:
+            actions.append(SendFrame(socket.render_broadcast(
+                action.topic, "presence_state", answer["presence"])))
+        if history is not None and history["messages"]:
+            # Delivered like live broadcasts (binary, V1, offsets), after this join's frames
+            # and ahead of the live ones held meanwhile.
+            epoch = history["position"]["epoch"]
+            recovered = [{**message, POSITION_KEY: [offset, epoch]}
+                         for offset, message in history["messages"]
+                         if message.get("type") == BROADCAST_TYPE]
+            self._held = recovered + (self._held or [])
+        return actions
 
     async def _publish(self, socket: PhoenixSocket,
                        action: Publish | PublishBinary) -> list[Action]:

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import functools
+import os
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry
 
@@ -33,3 +35,13 @@ def metrics(request: HttpRequest) -> HttpResponse:
         return response
     body, content_type = prometheus.render(_registry())
     return HttpResponse(body, content_type=content_type)
+
+
+@require_GET
+def demo(request: HttpRequest) -> HttpResponse:
+    """The demo chat over ``rooms:*`` (presence, recovery), served by every WS node."""
+    from channels.layers import get_channel_layer
+
+    policy = getattr(get_channel_layer(), "history_policy", lambda group: None)("rooms.lobby")
+    return render(request, "dps/demo.html", {"node": os.environ.get("DPS_NODE") or "dev",
+                                             "history": policy})

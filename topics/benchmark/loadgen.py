@@ -65,6 +65,11 @@ class Generator:
         self._reset_step()
         self.heartbeat_task: asyncio.Task | None = None
         self.closed_sockets = 0
+        self.pushes: dict[str, int] = {}  # other server pushes received, by event
+
+    async def counts(self) -> dict:
+        """The server pushes other than broadcasts and replies received so far, by event."""
+        return {"pushes": dict(self.pushes)}
 
     def _reset_step(self) -> None:
         self.hist: dict[int, int] = {}
@@ -120,6 +125,8 @@ class Generator:
                 member.order_hash = (member.order_hash * 1000003 + key) & _HASH_MASK
             elif event == "phx_reply":
                 self._on_reply(frame, now)
+            else:  # presence_state, presence_diff, phx_close: counted (benchmark_presence)
+                self.pushes[event] = self.pushes.get(event, 0) + 1
 
         return on_text
 

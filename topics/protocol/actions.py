@@ -9,6 +9,7 @@ only after the layer took it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .message import Ref
 from .topics import group_for_topic
@@ -34,11 +35,13 @@ class _TopicAction:
 
 @dataclass(frozen=True, slots=True)
 class Subscribe(_TopicAction):
-    """Add this socket to the topic's group, then report back with ``socket.joined(self)``."""
+    """Add this socket to the topic's group, then report back with ``socket.joined(self)``.
+    ``payload`` is the join's (a recover request may be in it)."""
 
     topic: str
     join_ref: Ref
     ref: Ref
+    payload: Any = None
 
 
 @dataclass(frozen=True, slots=True)

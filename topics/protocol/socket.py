@@ -15,6 +15,7 @@ from .actions import Action, Close, Publish, PublishBinary, SendFrame, Subscribe
 from .message import MalformedFrame, Message, Ref, dumps, encode_event, is_encodable
 from .serializers import Serializer
 from .topics import INVALID_NAME, is_topics_topic, is_valid_topic
+from .topics import PREFIX as TOPICS_PREFIX
 
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 DEFAULT_MAX_TOPICS = 100
@@ -40,6 +41,7 @@ class _Join:
     # assembled from bytes).
     prefix: str
     prefix_bytes: bytes
+    offsets: bool = False  # broadcasts carry their position as the frame's ref (recovery)
 
 
 class PhoenixSocket:
@@ -47,8 +49,10 @@ class PhoenixSocket:
 
     def __init__(self, serializer: Serializer, *,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 max_topics: int = DEFAULT_MAX_TOPICS) -> None:
+                 max_topics: int = DEFAULT_MAX_TOPICS,
+                 namespaces: tuple[str, ...] = (TOPICS_PREFIX,)) -> None:
         self.serializer = serializer
+        self.namespaces = namespaces
         self.max_frame_bytes = max_frame_bytes
         self.max_topics = max_topics
         self.closed = False
@@ -101,17 +105,19 @@ class PhoenixSocket:
     def handle_join(self, message: Message) -> list[Action]:
         """Validate a join; the reply comes from :meth:`joined` once the adapter subscribed."""
         topic = message.topic
-        if not is_topics_topic(topic):
+        if not is_topics_topic(topic, self.namespaces):
             return [self._unmatched(message.ref, topic)]
-        if not is_valid_topic(topic):
+        if not is_valid_topic(topic, self.namespaces):
             # The original answers an invalid name with a bare string as the response.
             return [self._reply(message.join_ref, message.ref, topic, "error", INVALID_NAME)]
         if topic not in self._joins and len(self._joins) >= self.max_topics:
             return [self._error(message.join_ref, message.ref, topic, TOO_MANY_TOPICS)]
-        return [Subscribe(topic, message.join_ref, message.ref)]
+        return [Subscribe(topic, message.join_ref, message.ref, message.payload)]
 
-    def joined(self, subscribe: Subscribe) -> list[Action]:
-        """The adapter subscribed: record the join, acknowledge it, and close a join it replaced.
+    def joined(self, subscribe: Subscribe, response: dict | None = None,
+               offsets: bool = False) -> list[Action]:
+        """The adapter subscribed: record the join, acknowledge it (with ``response``), and
+        close a join it replaced. With ``offsets`` the join's broadcasts carry a ref.
 
         The old join's prefix is dropped here, so nothing is rendered with the old join_ref
         afterwards.
@@ -119,8 +125,9 @@ class PhoenixSocket:
         topic, join_ref = subscribe.topic, subscribe.join_ref
         old = self._joins.get(topic)
         prefix = self.serializer.broadcast_prefix(join_ref, topic)
-        self._joins[topic] = _Join(join_ref, prefix, prefix.encode())
-        actions: list[Action] = [self._reply(join_ref, subscribe.ref, topic, "ok", {})]
+        self._joins[topic] = _Join(join_ref, prefix, prefix.encode(), offsets)
+        actions: list[Action] = [self._reply(join_ref, subscribe.ref, topic, "ok",
+                                             response or {})]
         if old is not None:
             # As in Phoenix, even when the client reused the join_ref: the old join is gone.
             actions.append(self._close_frame(old.join_ref, topic))
@@ -193,13 +200,23 @@ class PhoenixSocket:
 
     # --- broadcasts out -----------------------------------------------------------------
 
-    def render_broadcast(self, topic: str, event: str, payload_json: str) -> str | None:
-        """The frame carrying a broadcast to this member, with its own join_ref; None when the
+    def render_broadcast(self, topic: str, event: str, payload_json: str,
+                         position: str | None = None) -> str | None:
+        """The frame carrying a broadcast to this member, with its own join_ref (and, for a
+        join that asked for offsets, the broadcast's ``position`` as its ref); None when the
         topic is no longer joined (nothing is delivered after a leave)."""
         join = self._joins.get(topic)
         if join is None or self.closed:
             return None
-        return self.serializer.render_broadcast(join.prefix, encode_event(event), payload_json)
+        prefix = join.prefix
+        if join.offsets and position is not None:
+            prefix = self.serializer.broadcast_prefix(join.join_ref, topic, position)
+        return self.serializer.render_broadcast(prefix, encode_event(event), payload_json)
+
+    def wants_offsets(self, topic: str) -> bool:
+        """Whether this member's broadcasts on ``topic`` carry their position."""
+        join = self._joins.get(topic)
+        return join is not None and join.offsets
 
     def broadcast_prefix_bytes(self, topic: str) -> bytes | None:
         """This member's part of a broadcast frame on ``topic`` (the rest, the serializer's

@@ -11,17 +11,24 @@ INVALID_NAME = ("invalid topic name, must be between 2 and 64 characters long "
                 "and only contain alphanumeric characters")
 
 
-def is_topics_topic(topic: str) -> bool:
-    """Whether ``topic`` is in the ``topics:`` namespace, the only one a client may join."""
-    return topic.startswith(PREFIX)
+def is_topics_topic(topic: str, namespaces: tuple[str, ...] = (PREFIX,)) -> bool:
+    """Whether ``topic`` is in a namespace a client may join (``topics:`` by default)."""
+    return topic.startswith(namespaces)
 
 
-def is_valid_topic(topic: str) -> bool:
-    """Whether ``topic`` is ``topics:NAME`` with NAME 2–64 ASCII letters or digits."""
-    return is_topics_topic(topic) and _NAME.fullmatch(topic, len(PREFIX)) is not None
+def is_valid_topic(topic: str, namespaces: tuple[str, ...] = (PREFIX,)) -> bool:
+    """Whether ``topic`` is ``NAMESPACE:NAME`` with NAME 2–64 ASCII letters or digits."""
+    colon = topic.find(":") + 1
+    return (colon > 0 and topic[:colon] in namespaces
+            and _NAME.fullmatch(topic, colon) is not None)
 
 
 def group_for_topic(topic: str) -> str:
     """The Channels group for a valid topic: ``topics:matrix`` → ``topics.matrix``
     (Channels group names may not contain ``:``)."""
     return topic.replace(":", ".", 1)
+
+
+def topic_for_group(group: str) -> str:
+    """The topic a group carries: ``rooms.lobby`` → ``rooms:lobby``."""
+    return group.replace(".", ":", 1)

@@ -41,9 +41,10 @@ def encode(message: Message) -> str:
                   "event": message.event, "payload": message.payload})
 
 
-def broadcast_prefix(join_ref: Ref, topic: str) -> str:
-    """The part of every broadcast frame that is the same for one join."""
-    return '{"join_ref":' + dumps(join_ref) + ',"ref":null,"topic":' + dumps(topic) + ","
+def broadcast_prefix(join_ref: Ref, topic: str, ref: Ref = None) -> str:
+    """The part of every broadcast frame that is the same for one join (``ref``: as V2)."""
+    return ('{"join_ref":' + dumps(join_ref) + ',"ref":' + dumps(ref) + ',"topic":'
+            + dumps(topic) + ",")
 
 
 def broadcast_tail(event_json: str, payload_json: str) -> str:

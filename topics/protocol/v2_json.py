@@ -36,9 +36,10 @@ def encode(message: Message) -> str:
     return dumps([message.join_ref, message.ref, message.topic, message.event, message.payload])
 
 
-def broadcast_prefix(join_ref: Ref, topic: str) -> str:
-    """The part of every broadcast frame that is the same for one join: ``[jr,null,"topic",``."""
-    return "[" + dumps(join_ref) + ",null," + dumps(topic) + ","
+def broadcast_prefix(join_ref: Ref, topic: str, ref: Ref = None) -> str:
+    """The part of every broadcast frame that is the same for one join: ``[jr,null,"topic",``
+    (a ``ref`` instead of null: a broadcast's position, for joins that asked for it)."""
+    return "[" + dumps(join_ref) + "," + dumps(ref) + "," + dumps(topic) + ","
 
 
 def broadcast_tail(event_json: str, payload_json: str) -> str:

@@ -79,6 +79,8 @@ class Command(BaseCommand):
         cluster.say("stopped")
 
     def _announce(self, cluster: LocalCluster) -> None:
+        cluster.say("demo chat (presence, recovery): "
+                    + "  ".join(cluster.demo_urls))
         for node, url in zip(cluster.ws_nodes, cluster.ws_urls, strict=True):
             cluster.say(f"{node.name}: {url}")
         for node in cluster.nodes:

@@ -1,0 +1,148 @@
+// A phoenix.js driver for multi-process tests: the official client (Socket, Channel, Presence,
+// unchanged), steered by the test over stdin/stdout, one JSON object per line.
+//
+//   node tests/interop/driver.mjs
+//   > {"id": 1, "cmd": "connect", "client": "a", "url": "ws://127.0.0.1:P/socket"}
+//   < {"id": 1, "ok": true, "result": null}
+//
+// Commands: connect, join {topic, payload}, leave, presence, received, replies, publish
+// {topic, count, start}, offline (socket.disconnect()), online (socket.connect(), resolved by
+// the topic's next join reply), quit. A join with {"offsets": true} keeps the position of the
+// last broadcast (the frame's ref, "EPOCH:OFFSET") and rejoins with {"recover": position}, as
+// the demo page does.
+import { Presence, Socket } from "phoenix";
+import WebSocket from "ws";
+import readline from "node:readline";
+
+const STEP_TIMEOUT_MS = 15_000;
+const clients = new Map();
+
+function deadline(promise, what) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), STEP_TIMEOUT_MS);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function client(name) {
+  const found = clients.get(name);
+  if (!found) throw new Error(`no client ${name}`);
+  return found;
+}
+
+function joined(name, topic) {
+  const found = client(name).topics.get(topic);
+  if (!found) throw new Error(`${name} has not joined ${topic}`);
+  return found;
+}
+
+function pushOk(push, what) {
+  return deadline(new Promise((resolve, reject) => {
+    push.receive("ok", resolve).receive("error", (r) => reject(new Error(`${what}: ${JSON.stringify(r)}`)))
+      .receive("timeout", () => reject(new Error(`${what}: push timeout`)));
+  }), what);
+}
+
+const commands = {
+  async connect({client: name, url}) {
+    const socket = new Socket(url, {transport: WebSocket, heartbeatIntervalMs: 5000,
+                                    reconnectAfterMs: () => 200, rejoinAfterMs: () => 200});
+    clients.set(name, {socket, topics: new Map()});
+    await deadline(new Promise((resolve) => { socket.onOpen(resolve); socket.connect(); }),
+                   `${name} connects`);
+    return null;
+  },
+
+  async join({client: name, topic, payload = {}}) {
+    const {socket, topics} = client(name);
+    const state = {received: [], replies: [], position: null, waiters: []};
+    const channel = socket.channel(topic, () => (
+      payload.offsets && state.position ? {...payload, recover: state.position} : payload));
+    state.channel = channel;
+    state.presence = new Presence(channel);
+    channel.on("message", (body, ref) => {
+      state.received.push([ref, body]);
+      if (typeof ref === "string") {
+        const [epoch, offset] = ref.split(":");
+        state.position = {offset: Number(offset), epoch};
+      }
+    });
+    topics.set(topic, state);
+    try {
+      return await pushOk(channel.join().receive("ok", (r) => {
+        state.replies.push(r);
+        if (r.position && (!state.position || state.position.epoch !== r.position.epoch)) {
+          state.position = r.position;
+        }
+        state.waiters.splice(0).forEach((w) => w(r));
+      }), `${name} joins ${topic}`);
+    } catch (error) {
+      channel.leave();  // no rejoin in the background: the test decides whether to try again
+      topics.delete(topic);
+      throw error;
+    }
+  },
+
+  async leave({client: name, topic}) {
+    const {channel} = joined(name, topic);
+    await pushOk(channel.leave(), `${name} leaves ${topic}`);
+    client(name).topics.delete(topic);
+    return null;
+  },
+
+  async presence({client: name, topic}) {
+    const listed = {};
+    joined(name, topic).presence.list((key, {metas}) => {
+      listed[key] = metas.map((m) => m.phx_ref).sort();
+    });
+    return listed;
+  },
+
+  async received({client: name, topic}) { return joined(name, topic).received; },
+  async replies({client: name, topic}) { return joined(name, topic).replies; },
+
+  async publish({client: name, topic, count = 1, start = 0}) {
+    const {channel} = joined(name, topic);
+    const pushes = [];
+    for (let i = start; i < start + count; i++) {
+      pushes.push(pushOk(channel.push("publish", ["message", {n: i}]), `${name} publishes ${i}`));
+    }
+    await Promise.all(pushes);
+    return null;
+  },
+
+  async offline({client: name}) {
+    const {socket} = client(name);
+    await deadline(new Promise((resolve) => socket.disconnect(resolve)), `${name} disconnects`);
+    return null;
+  },
+
+  async online({client: name, topic}) {
+    const state = joined(name, topic);
+    const rejoined = new Promise((resolve) => state.waiters.push(resolve));
+    client(name).socket.connect();
+    return await deadline(rejoined, `${name} rejoins ${topic}`);
+  },
+
+  async quit() {
+    for (const {socket} of clients.values()) socket.disconnect();
+    setTimeout(() => process.exit(0), 50);
+    return null;
+  },
+};
+
+const lines = readline.createInterface({input: process.stdin});
+lines.on("line", async (line) => {
+  let request;
+  try {
+    request = JSON.parse(line);
+    const run = commands[request.cmd];
+    if (!run) throw new Error(`unknown command ${request.cmd}`);
+    const result = await run(request);
+    process.stdout.write(JSON.stringify({id: request.id, ok: true, result}) + "\n");
+  } catch (error) {
+    process.stdout.write(JSON.stringify({id: request?.id, ok: false, error: String(error)}) + "\n");
+  }
+});
+lines.on("close", () => process.exit(0));
