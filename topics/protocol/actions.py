@@ -8,7 +8,8 @@ only after the layer took it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .message import Ref
 from .topics import group_for_topic
@@ -39,6 +40,8 @@ class Subscribe(_TopicAction):
     topic: str
     join_ref: Ref
     ref: Ref
+    # The join's payload, for the topic's handler; not part of what the action *is*.
+    payload: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
