@@ -378,6 +378,8 @@ def signed(payload: dict) -> str:
 
 async def test_anonymous_expired_tampered_and_foreign_origin_handshakes_get_403(
         cluster, browsers):
+    status, body = Browser(cluster).request("GET", "/dps/token/")  # not logged in
+    assert status == 403 and "log in" in json.loads(body)["error"]
     token = browsers["bob"].token()
     assert await handshake_status(cluster.socket_url(0, "&token=" + token)) == 101
     assert await handshake_status(cluster.socket_url(0)) == 403
