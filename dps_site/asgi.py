@@ -14,9 +14,10 @@ django_asgi_app = get_asgi_application()
 
 from channel_layer.startup import check_ws_node  # noqa: E402
 from topics.asgi import application_for  # noqa: E402
-from topics.auth import announce_anonymous  # noqa: E402
+from topics.auth import announce_anonymous, check_secret_key  # noqa: E402
 
 check_ws_node()  # a bad cluster file or an unreachable Redis stops the server here, clearly
+check_secret_key()  # DEBUG off with the public development key: refuse to serve, say why
 announce_anonymous()
 
 from topics.node_report import start_for_this_process  # noqa: E402

@@ -13,8 +13,6 @@ import os
 import sys
 from pathlib import Path
 
-from django.core.exceptions import ImproperlyConfigured
-
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # Development defaults (DEBUG on, anonymous sockets allowed) only for the development commands;
@@ -32,12 +30,9 @@ def _flag(name: str, development_default: bool) -> bool:
 DEVELOPMENT_SECRET_KEY = "dps-development-only-not-secret"
 DEBUG = _flag("DJANGO_DEBUG", True)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or DEVELOPMENT_SECRET_KEY
-if not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
-    raise ImproperlyConfigured(
-        "DEBUG is off and DJANGO_SECRET_KEY is not set: refusing to run with the development "
-        "SECRET_KEY, which anyone can read in this repository and which signs sessions and DPS "
-        "socket tokens. Set DJANGO_SECRET_KEY to a long random value (or DJANGO_DEBUG=1 for "
-        "development).")
+# Decided here, once: a WS node refuses to start with it (dps_site/asgi.py) and no token is
+# signed with it (topics.auth), while manage.py's other commands (migrate, createsuperuser) work.
+DPS_INSECURE_SECRET_KEY = not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY
 # Empty unless set: Django then serves no host with DEBUG off, and its local ones under DEBUG.
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",")
                  if h.strip()]

@@ -42,6 +42,10 @@ def test_a_ws_node_with_debug_off_refuses_the_development_secret_key_and_says_wh
     assert proc.returncode != 0
     assert "refusing to run with the development SECRET_KEY" in proc.stderr
     assert "set DJANGO_SECRET_KEY" in proc.stderr.replace("Set", "set")
+    # Nor does it sign socket tokens with it; manage.py's other commands still run.
+    token = subprocess.run([sys.executable, "manage.py", "dps_token", "nobody"], cwd=PROJECT_DIR,
+                           env=clean_env(), capture_output=True, text=True, timeout=60)
+    assert token.returncode != 0 and "development SECRET_KEY" in token.stderr
 
 
 def test_debug_anonymous_and_allowed_hosts_are_off_unless_asked_for():

@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.core import signing
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from .identity import ANONYMOUS_IDENTITY, Identity
@@ -41,9 +42,21 @@ TOKEN_PARAM = "token"
 ConnectHook = Callable[[dict[str, str], dict[str, Any]], Awaitable[Identity | None]]
 
 
+def check_secret_key() -> None:
+    """Refuse to serve (or sign) with a SECRET_KEY the settings call insecure: the public
+    development key with DEBUG off (``DPS_INSECURE_SECRET_KEY``)."""
+    if getattr(settings, "DPS_INSECURE_SECRET_KEY", False):
+        raise ImproperlyConfigured(
+            "DEBUG is off and DJANGO_SECRET_KEY is not set: refusing to run with the development "
+            "SECRET_KEY, which anyone can read in this repository and which signs sessions and "
+            "DPS socket tokens. Set DJANGO_SECRET_KEY to a long random value (or DJANGO_DEBUG=1 "
+            "for development).")
+
+
 def issue_token(user: Any, ttl: float | None = None) -> str:
     """A token that identifies ``user`` (a Django user) to the default connect hook for
     ``ttl`` seconds (``DPS_TOKEN_TTL``, 1 hour, by default)."""
+    check_secret_key()
     if ttl is None:
         ttl = float(getattr(settings, "DPS_TOKEN_TTL", DEFAULT_TOKEN_TTL))
     if ttl <= 0:

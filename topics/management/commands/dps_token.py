@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from topics.auth import issue_token
+from topics.auth import check_secret_key, issue_token
 
 
 class Command(BaseCommand):
@@ -19,6 +20,10 @@ class Command(BaseCommand):
                             help="seconds the token is valid (default DPS_TOKEN_TTL, 3600)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            check_secret_key()  # before any query: say what is wrong with the setup first
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from None
         model = get_user_model()
         try:
             user = model._default_manager.get_by_natural_key(options["username"])
