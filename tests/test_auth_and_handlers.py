@@ -320,3 +320,19 @@ async def test_connections_per_node_and_per_identity_are_limited(settings):
     await second.disconnect()
     await third.disconnect()
     assert connections.open_sockets() == 0
+
+
+async def test_a_refusal_uses_the_denial_response_where_the_server_offers_it():
+    from topics.handshake import refuse
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await refuse({"extensions": {"websocket.http.response": {}}}, send, 503, "full")
+    assert sent[0]["type"] == "websocket.http.response.start" and sent[0]["status"] == 503
+    assert sent[1] == {"type": "websocket.http.response.body", "body": b"full"}
+    sent.clear()
+    await refuse({}, send, 503, "full")  # no extension: the close that every server makes a 403
+    assert sent == [{"type": "websocket.close"}]
