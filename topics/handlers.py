@@ -129,8 +129,11 @@ def _as_coroutine_function(method: Callable) -> Callable[..., Awaitable[Any]]:
     return database_sync_to_async(method)
 
 
-def _overrides(cls: type, name: str) -> bool:
-    return getattr(cls, name) is not getattr(TopicHandler, name)
+@lru_cache(maxsize=256)
+def _overridden(cls: type) -> tuple[bool, bool, bool]:
+    """Which of join, handle_in, leave ``cls`` defines itself (once per class, not per join)."""
+    return tuple(getattr(cls, name) is not getattr(TopicHandler, name)
+                 for name in ("join", "handle_in", "leave"))
 
 
 class BoundHandler:
@@ -141,10 +144,10 @@ class BoundHandler:
 
     def __init__(self, handler: Any) -> None:
         self.handler = handler
-        cls = type(handler)
-        self.join = _bind(handler, "join") if _overrides(cls, "join") else None
-        self.handle_in = _bind(handler, "handle_in") if _overrides(cls, "handle_in") else None
-        self.leave = _bind(handler, "leave") if _overrides(cls, "leave") else None
+        joins, handles_in, leaves = _overridden(type(handler))
+        self.join = _bind(handler, "join") if joins else None
+        self.handle_in = _bind(handler, "handle_in") if handles_in else None
+        self.leave = _bind(handler, "leave") if leaves else None
 
     @property
     def passthrough(self) -> bool:
