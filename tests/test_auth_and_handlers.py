@@ -162,6 +162,8 @@ class GuardedTopic(TopicHandler):
             raise KeyError("a bug in the handler")
         if event == "secret":
             raise Refuse("not here")
+        if event == "reserved":
+            return Broadcast({}, event="phx_reply")  # not allowed: clients would misread it
         return None
 
     def leave(self, socket, topic):
@@ -209,6 +211,8 @@ async def test_a_handler_refuses_accepts_transforms_replies_and_fails_alone(
                                     {"status": "ok", "response": {"pong": "rooms:lobby"}}]
     await send(alice, "1", "6", "rooms:lobby", "publish", ["secret", {}])
     assert await receive(alice) == ["1", "6", "rooms:lobby", "phx_reply", error("not here")]
+    await send(alice, "1", "6", "rooms:lobby", "publish", ["reserved", {}])
+    assert await receive(alice) == ["1", "6", "rooms:lobby", "phx_reply", error("internal error")]
     with caplog.at_level(logging.ERROR, logger="topics.handlers"):
         await send(alice, "1", "7", "rooms:lobby", "publish", ["boom", {}])
         assert await receive(alice) == ["1", "7", "rooms:lobby", "phx_reply",

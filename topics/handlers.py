@@ -37,6 +37,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from .identity import Identity
+from .protocol import publish_error
 from .protocol.message import dumps
 
 logger = logging.getLogger(__name__)
@@ -180,8 +181,9 @@ class BoundHandler:
             return outcome
         if outcome is None:
             return Publishing(event, payload)
-        if isinstance(outcome, Broadcast) and isinstance(outcome.payload, dict) and (
-                outcome.event is None or isinstance(outcome.event, str)):
+        # What a handler broadcasts obeys the clients' rules: a JSON object, no phx_ event.
+        if isinstance(outcome, Broadcast) and publish_error(
+                [outcome.event or event, outcome.payload]) is None:
             try:
                 return Publishing(outcome.event or event, dumps(outcome.payload))
             except (TypeError, ValueError, RecursionError):
