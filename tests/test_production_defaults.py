@@ -69,7 +69,8 @@ def test_runcluster_writes_its_cluster_file_for_its_user_only(tmp_path: Path):
 
 def test_runcluster_turns_anonymous_on_says_so_and_an_explicit_0_wins():
     lines: list[str] = []
-    open_cluster = LocalCluster(1, 1, port=9000, emit=lines.append, base_env=clean_env())
+    open_cluster = LocalCluster(1, 1, port=9000, emit=lines.append, base_env=clean_env(),
+                                migrate=False)
     Command()._announce(open_cluster)
     assert open_cluster.development_settings() == {"DJANGO_DEBUG": "1", "DPS_ALLOW_ANONYMOUS": "1"}
     assert any("DPS_ALLOW_ANONYMOUS=1  (anonymous sockets are accepted" in line for line in lines)
