@@ -1,13 +1,14 @@
 """A Django site that is not dps_site (tests/sample_site: its own settings, users, login, rooms,
 a RoomTopic handler), with DPS installed by pip from this checkout as the README's "Use DPS in
 your Django project" says, run production-style (DEBUG off, its own SECRET_KEY, anonymous
-refused) as a real cluster: five redis-servers, two topic servers, three daphne WS nodes.
+refused) as a real cluster: six redis-servers, two topic servers, three daphne WS nodes and a
+uvicorn one.
 
 phoenix.js under Node (tests/interop/sample_site.mjs) speaks to WS nodes 1 and 2; the Python side
 logs users in through the site's login form, takes their tokens from /dps/token/, publishes from
 a Django view, the HTTP API and ``dps_publish``, and disconnects a user, where the script asks.
-HTTP statuses of refused handshakes are asserted with the ``websockets`` client; WS node 3 has
-low connection limits for theirs.
+HTTP statuses of refused handshakes are asserted with the ``websockets`` client; WS nodes 3
+(daphne) and 4 (uvicorn) have low connection limits for theirs.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ SECRET_KEY = secrets.token_urlsafe(40)
 API_KEY = secrets.token_urlsafe(24)
 PASSWORD = "correct horse battery staple"
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
-NODE3_LIMITS = {"DPS_MAX_CONNECTIONS": 3, "DPS_MAX_CONNECTIONS_PER_IDENTITY": 2}
+LIMITED_NODE = {"DPS_MAX_CONNECTIONS": 3, "DPS_MAX_CONNECTIONS_PER_IDENTITY": 2}
 READY_TIMEOUT_S = 60
 SCRIPT_TIMEOUT_S = 120
 
@@ -72,9 +73,11 @@ class SampleCluster:
         self.workdir = workdir
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.redis: list[RedisProcess] = []
-        self.port = free_port_block(3)
-        self.ports = [self.port, self.port + 1, self.port + 2]
-        self.http = f"http://127.0.0.1:{self.port}"
+        self.ports: list[int] = []  # chosen once the Redis servers hold theirs
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.ports[0]}"
 
     def socket_url(self, node: int, query: str = "") -> str:
         return f"ws://127.0.0.1:{self.ports[node]}/socket/websocket?vsn=2.0.0{query}"
@@ -101,12 +104,14 @@ class SampleCluster:
 
     def start(self) -> None:
         self.site_packages = install_dps(self.workdir / "install")
-        names = ["ws-a", "ws-b", "ws-c", "ts-a", "ts-b"]
+        names = ["ws-a", "ws-b", "ws-c", "ws-d", "ts-a", "ts-b"]
         for _ in names:
             self.redis.append(RedisProcess(parent_dir=str(self.workdir)).start())
         cluster = {"nodes": [{"name": n, "role": n[:2], "redis": r.url}
                              for n, r in zip(names, self.redis, strict=True)]}
         (self.workdir / "cluster.json").write_text(json.dumps(cluster))
+        first = free_port_block(4)
+        self.ports = [first + i for i in range(4)]
         self.manage("migrate", "--noinput")
         self.manage("shell", "-c", (
             "from django.contrib.auth.models import User; from rooms.models import Room\n"
@@ -118,10 +123,12 @@ class SampleCluster:
         )).strip().splitlines()[-1])
         for ts in ("ts-a", "ts-b"):
             self._spawn(ts, [sys.executable, "manage.py", "topic_server"], self.env(ts))
-        for index, ws in enumerate(("ws-a", "ws-b", "ws-c")):
-            extra = {"DPS_LIMITS": json.dumps(NODE3_LIMITS)} if ws == "ws-c" else {}
-            self._spawn(ws, [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
-                             str(self.ports[index]), "sample_site.asgi:application"],
+        for index, ws in enumerate(("ws-a", "ws-b", "ws-c", "ws-d")):
+            extra = {"DPS_LIMITS": json.dumps(LIMITED_NODE)} if ws in ("ws-c", "ws-d") else {}
+            port = str(self.ports[index])
+            server = (["uvicorn", "--host", "127.0.0.1", "--port", port] if ws == "ws-d"
+                      else ["daphne", "-b", "127.0.0.1", "-p", port])
+            self._spawn(ws, [sys.executable, "-m", *server, "sample_site.asgi:application"],
                         self.env(ws, **extra))
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not all(self._listens(p) for p in self.ports) or not self._serving():
@@ -406,11 +413,17 @@ async def test_a_same_origin_page_connects_with_its_session(cluster, browsers):
                                   additional_headers={"Cookie": session}) == 403
 
 
-async def test_connections_past_the_identity_limit_get_429_and_past_the_node_limit_503(cluster):
-    dave = cluster.manage("dps_token", "dave", "--ttl", "60").strip()
-    erin = cluster.manage("dps_token", "erin", "--ttl", "60").strip()
-    frank = cluster.manage("dps_token", "frank", "--ttl", "60").strip()
-    url = cluster.socket_url(2)
+@pytest.fixture(scope="module")
+def tokens(cluster: SampleCluster) -> dict[str, str]:
+    return {name: cluster.manage("dps_token", name, "--ttl", "600").strip()
+            for name in ("dave", "erin", "frank")}
+
+
+@pytest.mark.parametrize("node", [2, 3], ids=["daphne", "uvicorn"])
+async def test_connections_past_the_identity_limit_get_429_and_past_the_node_limit_503(
+        cluster, tokens, node):
+    dave, erin, frank = tokens["dave"], tokens["erin"], tokens["frank"]
+    url = cluster.socket_url(node)
     async with websockets.connect(url + "&token=" + dave), \
             websockets.connect(url + "&token=" + dave):
         assert await handshake_status(url + "&token=" + dave) == 429
