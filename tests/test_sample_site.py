@@ -429,3 +429,40 @@ async def test_connections_past_the_identity_limit_get_429_and_past_the_node_lim
         assert await handshake_status(url + "&token=" + dave) == 429
         async with websockets.connect(url + "&token=" + erin):
             assert await handshake_status(url + "&token=" + frank) == 503
+
+
+# --- a same-origin page in a real browser ------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def test_a_logged_in_room_page_joins_with_its_session_in_a_real_browser(cluster):
+    from playwright.sync_api import sync_playwright
+
+    def open_room(browser, node: int, username: str):
+        page = browser.new_context().new_page()
+        page.goto(f"http://127.0.0.1:{cluster.ports[node]}/rooms/lobby/")  # → the login form
+        page.fill("#id_username", username)
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/rooms/lobby/")
+        return page
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            member = open_room(browser, 1, "bob")
+            outsider = open_room(browser, 0, "carol")
+            member.wait_for_function("document.getElementById('state').textContent === 'joined'")
+            outsider.wait_for_function(
+                "document.getElementById('state').textContent === 'refused unauthorized'")
+            body = json.dumps({"topic": "rooms:lobby", "event": "announcement",
+                               "payload": {"by": "site", "text": "to the browser"}}).encode()
+            assert api_publish(cluster, body, API_KEY)[0] == 202
+            member.wait_for_selector("#messages li")
+            assert member.inner_text("#messages li") == "site: to the browser"
+            assert outsider.locator("#messages li").count() == 0
+        finally:
+            browser.close()

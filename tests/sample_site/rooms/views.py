@@ -1,6 +1,6 @@
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, JsonResponse
-from django.shortcuts import get_object_or_404
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_POST
 
 from topics.api import broadcast
@@ -16,3 +16,9 @@ def announce(request: HttpRequest, name: str) -> JsonResponse:
     broadcast(f"rooms:{room.name}", "announcement", {"text": request.POST.get("text", ""),
                                                      "by": request.user.username})
     return JsonResponse({"status": "sent"})
+
+
+@login_required
+def room(request: HttpRequest, name: str) -> HttpResponse:
+    """The room's page; its script joins ``rooms:NAME`` with the page's session."""
+    return render(request, "rooms/room.html", {"room": get_object_or_404(Room, name=name)})
