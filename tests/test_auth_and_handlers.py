@@ -340,3 +340,16 @@ async def test_a_refusal_uses_the_denial_response_where_the_server_offers_it():
     sent.clear()
     await refuse({}, send, 503, "full")  # no extension: the close that every server makes a 403
     assert sent == [{"type": "websocket.close"}]
+
+
+def test_dps_publish_refuses_without_a_cluster_and_for_bad_input(monkeypatch, settings):
+    from django.core.management import CommandError, call_command
+
+    monkeypatch.delenv("DPS_CLUSTER", raising=False)
+    with pytest.raises(CommandError, match="no cluster configured"):
+        call_command("dps_publish", "topics:news", "e", "{}")
+    settings.DPS_CLUSTER = {"nodes": [{"name": "ws-a", "role": "ws", "redis": "redis://x/0"}]}
+    with pytest.raises(CommandError, match="PAYLOAD is not JSON"):
+        call_command("dps_publish", "topics:news", "e", "{nope")
+    with pytest.raises(CommandError, match="payload must be a JSON object"):
+        call_command("dps_publish", "topics:news", "e", "[1]")
