@@ -1,5 +1,8 @@
 """Django settings for a DPS node.
 
+DEBUG is off unless ``DJANGO_DEBUG=1`` (or the command is ``runserver`` / ``runcluster``); with
+DEBUG off a node needs ``DJANGO_SECRET_KEY`` and ``DJANGO_ALLOWED_HOSTS``.
+
 Every node (WS or TS) loads these settings. Which node a process is comes from the
 ``DPS_NODE`` environment variable, and the cluster it belongs to from the file named by
 ``DPS_CLUSTER`` (see ``channel_layer/cluster.py``). With neither set, the process runs the
@@ -7,13 +10,32 @@ embedded development cluster: one WS node with an in-process topic server and no
 """
 import json
 import os
+import sys
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "dps-development-only-not-secret")
-DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
-ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "*").split(",")
+# Development defaults (DEBUG on, anonymous sockets allowed) only for the development commands;
+# runcluster passes them to its nodes in the environment. An explicit variable always wins.
+_DEVELOPMENT_COMMAND = sys.argv[1:2] in (["runserver"], ["runcluster"])
+
+
+def _flag(name: str, development_default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return development_default and _DEVELOPMENT_COMMAND
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+DEVELOPMENT_SECRET_KEY = "dps-development-only-not-secret"
+DEBUG = _flag("DJANGO_DEBUG", True)
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or DEVELOPMENT_SECRET_KEY
+# Decided here, once: a WS node refuses to start with it (dps_site/asgi.py) and no token is
+# signed with it (topics.auth), while manage.py's other commands (migrate, createsuperuser) work.
+DPS_INSECURE_SECRET_KEY = not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY
+# Empty unless set: Django then serves no host with DEBUG off, and its local ones under DEBUG.
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",")
+                 if h.strip()]
 
 INSTALLED_APPS = [
     "daphne",
@@ -115,14 +137,30 @@ DPS_LONGPOLL_MAX_BODY_BYTES = int(os.environ.get("DPS_LONGPOLL_MAX_BODY_BYTES",
                                                  str(4 * 1024 * 1024)))
 DPS_LONGPOLL_MAX_PENDING_FRAMES = int(os.environ.get("DPS_LONGPOLL_MAX_PENDING_FRAMES", "100"))
 
+# Who may connect (topics/auth.py) and what each topic namespace means (topics/handlers.py).
+DPS_CONNECT = os.environ.get("DPS_CONNECT", "topics.auth.default_connect")
+DPS_ALLOW_ANONYMOUS = _flag("DPS_ALLOW_ANONYMOUS", True)
+DPS_TOKEN_TTL = float(os.environ.get("DPS_TOKEN_TTL", "3600"))
+# The seed's topics, and the demo chat's rooms (presence and history below), with the seed's rules.
+DPS_TOPICS = {"topics:*": "topics.handlers.SeedTopic", "rooms:*": "topics.handlers.SeedTopic"}
+# Browser origins allowed to open sockets; unset: the hosts of ALLOWED_HOSTS.
+DPS_ALLOWED_ORIGINS = [o.strip() for o in os.environ.get("DPS_ALLOWED_ORIGINS", "").split(",")
+                       if o.strip()]
+# Keys of POST /dps/api/publish (comma-separated in the environment); none: the API is closed.
+DPS_API_KEYS = [k.strip() for k in os.environ.get("DPS_API_KEYS", "").split(",") if k.strip()]
+# Limits of a WS node (topics/limits.py).
+DPS_MAX_CONNECTIONS = int(os.environ.get("DPS_MAX_CONNECTIONS", "10000"))
+DPS_MAX_CONNECTIONS_PER_IDENTITY = int(os.environ.get("DPS_MAX_CONNECTIONS_PER_IDENTITY", "100"))
+DPS_PUBLISH_RATE = float(os.environ.get("DPS_PUBLISH_RATE", "100"))
+DPS_PUBLISH_BURST = float(os.environ.get("DPS_PUBLISH_BURST", "1000"))
+DPS_MAX_PAYLOAD_BYTES = int(os.environ.get("DPS_MAX_PAYLOAD_BYTES", str(256 * 1024)))
+
 # Limits shared by the layer and the topic server (names in channel_layer/settings.py), as
 # JSON in the environment so that one cluster file + one env var configure every node.
 DPS_LAYER = json.loads(os.environ.get("DPS_LAYER", "{}"))
 
-# Namespaces clients may join, topics whose members are tracked (topics.presence), and the
-# demo's rooms: presence, and history at the owner (size, ttl) for recovery.
-DPS_TOPIC_NAMESPACES = tuple(
-    n for n in os.environ.get("DPS_TOPIC_NAMESPACES", "topics:,rooms:").split(",") if n)
+# Topics whose members are tracked (topics.presence): the demo's rooms; history at the owner
+# (size, ttl) for recovery is the layer's ``history`` setting below.
 DPS_PRESENCE = [p for p in os.environ.get("DPS_PRESENCE", "rooms:*").split(",") if p]
 DPS_PRESENCE_NAME_CHARS = int(os.environ.get("DPS_PRESENCE_NAME_CHARS", "32"))
 

@@ -1,5 +1,5 @@
-"""HTTP routes of a DPS node: the demo chat, the Django admin, with the cluster's ring and
-topic statistics, and the node's Prometheus metrics."""
+"""HTTP routes of a DPS node: the demo chat, the Django admin with the cluster's ring and topic
+statistics, the node's Prometheus metrics, and DPS's token and publish endpoints under ``/dps/``."""
 from django.contrib import admin
 from django.urls import include, path
 
@@ -10,4 +10,5 @@ urlpatterns = [
     path("metrics", views.metrics, name="metrics"),
     path("admin/dps/", include("topics.admin")),  # before admin/: its catch-all would match
     path("admin/", admin.site.urls),
+    path("dps/", include("topics.urls")),
 ]

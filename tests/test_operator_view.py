@@ -104,6 +104,7 @@ class Activity:
 def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
     workdir = tmp_path_factory.mktemp("operator")
     env = {**os.environ, "DPS_DATABASE": str(workdir / "db.sqlite3"), "DJANGO_DEBUG": "0",
+           "DJANGO_SECRET_KEY": "operator-view-test-" + os.urandom(16).hex(),
            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
            "DPS_LAYER": json.dumps({"stats_interval": 0.5, "heartbeat_interval": 0.5})}
     with LocalCluster(2, 2, port=free_port_block(2), base_env=env, emit=lambda line: None) as c:

@@ -197,7 +197,7 @@ def test_an_anonymous_socket_is_tracked_under_its_own_key_with_a_clean_name():
 
 
 def test_the_join_reply_carries_the_response_and_opted_in_broadcasts_their_position():
-    socket = PhoenixSocket(SERIALIZERS[V2], namespaces=("topics:", "rooms:"))
+    socket = PhoenixSocket(SERIALIZERS[V2], routes=lambda topic: topic.startswith(("topics:", "rooms:")))
     [subscribe] = socket.handle_frame(json.dumps(["1", "1", "rooms:xy", "phx_join",
                                                   {"offsets": True}]))
     [reply] = socket.joined(subscribe, {"recovered": True}, offsets=True)

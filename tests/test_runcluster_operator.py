@@ -42,7 +42,9 @@ def test_runcluster_creates_an_admin_account_and_serves_the_styled_admin(tmp_pat
                                                                         server: str, debug: str):
     port = free_port_block(1)
     env = {**os.environ, "DPS_DATABASE": str(tmp_path / "db.sqlite3"), "DJANGO_DEBUG": debug,
-           "DJANGO_ALLOWED_HOSTS": "127.0.0.1"}
+           "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+           # With DEBUG off a node refuses the public development key.
+           "DJANGO_SECRET_KEY": "runcluster-operator-test-" + os.urandom(16).hex()}
     for name in ("DPS_NODE", "DPS_CLUSTER"):
         env.pop(name, None)
     proc, lines = _run_until_ready(["--ws", "1", "--ts", "1", "--port", str(port),

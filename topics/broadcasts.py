@@ -24,7 +24,7 @@ import base64
 from typing import Any
 
 from . import metrics
-from .protocol import Publish, PublishBinary, v2_binary
+from .protocol import v2_binary
 from .protocol.message import dumps
 
 BROADCAST_TYPE = "phx.broadcast"
@@ -35,12 +35,6 @@ def broadcast_message(topic: str, event: str, payload: str | bytes) -> dict[str,
     """The group message for ``event`` on ``topic`` with a JSON text or binary payload."""
     return {"type": BROADCAST_TYPE, "topic": topic, "event": event, "payload": payload,
             metrics.SENT_AT: metrics.stamp()}
-
-
-def message_for_publish(publish: Publish | PublishBinary) -> dict[str, Any]:
-    """The group message that carries a client's publish to every member of its topic."""
-    payload = publish.data if isinstance(publish, PublishBinary) else publish.payload_json
-    return broadcast_message(publish.topic, publish.event, payload)
 
 
 def is_binary(message: dict[str, Any]) -> bool:

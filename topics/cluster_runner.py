@@ -51,6 +51,9 @@ DEFAULT_READY_TIMEOUT = 60.0
 DEFAULT_STOP_TIMEOUT = 5.0
 _POLL_INTERVAL = 0.1
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz"
+# A local cluster is for development: DEBUG on and anonymous sockets allowed, unless the
+# environment says otherwise (DPS_ALLOW_ANONYMOUS=0 tries a locked-down cluster).
+DEVELOPMENT_DEFAULTS = {"DJANGO_DEBUG": "1", "DPS_ALLOW_ANONYMOUS": "1"}
 
 
 class ClusterError(RuntimeError):
@@ -215,6 +218,8 @@ class LocalCluster:
         env.pop("DPS_NODE", None)
         env.pop("DPS_CLUSTER", None)
         env.setdefault("DJANGO_SETTINGS_MODULE", "dps_site.settings")
+        for name, value in DEVELOPMENT_DEFAULTS.items():  # what the caller set explicitly wins
+            env.setdefault(name, value)
         env["PYTHONUNBUFFERED"] = "1"  # so the prefixed log stream is live, not block-buffered
         return env
 
@@ -271,7 +276,10 @@ class LocalCluster:
             parse_cluster(config, "runcluster")
         except ClusterConfigError as exc:
             raise ClusterError(str(exc)) from exc
-        self.cluster_file.write_text(json.dumps(config, indent=2))
+        # It holds Redis URLs, passwords included: readable by this user only, from creation.
+        fd = os.open(self.cluster_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(json.dumps(config, indent=2))
         self.say(f"cluster file: {self.cluster_file}")
 
     def _run_migrate(self) -> None:
@@ -427,6 +435,11 @@ class LocalCluster:
         self.stop()
 
     # -- output ----------------------------------------------------------------------------
+
+    def development_settings(self) -> dict[str, str]:
+        """The development defaults the nodes run with, as they will see them."""
+        env = self._child_env()
+        return {name: env[name] for name in DEVELOPMENT_DEFAULTS}
 
     def say(self, message: str) -> None:
         """Emit one line of the cluster's own (not a node's) output."""

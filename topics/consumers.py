@@ -23,9 +23,18 @@ from django.conf import settings
 from channel_layer.presence import DIFF_TYPE, STATE_TYPE
 from channel_layer.runtime import POSITION_KEY
 
-from . import connections, metrics, presence
-from .broadcasts import BROADCAST_TYPE, binary_as_json, binary_frame, is_binary, message_for_publish
+from . import connections, limits, metrics, presence
+from .auth import authenticate, connect_params
+from .broadcasts import (
+    BROADCAST_TYPE,
+    binary_as_json,
+    binary_frame,
+    broadcast_message,
+    is_binary,
+)
 from .direct_frames import NOT_OPEN, DirectFrames, direct_frames_for
+from .handlers import BoundHandler, Refused, Reply, SocketContext, topic_routes
+from .handshake import refuse
 from .protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_TOPICS,
@@ -41,7 +50,6 @@ from .protocol import (
     encode_event,
     serializer_for_query_string,
 )
-from .protocol.topics import PREFIX as TOPICS_PREFIX
 from .protocol.topics import topic_for_group
 from .sender import OrderedSender
 
@@ -51,6 +59,8 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_MAX_PENDING_FRAMES = 1000
 DEFAULT_MAX_SEND_BUFFER_BYTES = 4 * 1024 * 1024
 CLOSE_TRY_AGAIN_LATER = 1013  # a client too slow to take what it subscribed to
+# What topics.api.disconnect sends to an identity's group: close that identity's sockets.
+DISCONNECT_TYPE = "dps.disconnect"
 # Frames (by ASGI message type) that found their connection closed or closing, on this node.
 SENDS_AFTER_CLOSE: Counter[str] = Counter()
 _ENCODED_TAILS = "_dps_encoded_tails"
@@ -108,7 +118,11 @@ class PhoenixSocketConsumer(AsyncConsumer):
     # here, so the handler's reply goes out first (the publisher's reply precedes its copy).
     _busy = 0
     _held: list[dict] | None = None
-    _identity: str | None = None
+    # Who the connect hook said this is (None until admitted), and each joined topic's handler
+    # where it has something to run (the seed's has nothing: no entry, no cost).
+    context: SocketContext | None = None
+    _handlers: dict[str, BoundHandler]
+    _bucket: limits.PublishBucket | None = None
 
     # Set once the client's connection is gone or this side sent its close: what is sent
     # after that goes nowhere (see _send_to_client).
@@ -170,15 +184,20 @@ class PhoenixSocketConsumer(AsyncConsumer):
         if serializer is None:
             await self.send({"type": "websocket.close"})  # before accept: the server answers 403
             return
+        if not await self._admit():
+            return
+        self._routes = topic_routes()
+        self._handlers = {}
         self.socket = PhoenixSocket(
             serializer,
             max_frame_bytes=getattr(settings, "DPS_MAX_FRAME_BYTES", DEFAULT_MAX_FRAME_BYTES),
             max_topics=getattr(settings, "DPS_MAX_TOPICS_PER_SOCKET", DEFAULT_MAX_TOPICS),
-            namespaces=tuple(getattr(settings, "DPS_TOPIC_NAMESPACES", (TOPICS_PREFIX,))),
+            routes=self._routes.routes,
         )
         self._presence_key = presence.new_socket_key()
+        self._bucket = limits.publish_bucket(asyncio.get_running_loop().time())
+        self._max_payload_bytes = limits.max_payload_bytes()
         await self.send({"type": "websocket.accept"})
-        self._identity = connections.socket_opened(self.scope)
         self._max_send_buffer = int(getattr(
             settings, "DPS_MAX_SEND_BUFFER_BYTES", DEFAULT_MAX_SEND_BUFFER_BYTES))
         self._sender = OrderedSender(self._send_to_client, int(getattr(
@@ -193,6 +212,41 @@ class PhoenixSocketConsumer(AsyncConsumer):
             add_fastlane(self.channel_name, self._fastlane)
         self._start_idle_timer()
 
+    async def _admit(self) -> bool:
+        """Run the connect hook and the connection limits; on a refusal answer the handshake
+        (403, 429 or 503) and return False. An admitted socket is counted in
+        :mod:`topics.connections` and joins its identity's group (for ``api.disconnect``)."""
+        refusal = limits.connection_refusal(None)
+        if refusal is None:
+            params = connect_params(self.scope)
+            identity = await authenticate(self.scope, params)
+            if identity is None:
+                refusal = (403, "unauthenticated")
+            else:
+                refusal = limits.connection_refusal(identity)
+        if refusal is not None:
+            connections.count_refusal(refusal[1])
+            await refuse(self.scope, self.base_send, *refusal)
+            return False
+        self.context = SocketContext(identity, params, self.scope)
+        connections.register(identity.name)
+        if identity.group is not None:
+            try:
+                await self.channel_layer.group_add(identity.group, self.channel_name)
+            except Exception as exc:
+                logger.warning("could not register a socket of %s: %s", identity.name,
+                               type(exc).__name__)
+                self._forget_identity()
+                await refuse(self.scope, self.base_send, limits.NODE_FULL,
+                             "the cluster is unavailable")
+                return False
+        return True
+
+    def _forget_identity(self) -> None:
+        context, self.context = self.context, None
+        if context is not None:
+            connections.unregister(context.identity.name)
+
     async def websocket_receive(self, message: dict[str, Any]) -> None:
         if self.socket is None:
             return
@@ -204,9 +258,6 @@ class PhoenixSocketConsumer(AsyncConsumer):
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         self._connection_done = True
-        if self._identity is not None:
-            connections.socket_closed(self._identity)
-            self._identity = None
         await self._leave_everything()
         raise StopConsumer()
 
@@ -219,6 +270,16 @@ class PhoenixSocketConsumer(AsyncConsumer):
             remove_fastlane(self.channel_name)
         if self.socket is not None:
             await self._execute(self.socket.handle_disconnect())
+        context = self.context
+        if context is not None:
+            self._forget_identity()
+            if context.identity.group is not None:
+                await self._discard(context.identity.group, "identity group")
+
+    async def dps_disconnect(self, message: dict[str, Any]) -> None:
+        """``topics.api.disconnect`` of this socket's identity: close with 1000."""
+        if self.socket is not None:
+            await self._execute(self.socket.handle_server_disconnect())
 
     async def phx_broadcast(self, message: dict[str, Any]) -> None:
         """A publish on a topic this socket joined, through the layer's queue (any layer)."""
@@ -341,6 +402,13 @@ class PhoenixSocketConsumer(AsyncConsumer):
                 await self.send({"type": "websocket.close", "code": action.code})
 
     async def _subscribe(self, socket: PhoenixSocket, action: Subscribe) -> list[Action]:
+        handler = self._routes.bind(action.topic)
+        response = None
+        if handler is not None and handler.join is not None:
+            outcome = await handler.run_join(self.context, action.topic, action.payload)
+            if isinstance(outcome, Refused):
+                return socket.subscribe_failed(action, outcome.reason)
+            response = outcome.response
         options = self._join_options(action)
         try:
             if options is None:
@@ -353,9 +421,14 @@ class PhoenixSocketConsumer(AsyncConsumer):
             metrics.COUNTS.join_errors += 1
             return socket.subscribe_failed(action, _failure_reason("join", exc))
         metrics.COUNTS.joins += 1
+        replaced = self._handlers.pop(action.topic, None)
+        if replaced is not None:
+            await replaced.run_leave(self.context, action.topic)
+        if handler is not None and not handler.passthrough:
+            self._handlers[action.topic] = handler
         if options is None:
-            return socket.joined(action)
-        return self._joined_with(socket, action, answer)
+            return socket.joined(action, response)
+        return self._joined_with(socket, action, answer, response)
 
     def _join_options(self, action: Subscribe) -> dict[str, Any] | None:
         """What the join asks the owner (presence, recovery); None: a plain group_add."""
@@ -364,7 +437,8 @@ class PhoenixSocketConsumer(AsyncConsumer):
             return None
         options: dict[str, Any] = {}
         if presence.tracks_presence(action.topic):
-            options["presence"] = presence.track(self.scope, self._presence_key, action.payload)
+            options["presence"] = presence.track(self.scope, self._presence_key, action.payload,
+                                                 self.context.identity.user_id)
         if layer.has_history(action.group):
             recover = presence.recover_request(action.payload)
             if recover is not None:
@@ -373,13 +447,15 @@ class PhoenixSocketConsumer(AsyncConsumer):
             return None
         return options
 
-    def _joined_with(self, socket: PhoenixSocket, action: Subscribe,
-                     answer: dict[str, Any]) -> list[Action]:
-        """The join reply with the topic's position, then the presence state, then every
-        recovered broadcast in order; live broadcasts wait behind them (``_held``)."""
+    def _joined_with(self, socket: PhoenixSocket, action: Subscribe, answer: dict[str, Any],
+                     response: Any = None) -> list[Action]:
+        """The join reply (the handler's response, with the topic's position), then the
+        presence state, then every recovered broadcast in order; live broadcasts wait behind
+        them (``_held``)."""
         history = answer.get("history")
-        response = {} if history is None else {"recovered": history["recovered"],
-                                                "position": history["position"]}
+        if history is not None:
+            response = {**(response if isinstance(response, dict) else {}),
+                        "recovered": history["recovered"], "position": history["position"]}
         offsets = history is not None and presence.wants_offsets(action.payload)
         actions = socket.joined(action, response, offsets)
         if "presence" in answer:
@@ -397,8 +473,25 @@ class PhoenixSocketConsumer(AsyncConsumer):
 
     async def _publish(self, socket: PhoenixSocket,
                        action: Publish | PublishBinary) -> list[Action]:
+        bucket = self._bucket
+        if bucket is not None and not bucket.take(self._loop.time()):
+            return socket.publish_failed(action, limits.RATE_LIMITED)
+        payload = action.data if isinstance(action, PublishBinary) else action.payload_json
+        too_large = limits.payload_too_large(payload, self._max_payload_bytes)
+        if too_large is not None:
+            return socket.publish_failed(action, too_large)
+        event = action.event
+        handler = self._handlers.get(action.topic)
+        if handler is not None and handler.handle_in is not None:
+            outcome = await handler.run_handle_in(self.context, event, payload)
+            if isinstance(outcome, Refused):
+                return socket.publish_failed(action, outcome.reason)
+            if isinstance(outcome, Reply):
+                return socket.published(action, outcome.response)
+            event, payload = outcome.event, outcome.payload
         try:
-            await self.channel_layer.group_send(action.group, message_for_publish(action))
+            await self.channel_layer.group_send(
+                action.group, broadcast_message(action.topic, event, payload))
         except Exception as exc:
             logger.warning("publish to %s failed: %s", action.topic, type(exc).__name__)
             metrics.COUNTS.publish_errors += 1
@@ -407,12 +500,18 @@ class PhoenixSocketConsumer(AsyncConsumer):
         return socket.published(action)
 
     async def _unsubscribe(self, action: Unsubscribe) -> None:
+        await self._discard(action.group, action.topic)
+        handler = self._handlers.pop(action.topic, None)
+        if handler is not None:
+            await handler.run_leave(self.context, action.topic)
+
+    async def _discard(self, group: str, what: str) -> None:
         try:
-            await self.channel_layer.group_discard(action.group, self.channel_name)
+            await self.channel_layer.group_discard(group, self.channel_name)
         except Exception as exc:
             # The socket has already dropped the topic, so nothing more is delivered to the
             # client either way; the layer's own expiry removes the stale membership.
-            logger.warning("leave of %s failed: %s", action.topic, type(exc).__name__)
+            logger.warning("leave of %s failed: %s", what, type(exc).__name__)
 
     # --- idle timeout: one timer per connection, re-armed from the last receive time ------
 

@@ -41,11 +41,16 @@ def _clean_name(value: Any) -> str | None:
     return text[:limit] or None
 
 
-def presence_key(scope: dict, socket_key: str) -> tuple[str, str | None]:
-    """(key, name) of a socket: its user's, or its own when anonymous."""
+def presence_key(scope: dict, socket_key: str,
+                 user_id: str | None = None) -> tuple[str, str | None]:
+    """(key, name) of a socket: its identity's (the connect hook's user id), its session
+    user's, or its own when anonymous."""
     user = scope.get("user")
     if user is not None and getattr(user, "is_authenticated", False):
-        return str(user.pk), user.get_username()
+        if user_id is None or str(user.pk) == user_id:
+            return str(user.pk), user.get_username()
+    if user_id is not None:
+        return user_id, None
     return socket_key, None
 
 
@@ -57,9 +62,9 @@ def new_ref() -> str:
     return os.urandom(8).hex()
 
 
-def track(scope: dict, socket_key: str, payload: Any) -> list:
+def track(scope: dict, socket_key: str, payload: Any, user_id: str | None = None) -> list:
     """``[key, phx_ref, meta]`` for a join of this socket."""
-    key, name = presence_key(scope, socket_key)
+    key, name = presence_key(scope, socket_key, user_id)
     if name is None and isinstance(payload, dict):
         name = _clean_name(payload.get("name"))
     meta: dict[str, Any] = {"online_at": int(time.time())}

@@ -11,13 +11,13 @@
 import http from "node:http";
 import { LongPoll, Socket } from "phoenix";
 import WebSocket from "ws";
+import { Failure, STEP_TIMEOUT_MS, check, sleep, waitFor } from "./helpers.mjs";
 
 // phoenix.js closes a socket whose heartbeat is not answered within one interval, and the
 // server answers a heartbeat only after the frames queued before it: the working sockets use a
 // roomy interval (still well within a lowered idle timeout), the heartbeat scenario a tight one.
 const HEARTBEAT_MS = 2000;
 const TIGHT_HEARTBEAT_MS = 500;
-const STEP_TIMEOUT_MS = 10_000;    // one join / leave / delivery wait
 const QUIET_WINDOW_MS = 500;       // how long "nothing more arrives" is watched
 const ORDERED_COUNT = 200;
 
@@ -45,26 +45,8 @@ if (urls.length !== 2) usage("need exactly two socket URLs");
 const [URL1, URL2] = urls;
 
 // --- helpers -----------------------------------------------------------------------------
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const suffix = Math.random().toString(36).slice(2, 10).replace(/[^a-z0-9]/g, "x");
 const topicName = (label) => `topics:interop${label}${suffix}`;
-
-class Failure extends Error {}
-function check(condition, message) {
-  if (!condition) throw new Failure(message);
-}
-
-/** Resolve when predicate() holds (polled), reject with `what` after timeoutMs. */
-async function waitFor(predicate, what, timeoutMs = STEP_TIMEOUT_MS) {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) {
-      const text = typeof what === "function" ? what() : what;
-      throw new Failure(`timed out after ${timeoutMs} ms waiting for ${text}`);
-    }
-    await sleep(5);
-  }
-}
 
 /** A Push's outcome as a promise: {status: "ok"|"error"|"timeout", response}. */
 function outcome(push) {

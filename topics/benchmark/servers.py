@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -43,6 +44,13 @@ def _base_env(workdir: str) -> dict[str, str]:
     env["DPS_DATABASE"] = str(Path(workdir, "bench.sqlite3"))  # never the developer's db
     env["DPS_LOG_LEVEL"] = "WARNING"
     env["DJANGO_DEBUG"] = "0"
+    # A production-style node: its own key, local hosts, anonymous load generators, and a
+    # publish rate limit well above what a benchmark publisher sends.
+    env["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(40)
+    env["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
+    env["DPS_ALLOW_ANONYMOUS"] = "1"
+    env["DPS_PUBLISH_RATE"] = "100000"
+    env["DPS_PUBLISH_BURST"] = "100000"
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -8,7 +8,7 @@ only after the layer took it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .message import Ref
@@ -41,7 +41,8 @@ class Subscribe(_TopicAction):
     topic: str
     join_ref: Ref
     ref: Ref
-    payload: Any = None
+    # The join's payload, for the topic's handler; not part of what the action *is*.
+    payload: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ framework here, so every rule of the protocol is testable without a server. The 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +15,7 @@ from . import v2_binary
 from .actions import Action, Close, Publish, PublishBinary, SendFrame, Subscribe, Unsubscribe
 from .message import MalformedFrame, Message, Ref, dumps, encode_event, is_encodable
 from .serializers import Serializer
-from .topics import INVALID_NAME, is_topics_topic, is_valid_topic
-from .topics import PREFIX as TOPICS_PREFIX
+from .topics import INVALID_NAME, is_topics_topic, is_valid_site_topic, is_valid_topic
 
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 DEFAULT_MAX_TOPICS = 100
@@ -30,6 +30,7 @@ SOCKET_TOPIC = "phoenix"
 UNMATCHED_TOPIC = "unmatched topic"
 UNKNOWN_EVENT = "unknown event"
 TOO_MANY_TOPICS = "too many topics"
+INVALID_SITE_TOPIC = "invalid topic name"
 BINARY_NOT_SUPPORTED = "binary payloads need vsn=2.0.0"
 
 
@@ -50,9 +51,9 @@ class PhoenixSocket:
     def __init__(self, serializer: Serializer, *,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  max_topics: int = DEFAULT_MAX_TOPICS,
-                 namespaces: tuple[str, ...] = (TOPICS_PREFIX,)) -> None:
+                 routes: Callable[[str], bool] = is_topics_topic) -> None:
         self.serializer = serializer
-        self.namespaces = namespaces
+        self.routes = routes  # whether a topic is served at all (else "unmatched topic")
         self.max_frame_bytes = max_frame_bytes
         self.max_topics = max_topics
         self.closed = False
@@ -105,9 +106,12 @@ class PhoenixSocket:
     def handle_join(self, message: Message) -> list[Action]:
         """Validate a join; the reply comes from :meth:`joined` once the adapter subscribed."""
         topic = message.topic
-        if not is_topics_topic(topic, self.namespaces):
+        if not self.routes(topic):
             return [self._unmatched(message.ref, topic)]
-        if not is_valid_topic(topic, self.namespaces):
+        if not is_topics_topic(topic):  # a site's own namespace
+            if not is_valid_site_topic(topic):
+                return [self._error(message.join_ref, message.ref, topic, INVALID_SITE_TOPIC)]
+        elif not is_valid_topic(topic):
             # The original answers an invalid name with a bare string as the response.
             return [self._reply(message.join_ref, message.ref, topic, "error", INVALID_NAME)]
         if topic not in self._joins and len(self._joins) >= self.max_topics:
@@ -179,9 +183,9 @@ class PhoenixSocket:
         return [PublishBinary(message.topic, message.event, message.payload, join.join_ref,
                               message.ref)]
 
-    def published(self, publish: Publish | PublishBinary) -> list[Action]:
-        """The layer accepted the publish: acknowledge it."""
-        return [self._reply(publish.join_ref, publish.ref, publish.topic, "ok", {})]
+    def published(self, publish: Publish | PublishBinary, response: Any = None) -> list[Action]:
+        """The layer accepted the publish (or the topic's handler answered it): acknowledge."""
+        return [self._reply(publish.join_ref, publish.ref, publish.topic, "ok", response or {})]
 
     def publish_failed(self, publish: Publish | PublishBinary, reason: str) -> list[Action]:
         """The layer refused the publish: tell the publisher why; the join stays."""
@@ -189,6 +193,11 @@ class PhoenixSocket:
 
     def handle_idle_timeout(self) -> list[Action]:
         """The client has been silent too long: close."""
+        return self._close(CLOSE_NORMAL)
+
+    def handle_server_disconnect(self) -> list[Action]:
+        """The site ends this session (``topics.api.disconnect``): close normally; the client
+        may reconnect."""
         return self._close(CLOSE_NORMAL)
 
     def handle_disconnect(self) -> list[Action]:

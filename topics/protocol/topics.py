@@ -7,6 +7,8 @@ PREFIX = "topics:"
 # ``fullmatch`` with explicit ASCII classes: ``^...$`` would accept a trailing newline and
 # ``\w`` would accept non-ASCII letters.
 _NAME = re.compile(r"[A-Za-z0-9]{2,64}", re.ASCII)
+# A site topic's group (":" → ".") must be a valid Channels group name (under 100 characters).
+_SITE_TOPIC = re.compile(r"[A-Za-z0-9_.-]{1,30}:[A-Za-z0-9_.-]{1,64}", re.ASCII)
 INVALID_NAME = ("invalid topic name, must be between 2 and 64 characters long "
                 "and only contain alphanumeric characters")
 
@@ -21,6 +23,12 @@ def is_valid_topic(topic: str, namespaces: tuple[str, ...] = (PREFIX,)) -> bool:
     colon = topic.find(":") + 1
     return (colon > 0 and topic[:colon] in namespaces
             and _NAME.fullmatch(topic, colon) is not None)
+
+
+def is_valid_site_topic(topic: str) -> bool:
+    """Whether a topic of a site's own namespace (``rooms:NAME``, served by a handler of
+    ``DPS_TOPICS``) makes a valid Channels group name."""
+    return _SITE_TOPIC.fullmatch(topic) is not None
 
 
 def group_for_topic(topic: str) -> str:

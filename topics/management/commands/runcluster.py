@@ -91,6 +91,11 @@ class Command(BaseCommand):
         else:  # shown once: the database keeps only its hash
             cluster.say(f"admin: {cluster.admin_url}  user {account[0]!r}, password "
                         f"{account[1]!r} (created now; change it in the admin)")
+        dev = cluster.development_settings()
+        cluster.say(f"DJANGO_DEBUG={dev['DJANGO_DEBUG']}, DPS_ALLOW_ANONYMOUS="
+                    f"{dev['DPS_ALLOW_ANONYMOUS']}" + (
+                        "  (anonymous sockets are accepted; DPS_ALLOW_ANONYMOUS=0 refuses them)"
+                        if dev["DPS_ALLOW_ANONYMOUS"] == "1" else ""))
         cluster.say(READY_LINE)
 
     def _emit(self, line: str) -> None:
