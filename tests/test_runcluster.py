@@ -522,3 +522,16 @@ def test_runcluster_restarts_a_killed_topic_server_and_starts_again_right_after_
     asyncio.run(_round_trip(port, "topics:again"))
     again.send_signal(signal.SIGINT)
     assert again.wait(30) == 0, "\n".join(again_lines.drain())
+
+
+def test_a_node_removed_from_the_cluster_file_is_not_restarted() -> None:
+    lines: list[str] = []
+    with fake_cluster(lines, ws=1, ts=2, supervise=True) as cluster:
+        config = json.loads(cluster.cluster_file.read_text())
+        config["nodes"] = [n for n in config["nodes"] if n["name"] != "ts-b"]
+        cluster.cluster_file.write_text(json.dumps(config))
+        os.kill(cluster.pid_of("ts-b"), signal.SIGTERM)  # as a drained topic server exits
+        wait_until(lambda: count(lines, "ts-b exited with exit code -15 (SIGTERM) and is no "
+                                        "longer in the cluster file; not restarting it") == 1)
+        assert cluster.pid_of("ts-b") is None and cluster.pid_of("ts-a") is not None
+    assert count(lines, "ts-b started (pid") == 1

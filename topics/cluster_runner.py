@@ -454,6 +454,11 @@ class LocalCluster:
             child.pump.join(timeout=1.0)  # its last lines come before the restart notice
             self._serving.discard(child.label)
             node = next(n for n in self.nodes if n.name == child.label)
+            if not self._in_cluster_file(node.name):
+                # The operator removed it (a topic server drains and exits 0): let it go.
+                self.say(f"{node.name} exited with {describe_exit(child.proc.returncode)} "
+                         "and is no longer in the cluster file; not restarting it")
+                continue
             self._schedule(child.label, child.proc.returncode, now - child.started,
                            lambda node=node: self._spawn_node(node))
         for name, redis in self._redis.items():
@@ -466,6 +471,13 @@ class LocalCluster:
             if pending.due <= time.monotonic() and not self._supervisor_stop.is_set():
                 del self._pending[label]
                 pending.restart()
+
+    def _in_cluster_file(self, name: str) -> bool:
+        try:
+            config = json.loads(self.cluster_file.read_text())
+            return any(node.get("name") == name for node in config["nodes"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return True  # unreadable mid-edit: restart, the node itself will judge the file
 
     def _schedule(self, label: str, code: int, ran_for: float,
                   restart: Callable[[], None]) -> None:
