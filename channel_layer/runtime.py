@@ -151,7 +151,8 @@ class NodeRuntime:
     def _outbox(self, node: str) -> Outbox:
         outbox = self._outboxes.get(node)
         if outbox is None:
-            outbox = self._outboxes[node] = Outbox(self.transport, node)
+            outbox = self._outboxes[node] = Outbox(self.transport, node,
+                                                   self.settings.outbox_limit)
         return outbox
 
     def reconfigure(self, settings: LayerSettings, capacity_for: Callable[[str], int]) -> None:
@@ -339,7 +340,7 @@ class NodeRuntime:
                 continue
             if not entries:
                 continue
-            wake = Wakeups()
+            wake = Wakeups(self.counters)
             now = time.time()
             for _, data in entries:
                 wire.dispatch(data, handlers, self.counters, now, wake)

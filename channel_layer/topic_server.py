@@ -213,7 +213,8 @@ class TopicServer:
     def _outbox(self, node: str) -> Outbox:
         outbox = self._outboxes.get(node)
         if outbox is None:
-            outbox = self._outboxes[node] = Outbox(self.transport, node)
+            outbox = self._outboxes[node] = Outbox(self.transport, node,
+                                                   self.settings.outbox_limit)
         return outbox
 
     def _presence_wait(self) -> float:
@@ -578,7 +579,8 @@ class TopicServer:
         listed = {name for name, _, _ in hottest}
         hottest += itertools.islice(((name, 0, state) for name, state in self.groups.items()
                                      if name not in listed), max(0, limit - len(hottest)))
-        counters = dict(self.counters + self.transport.counters)
+        refused = Counter(outbox_refused=sum(o.refused for o in self._outboxes.values()))
+        counters = dict(self.counters + self.transport.counters + refused)
         counters.update(self.history.counters)
         return {
             "role": "ts",
