@@ -169,7 +169,11 @@ class TopicServer:
         interval = min(self.settings.heartbeat_interval, self.settings.stats_interval)
         last_stats = 0.0
         while not stop.is_set():
+            slept_from = time.monotonic()
             await asyncio.sleep(interval)
+            overslept = time.monotonic() - slept_from - interval
+            if overslept > 2 * self.settings.heartbeat_interval:
+                self.excuse_pause(overslept, time.time())
             self._follow_cluster_file()
             self.expire_silent_nodes(time.time())
             self.expire_plain_members(time.time())
@@ -477,6 +481,18 @@ class TopicServer:
                 del state.plain[channel]
                 self.counters["memberships_expired"] += 1
             self._forget_if_empty(group, state)
+
+    def excuse_pause(self, paused_for: float, now: float) -> None:
+        """This process did not run for ``paused_for`` seconds (SIGSTOP, a frozen VM, a starved
+        CPU): the WS nodes' heartbeats of that time are still unread in its inbox, so their
+        silence is its own. Judge them from now (a fresh ``node_timeout``) and ask each for a
+        snapshot, rather than dropping every membership on a stale view."""
+        logger.warning("topic server %s did not run for %.1fs; checking its %d WS node(s) again "
+                       "before dropping any", self.node, paused_for, len(self.ws_nodes))
+        for state in self.ws_nodes.values():
+            state.last_seen = max(state.last_seen, now)
+        self._request_resync_from_all()
+        self.counters["pauses_excused"] += 1
 
     def expire_silent_nodes(self, now: float) -> None:
         for ws_node, state in list(self.ws_nodes.items()):
