@@ -60,7 +60,7 @@ class NodeRuntime:
         self.counters: Counter[str] = Counter()
         self.local = LocalChannels(self.counters)
         # Runtime loop only (the layer calls it through ``call``).
-        self.membership = Membership(node, self.counters, self.owner_of, self._outbox)
+        self.membership = Membership(node, self.counters, self.owner_of, self._owner_outbox)
         self.boot = ""
         self.home = LoopHome(node or "client", settings.runtime_loop, self._boot,
                              self._close_transport, self._forget_loop)
@@ -215,7 +215,7 @@ class NodeRuntime:
 
     async def group_send(self, group: str, expires_at: float, data: bytes) -> None:
         owner = self.ring.owner_of(group)
-        await self._outbox(owner).put(wire.encode([wire.PUBLISH, group, expires_at, data]),
+        await self._owner_outbox(owner).put(wire.encode([wire.PUBLISH, group, expires_at, data]),
                                       ack=True)
 
     # ------------------------------------------------------------------------ membership
@@ -281,6 +281,15 @@ class NodeRuntime:
                 1, int(self.settings.confirm_timeout * 2000))
         except TransportError as exc:  # the asker times out and says so
             logger.warning("could not answer a request: %s", exc)
+
+    def _owner_outbox(self, ts: str) -> Outbox:
+        """The outbox to a topic server, led by a snapshot of this node's members there if a
+        write to it failed since the last one: the owner may have dropped this node meanwhile
+        (a partition longer than node_timeout), and a publish or join must not reach it first."""
+        outbox = self._outbox(ts)
+        if self.node is not None and outbox.failed != self._failures_synced.get(ts, 0):
+            self._send_sync(ts)
+        return outbox
 
     def _send_sync(self, ts: str) -> None:
         outbox = self._outbox(ts)
