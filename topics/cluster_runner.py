@@ -325,6 +325,11 @@ class LocalCluster:
         with self._children_lock:
             return next((c.proc.pid for c in self._children if c.label == name), None)
 
+    def redis_pid(self, name: str) -> int | None:
+        """The pid of the embedded Redis of node ``name`` (None with a shared ``--redis``)."""
+        redis = self._redis.get(name)
+        return redis.pid if redis is not None else None
+
     def _spawn(self, label: str, command: list[str], env: dict[str, str]) -> _Child:
         # Own process group: Ctrl-C reaches only us, and we stop the children in order.
         proc = subprocess.Popen(
