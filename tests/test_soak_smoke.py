@@ -15,6 +15,7 @@ def test_a_short_soak_kills_and_restarts_a_topic_server_and_a_ws_node_losing_not
     for node in ("ts-a", "ws-a"):
         assert any(f"{node} exited with exit code -9 (SIGKILL)" in line for line in lines)
     assert report.published_ok > 500 and report.expected > 1000
+    assert report.stayers_dropped == 0, report.lines()
     assert (report.lost, report.duplicated, report.out_of_order) == (0, 0, 0), report.lines()
     assert report.churn["joins"] > 20 and report.churn["aborted"] > 0
     assert all(rss["start"] and rss["end"] for rss in report.rss_kib.values())

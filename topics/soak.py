@@ -30,6 +30,7 @@ TOPICS = 20
 STAYERS_PER_TOPIC = 2
 PUBLISH_INTERVAL = 0.2  # per topic: 100 publishes/s over 20 topics
 CHURN_INTERVAL = 0.1
+HEARTBEAT_INTERVAL = 20.0
 
 
 @dataclass
@@ -38,6 +39,7 @@ class SoakReport:
     started: float = 0.0
     published_ok: int = 0
     publish_errors: int = 0
+    stayers_dropped: int = 0
     expected: int = 0
     lost: int = 0
     duplicated: int = 0
@@ -48,7 +50,8 @@ class SoakReport:
 
     def lines(self) -> list[str]:
         out = [f"soak: {self.minutes:g} min, {TOPICS} topics, "
-               f"{TOPICS * STAYERS_PER_TOPIC} stayers",
+               f"{TOPICS * STAYERS_PER_TOPIC} stayers ({self.stayers_dropped} closed by the "
+               "server before the end, not counted)",
                f"publishes answered ok: {self.published_ok}, refused: {self.publish_errors}",
                f"stayer deliveries expected: {self.expected}; lost {self.lost}, duplicated "
                f"{self.duplicated}, out of order {self.out_of_order}",
@@ -77,19 +80,37 @@ class Stayer:
         self.url, self.topic = url, topic
         self.received: list[int] = []
         self.joined_at = 0.0
+        self.dropped = False  # the server closed it before the end: it did not stay joined
 
     async def run(self, ready: asyncio.Event, stop: asyncio.Event) -> None:
         async with connect(self.url, ping_interval=None, open_timeout=30) as ws:
             await ws.send(json.dumps(["1", "1", self.topic, "phx_join", {}]))
-            async for raw in ws:
-                _, ref, _, event, payload = json.loads(raw)
-                if ref == "1" and event == "phx_reply":
-                    self.joined_at = time.time()
-                    ready.set()
-                elif ref is None and event == "event":
-                    self.received.append(payload["seq"])
-                if stop.is_set():
-                    return
+            beating = asyncio.ensure_future(_heartbeats(ws))
+            try:
+                await self._receive(ws, ready, stop)
+            finally:
+                beating.cancel()
+        self.dropped = not stop.is_set()
+
+    async def _receive(self, ws: ClientConnection, ready: asyncio.Event,
+                       stop: asyncio.Event) -> None:
+        async for raw in ws:
+            _, ref, _, event, payload = json.loads(raw)
+            if ref == "1" and event == "phx_reply":
+                self.joined_at = time.time()
+                ready.set()
+            elif ref is None and event == "event":
+                self.received.append(payload["seq"])
+            if stop.is_set():
+                return
+
+
+async def _heartbeats(ws: ClientConnection) -> None:
+    """A member that only listens still sends Phoenix heartbeats, as phoenix.js does every
+    30 s: otherwise the server closes it after DPS_IDLE_TIMEOUT (60 s)."""
+    while True:
+        await asyncio.sleep(HEARTBEAT_INTERVAL)
+        await ws.send(json.dumps([None, "hb", "phoenix", "heartbeat", {}]))
 
 
 class Publisher:
@@ -182,7 +203,10 @@ async def _run(cluster: LocalCluster, minutes: float, report: SoakReport, say) -
     await asyncio.gather(*stayer_tasks, return_exceptions=True)
     report.published_ok = sum(len(v) for v in publisher.ok.values())
     report.publish_errors = publisher.errors
+    report.stayers_dropped = sum(s.dropped for s in stayers)
     for stayer in stayers:
+        if stayer.dropped:
+            continue
         expected = [seq for seq, at in publisher.ok[stayer.topic] if at > stayer.joined_at]
         got = Counter(stayer.received)
         report.expected += len(expected)
