@@ -221,7 +221,7 @@ def soak(minutes: float, say=print) -> SoakReport:
     policy = RestartPolicy(first_delay=0.5, max_delay=5.0, stable_after=20.0)
     cluster = LocalCluster(ws=2, ts=2, port=free_port_block(2), migrate=False,
                            supervise=True, restart_policy=policy,
-                           emit=lambda line: say(line) if "[runcluster]" in line else None,
+                           emit=lambda line: say(line) if _worth_showing(line) else None,
                            base_env={**os.environ, "DPS_ALLOW_ANONYMOUS": "1"})
     with cluster:
         for name, pid in _pids(cluster).items():
@@ -231,6 +231,12 @@ def soak(minutes: float, say=print) -> SoakReport:
         for name, pid in _pids(cluster).items():
             report.rss_kib[name]["end"] = rss_kib(pid)
     return report
+
+
+def _worth_showing(line: str) -> bool:
+    """Supervision's own lines, and a node's errors (a node that fails to start says why)."""
+    return line.startswith("[runcluster]") or any(
+        word in line for word in ("Error", "ERROR", "Traceback", "CRITICAL"))
 
 
 def _pids(cluster: LocalCluster) -> dict[str, int | None]:
