@@ -77,12 +77,17 @@ def _is_executable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
-def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    """Whether a TCP listener could bind ``host:port`` right now."""
+def port_is_free(port: int, host: str = LOOPBACK, *, allow_time_wait: bool = False) -> bool:
+    """Whether a TCP listener could bind ``host:port`` right now.
+
+    With ``allow_time_wait`` the probe binds as servers do (daphne, uvicorn and redis-server
+    set SO_REUSEADDR): connections of a stopped server lingering in TIME_WAIT do not hold the
+    port, a live listener still does. For a port the user named (``runcluster --port``); ports
+    picked automatically avoid TIME_WAIT ones too, the safest choice.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # As servers bind (daphne, uvicorn, redis-server all set it): connections of a stopped
-        # server lingering in TIME_WAIT do not hold the port, a live listener still does.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if allow_time_wait:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

@@ -277,7 +277,7 @@ class LocalCluster:
         # A port held by someone else would also "accept connections": readiness would lie.
         for node in self.ws_nodes:
             assert node.port is not None
-            if not port_is_free(node.port, self.host):
+            if not port_is_free(node.port, self.host, allow_time_wait=True):
                 raise ClusterError(f"port {node.port} on {self.host} (for {node.name}) is in use")
 
     def _start_redis(self) -> None:
