@@ -100,8 +100,7 @@ class NodeRuntime:
             self.transport = RedisTransport(self.cluster, self.settings.prefix,
                                             self.settings.inbox_cap, self.settings.connect_timeout)
             if self.node is not None:
-                # Fail at start, not at the first message; drop a previous process's backlog.
-                await self.transport.start_clean(self.node)
+                await self.transport.ping(self.node)  # fail at start, not at first message
         logger.info("layer runtime of %s runs on %s", self.node or "a sending process",
                     "the server's loop" if self.home.on_server_loop else "its own I/O thread")
         loop = asyncio.get_running_loop()

@@ -14,14 +14,6 @@ receiver subscribes first and then drains its backlog (trimming what it has hand
 same round trip as its next read) before it takes live envelopes, so what was queued while it
 was away arrives first and in order.
 
-A topic server's backlog outlives its process (a restarted topic server handles the publishes
-queued meanwhile); a WS node's does not: its inbox holds deliveries for the members of one
-process. A WS node's process calls :meth:`Transport.start_clean` when it boots, before it
-registers any member, and so discards what was queued for a previous process under the same
-name instead of handing a previous life's messages to its new clients (counted as
-``stale_discarded``). Resubscribing later in the same process (its Redis restarted) drains the
-backlog as usual.
-
 ``MemoryTransport`` is the same contract inside one process, for the embedded cluster.
 """
 from __future__ import annotations
@@ -86,8 +78,7 @@ class Transport(ABC):
         self.prefix = prefix
         self.inbox_cap = inbox_cap
         # "backlogged": envelopes this sender queued for an absent receiver (the backlog keeps
-        # the newest inbox_cap of them); "stale_discarded": envelopes a booting WS node found
-        # queued for its previous process and dropped.
+        # the newest inbox_cap of them).
         self.counters: Counter[str] = Counter()
 
     @abstractmethod
@@ -104,11 +95,6 @@ class Transport(ABC):
     async def ack(self, node: str) -> None:
         """Trim what the last ``read`` returned now (a reader that stops cleanly)."""
         return None  # nothing to trim where reads consume entries (MemoryTransport)
-
-    async def start_clean(self, node: str) -> None:
-        """A WS node's process boots: check its Redis answers (fail at start, not at the first
-        message) and drop what its inbox holds, queued for a previous process."""
-        return None  # a memory inbox does not outlive its process
 
     async def stop_reading(self, node: str) -> list[Entry]:
         """Stop receiving for ``node``; return what had already been sent to this reader
@@ -353,20 +339,11 @@ class RedisTransport(Transport):
             raise self._fail(node, exc) from None
         return bool(reply and int(reply[0][1]) > 0)
 
-    async def start_clean(self, node: str) -> None:
-        # Nothing of this process is registered anywhere yet, so all the backlog holds now is a
-        # previous process's; what is queued from here on is ours (MULTI: count and drop at once).
+    async def ping(self, node: str) -> None:
         try:
-            pipe = self._client(node).pipeline(transaction=True)
-            pipe.xlen(self.inbox_key(node))
-            pipe.delete(self.inbox_key(node))
-            stale, _ = await pipe.execute()
+            await self._client(node).ping()
         except (RedisError, OSError) as exc:
             raise self._fail(node, exc) from None
-        if stale:
-            self.counters["stale_discarded"] += int(stale)
-            logger.info("%s starts clean: discarded %d envelope(s) queued for its previous "
-                        "process", node, stale)
 
     async def close(self) -> None:
         for node in list(self._subscriptions):
