@@ -77,9 +77,17 @@ def _is_executable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
-def port_is_free(port: int, host: str = LOOPBACK) -> bool:
-    """Whether a TCP listener could bind ``host:port`` right now."""
+def port_is_free(port: int, host: str = LOOPBACK, *, allow_time_wait: bool = False) -> bool:
+    """Whether a TCP listener could bind ``host:port`` right now.
+
+    With ``allow_time_wait`` the probe binds as servers do (daphne, uvicorn and redis-server
+    set SO_REUSEADDR): connections of a stopped server lingering in TIME_WAIT do not hold the
+    port, a live listener still does. For a port the user named (``runcluster --port``); ports
+    picked automatically avoid TIME_WAIT ones too, the safest choice.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if allow_time_wait:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
@@ -145,6 +153,7 @@ class RedisProcess:
         self._port: int | None = None
         self._dir: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0  # time.monotonic() of the last launch
 
     @property
     def port(self) -> int:
@@ -193,8 +202,19 @@ class RedisProcess:
                 self.stop()
                 raise
 
+    def restart(self, timeout: float = DEFAULT_START_TIMEOUT) -> Self:
+        """Launch the server again on the same port and directory (it exited, or is stopped
+        here first); return once it answers PING, else raise RedisStartError."""
+        if self._dir is None or self._port is None:
+            raise RuntimeError("RedisProcess has not been started")
+        self._terminate()
+        self._launch(self._binary or find_redis_server())
+        self._wait_until_ready(timeout)
+        return self
+
     def _launch(self, binary: str) -> None:
         assert self._dir is not None
+        self.started_at = time.monotonic()
         args = [
             binary,
             "--port", str(self._port),

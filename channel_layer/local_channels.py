@@ -57,14 +57,40 @@ class Fastlane:
         self.deliver = deliver
 
 
-def _run_batch(waiters: list[asyncio.Future], calls: list[tuple[Callable, dict]]) -> None:
+def _client_gone_errors() -> tuple[type[BaseException], ...]:
+    """What a server raises when a member writes to a connection that has just gone (the
+    client aborted mid-broadcast, before the server told its consumer): daphne's autobahn
+    ``Disconnected``, uvicorn's ``ClientDisconnected``, a plain broken connection."""
+    errors: list[type[BaseException]] = [ConnectionError]
+    try:
+        from autobahn.exception import Disconnected
+        errors.append(Disconnected)
+    except ImportError:
+        pass
+    try:
+        from uvicorn.protocols.utils import ClientDisconnected
+        errors.append(ClientDisconnected)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+CLIENT_GONE = _client_gone_errors()
+
+
+def _run_batch(waiters: list[asyncio.Future], calls: list[tuple[Callable, dict]],
+               counters: Counter[str]) -> None:
     for waiter in waiters:
         if not waiter.done():
             waiter.set_result(None)
     for deliver, message in calls:
         try:
             deliver(message)
+        except CLIENT_GONE as exc:  # a normal race, not a fault: count it
+            counters["deliveries_to_closed_clients"] += 1
+            logger.debug("fastlane delivery to a closed connection: %r", exc)
         except Exception:  # one member's failure must not cost the others their message
+            counters["fastlane_delivery_errors"] += 1
             logger.exception("fastlane delivery failed")
 
 
@@ -72,9 +98,10 @@ class Wakeups:
     """Collects, while a batch is delivered, the receivers to wake and the fastlane calls to
     make; then hops onto each loop once."""
 
-    __slots__ = ("_by_loop",)
+    __slots__ = ("_by_loop", "_counters")
 
-    def __init__(self) -> None:
+    def __init__(self, counters: Counter[str] | None = None) -> None:
+        self._counters = Counter() if counters is None else counters  # failed deliveries
         self._by_loop: dict[asyncio.AbstractEventLoop,
                             tuple[list[asyncio.Future], list[tuple[Callable, dict]]]] = {}
 
@@ -97,9 +124,9 @@ class Wakeups:
             running = None
         for loop, (waiters, calls) in self._by_loop.items():
             if loop is running:
-                _run_batch(waiters, calls)
+                _run_batch(waiters, calls, self._counters)
             elif not loop.is_closed():
-                loop.call_soon_threadsafe(_run_batch, waiters, calls)
+                loop.call_soon_threadsafe(_run_batch, waiters, calls, self._counters)
         self._by_loop.clear()
 
 

@@ -3,32 +3,57 @@
 Everything a process sends to one node goes through that node's :class:`Outbox`, so the
 receiver sees it in the order it was queued; whatever queues up while a write is in flight
 leaves in the next write as one pipeline.
+
+The queue is bounded (``outbox_limit``): a destination whose Redis stalls must not grow this
+process without limit. Past the bound an envelope is refused, never queued: a caller waiting for
+the write (a publish, a join's registration) gets :class:`OutboxFull` at once (the client sees
+an error reply), a fire-and-forget envelope (a fan-out delivery, a heartbeat) is dropped; both
+count in ``refused`` and in ``failed``, so a WS node re-sends its full membership (SYNC) once
+the destination answers again.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from .transport import Transport
+from .settings import LayerSettings
+from .transport import Transport, TransportError
 
 logger = logging.getLogger("channel_layer.outbox")
 
 
+class OutboxFull(TransportError):
+    """``outbox_limit`` envelopes already wait for this destination."""
+
+
 class Outbox:
-    def __init__(self, transport: Transport, node: str) -> None:
+    def __init__(self, transport: Transport, node: str,
+                 limit: int = LayerSettings.outbox_limit) -> None:
         self.transport = transport
         self.node = node
+        self.limit = limit
         self._pending: list[bytes] = []
         self._waiters: list[asyncio.Future | None] = []
         self._writer: asyncio.Task | None = None
         self.sent = 0
         self.failed = 0
+        self.refused = 0  # envelopes turned away at the limit (also counted in failed)
 
     def put(self, envelope: bytes, ack: bool = False) -> asyncio.Future | None:
         """Queue one envelope. With ``ack``, the returned future resolves once the node's
         Redis holds it (or fails with the transport's error)."""
         loop = asyncio.get_running_loop()
         done = loop.create_future() if ack else None
+        if len(self._pending) >= self.limit:
+            self.refused += 1
+            self.failed += 1
+            if self.refused == 1 or self.refused % 1000 == 0:  # a stall, not a flood of lines
+                logger.warning("outbox to %s is full (%d envelopes waiting); %d refused so far",
+                               self.node, len(self._pending), self.refused)
+            if done is not None:
+                done.set_exception(OutboxFull(
+                    f"{self.limit} envelopes already wait for node {self.node}"))
+            return done
         self._pending.append(envelope)
         self._waiters.append(done)
         if self._writer is None:

@@ -10,7 +10,10 @@ on redis-py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import ssl as ssl_module
+import struct
 from collections import deque
 
 import hiredis
@@ -42,6 +45,8 @@ class RespConnection:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._parser = hiredis.Reader()
+        # CommandPipe's batches sent on this connection and awaiting their replies.
+        self.batches: deque[tuple[int, list, asyncio.Future]] = deque()
 
     async def open(self) -> None:
         params = parse_url(self.url)
@@ -107,6 +112,20 @@ class RespConnection:
             raise RespError("Redis closed the connection")
         self._parser.feed(data)
 
+    def abort(self) -> None:
+        """Drop the connection now, with whatever it has not sent yet (a reset, not a FIN
+        behind unsent data): commands given up on must not reach Redis later, after a
+        retry on a new connection already carried them."""
+        writer, self._writer = self._writer, None
+        self._reader = None
+        if writer is None:
+            return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
     async def close(self) -> None:
         writer, self._writer = self._writer, None
         self._reader = None
@@ -127,16 +146,29 @@ class CommandPipe:
         self._conn: RespConnection | None = None
         self._connecting: asyncio.Future | None = None
         self._reader_task: asyncio.Task | None = None
-        self._waiting: deque[tuple[int, list, asyncio.Future]] = deque()
 
     async def execute(self, commands: list[list[bytes]]) -> list:
         """Send the batch in one write; its replies, in order (``hiredis.ReplyError`` values
         for commands Redis refused)."""
         conn = self._conn or await self._connect()
         done = asyncio.get_running_loop().create_future()
-        self._waiting.append((len(commands), [], done))
+        conn.batches.append((len(commands), [], done))
         conn.send(commands)
-        return await done
+        try:
+            # A Redis that does not answer within the timeout is as good as unreachable (a
+            # partition drops packets silently; TCP alone would wait for many minutes).
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.shield(done)
+        except TimeoutError:
+            self._give_up(conn)
+            raise RespError(f"no reply from Redis within {self.timeout:g}s") from None
+
+    def _give_up(self, conn: RespConnection) -> None:
+        """Fail every batch waiting on ``conn`` and drop it; the next batch reconnects."""
+        if self._conn is not conn:
+            return
+        self._conn = None
+        conn.abort()  # the reader task sees the closed connection and fails the waiters
 
     async def _connect(self) -> RespConnection:
         if self._connecting is not None:  # another batch is connecting: wait for it
@@ -158,7 +190,7 @@ class CommandPipe:
         return conn
 
     async def _read_replies(self, conn: RespConnection) -> None:
-        waiting = self._waiting
+        waiting = conn.batches
         failure: Exception = RespError("the connection was closed")
         try:
             while True:
@@ -173,11 +205,13 @@ class CommandPipe:
             failure = exc
         finally:
             # Every batch still waiting fails; the next execute connects again.
-            self._conn = None
+            if self._conn is conn:
+                self._conn = None
             while waiting:
                 _, _, done = waiting.popleft()
                 if not done.done():
                     done.set_exception(failure)
+                    done.exception()  # its caller may have given up on it already
             await conn.close()
 
     async def close(self) -> None:

@@ -60,7 +60,7 @@ class NodeRuntime:
         self.counters: Counter[str] = Counter()
         self.local = LocalChannels(self.counters)
         # Runtime loop only (the layer calls it through ``call``).
-        self.membership = Membership(node, self.counters, self.owner_of, self._outbox)
+        self.membership = Membership(node, self.counters, self.owner_of, self._owner_outbox)
         self.boot = ""
         self.home = LoopHome(node or "client", settings.runtime_loop, self._boot,
                              self._close_transport, self._forget_loop)
@@ -150,7 +150,8 @@ class NodeRuntime:
     def _outbox(self, node: str) -> Outbox:
         outbox = self._outboxes.get(node)
         if outbox is None:
-            outbox = self._outboxes[node] = Outbox(self.transport, node)
+            outbox = self._outboxes[node] = Outbox(self.transport, node,
+                                                   self.settings.outbox_limit)
         return outbox
 
     def reconfigure(self, settings: LayerSettings, capacity_for: Callable[[str], int]) -> None:
@@ -213,7 +214,7 @@ class NodeRuntime:
 
     async def group_send(self, group: str, expires_at: float, data: bytes) -> None:
         owner = self.ring.owner_of(group)
-        await self._outbox(owner).put(wire.encode([wire.PUBLISH, group, expires_at, data]),
+        await self._owner_outbox(owner).put(wire.encode([wire.PUBLISH, group, expires_at, data]),
                                       ack=True)
 
     # ------------------------------------------------------------------------ membership
@@ -280,6 +281,15 @@ class NodeRuntime:
         except TransportError as exc:  # the asker times out and says so
             logger.warning("could not answer a request: %s", exc)
 
+    def _owner_outbox(self, ts: str) -> Outbox:
+        """The outbox to a topic server, led by a snapshot of this node's members there if a
+        write to it failed since the last one: the owner may have dropped this node meanwhile
+        (a partition longer than node_timeout), and a publish or join must not reach it first."""
+        outbox = self._outbox(ts)
+        if self.node is not None and outbox.failed != self._failures_synced.get(ts, 0):
+            self._send_sync(ts)
+        return outbox
+
     def _send_sync(self, ts: str) -> None:
         outbox = self._outbox(ts)
         outbox.put(self.membership.sync_envelope(ts))
@@ -338,7 +348,7 @@ class NodeRuntime:
                 continue
             if not entries:
                 continue
-            wake = Wakeups()
+            wake = Wakeups(self.counters)
             now = time.time()
             for _, data in entries:
                 wire.dispatch(data, handlers, self.counters, now, wake)

@@ -18,6 +18,7 @@ class LayerSettings:
     group_expiry: float = 86400       # seconds a group membership lasts without renewal
     max_message_bytes: int = 4 * 1024 * 1024  # encoded size above which MessageTooLarge
     inbox_cap: int = 100_000          # entries a node inbox holds; the oldest go beyond it
+    outbox_limit: int = 10_000        # envelopes queued for one destination; beyond, refused
     read_batch: int = 512             # inbox entries taken per read
     read_block_ms: int = 1000         # how long one inbox read waits for entries
     read_retry_interval: float = 1.0  # seconds between attempts while a node's own Redis is down

@@ -7,7 +7,9 @@ order. Membership is tied to the WS node that holds it: a WS node that falls sil
 ``node_timeout`` loses its memberships; a WS node that restarts replaces them; a topic server
 that restarts asks every WS node for a snapshot (RESYNC / SYNC) instead of waiting for clients
 to rejoin. It also holds the presence (``presence``) and history (``history``) of the groups it
-owns.
+owns. A topic server removed from the cluster file *drains*: it keeps serving publishes
+from WS nodes that have not yet noticed, until every WS node has (see :meth:`is_drained`),
+then stops as on SIGTERM and its process exits 0.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 import redis.asyncio as aioredis
 
 from . import stats, wire
-from .cluster import TS, Cluster, ClusterConfigError, ClusterFileWatcher
+from .cluster import TS, Cluster, ClusterConfigError, ClusterFileWatcher, Node
 from .history import HistoryPatterns, HistoryStore
 from .outbox import Outbox
 from .presence import PresenceBook
@@ -91,6 +93,8 @@ class TopicServer:
         self._rates = stats.RateWindow()
         self._last_rates: dict[str, float] = {}
         self._stats_client: aioredis.Redis | None = None  # the topic table's (not embedded)
+        self._own_node: Node = cluster.node(node)  # its Redis, kept while it drains
+        self.removed_at: float | None = None  # time.time() it left the cluster file
         self._handlers = {
             wire.PUBLISH: self._in_order,
             wire.JOIN: self._in_order,
@@ -165,10 +169,19 @@ class TopicServer:
         interval = min(self.settings.heartbeat_interval, self.settings.stats_interval)
         last_stats = 0.0
         while not stop.is_set():
+            slept_from = time.monotonic()
             await asyncio.sleep(interval)
+            overslept = time.monotonic() - slept_from - interval
+            if overslept > 2 * self.settings.heartbeat_interval:
+                self.excuse_pause(overslept, time.time())
             self._follow_cluster_file()
             self.expire_silent_nodes(time.time())
             self.expire_plain_members(time.time())
+            if self.is_drained(time.time()):
+                logger.info("topic server %s drained (%d group(s) left); stopping", self.node,
+                            len(self.groups))
+                stop.set()  # the same clean stop as SIGTERM: the process exits 0
+                return
             if time.monotonic() - last_stats >= self.settings.stats_interval:
                 last_stats = time.monotonic()
                 try:
@@ -204,7 +217,8 @@ class TopicServer:
     def _outbox(self, node: str) -> Outbox:
         outbox = self._outboxes.get(node)
         if outbox is None:
-            outbox = self._outboxes[node] = Outbox(self.transport, node)
+            outbox = self._outboxes[node] = Outbox(self.transport, node,
+                                                   self.settings.outbox_limit)
         return outbox
 
     def _presence_wait(self) -> float:
@@ -468,6 +482,18 @@ class TopicServer:
                 self.counters["memberships_expired"] += 1
             self._forget_if_empty(group, state)
 
+    def excuse_pause(self, paused_for: float, now: float) -> None:
+        """This process did not run for ``paused_for`` seconds (SIGSTOP, a frozen VM, a starved
+        CPU): the WS nodes' heartbeats of that time are still unread in its inbox, so their
+        silence is its own. Judge them from now (a fresh ``node_timeout``) and ask each for a
+        snapshot, rather than dropping every membership on a stale view."""
+        logger.warning("topic server %s did not run for %.1fs; checking its %d WS node(s) again "
+                       "before dropping any", self.node, paused_for, len(self.ws_nodes))
+        for state in self.ws_nodes.values():
+            state.last_seen = max(state.last_seen, now)
+        self._request_resync_from_all()
+        self.counters["pauses_excused"] += 1
+
     def expire_silent_nodes(self, now: float) -> None:
         for ws_node, state in list(self.ws_nodes.items()):
             if now - state.last_seen > self.settings.node_timeout:
@@ -485,12 +511,32 @@ class TopicServer:
         except ClusterConfigError as exc:
             logger.error("ignoring the changed cluster file: %s", exc)
             return
-        if cluster is not None:
-            self.cluster = cluster
+        if cluster is None:
+            return
+        self.cluster = cluster
+        self.ring = Ring(n.name for n in cluster.ts_nodes)
+        logger.info("cluster file changed; ring is now %s", list(self.ring.nodes))
+        if cluster.has_node(self.node):
             self.transport.use_cluster(cluster)
-            self.ring = Ring(n.name for n in cluster.ts_nodes)
-            logger.info("cluster file changed; ring is now %s", list(self.ring.nodes))
-            self._hand_over_plain_members()
+            self.removed_at = None  # (put back before it finished draining: serve on)
+        else:  # removed: keep reaching our own Redis (inbox, stats) while draining
+            self.transport.use_cluster(Cluster(cluster.nodes + (self._own_node,),
+                                               cluster.source, path=cluster.path))
+        self._hand_over_plain_members()
+        if self.removed_at is None and not cluster.has_node(self.node):
+            self.removed_at = time.time()
+            logger.info("topic server %s is no longer in the cluster file; draining (%d group(s)"
+                        " still registered here)", self.node, len(self.groups))
+
+    def is_drained(self, now: float) -> bool:
+        """Whether a removed server is done: no group is left here, or every WS node has
+        noticed the removal (a node that has stops its heartbeats here, so none was heard for
+        two heartbeat intervals), or ``node_timeout`` after the removal at the latest."""
+        if self.removed_at is None:
+            return False
+        last_heard = max([self.removed_at, *(s.last_seen for s in self.ws_nodes.values())])
+        return (not self.groups or now - last_heard > 2 * self.settings.heartbeat_interval
+                or now - self.removed_at >= self.settings.node_timeout)
 
     def _hand_over_plain_members(self) -> None:
         """Plain channels' memberships live at the owner: send those of groups this server no
@@ -549,7 +595,8 @@ class TopicServer:
         listed = {name for name, _, _ in hottest}
         hottest += itertools.islice(((name, 0, state) for name, state in self.groups.items()
                                      if name not in listed), max(0, limit - len(hottest)))
-        counters = dict(self.counters + self.transport.counters)
+        refused = Counter(outbox_refused=sum(o.refused for o in self._outboxes.values()))
+        counters = dict(self.counters + self.transport.counters + refused)
         counters.update(self.history.counters)
         return {
             "role": "ts",
@@ -593,7 +640,7 @@ class TopicServer:
             raise
 
     def _topic_table_client(self) -> aioredis.Redis | None:
-        url = self.cluster.node(self.node).redis_url
+        url = self._own_node.redis_url  # (still reachable while a removed server drains)
         if url is not None and self._stats_client is None:
             self._stats_client = aioredis.Redis.from_url(
                 url, socket_connect_timeout=self.settings.connect_timeout,

@@ -218,3 +218,32 @@ def test_topic_server_keeps_serving_across_a_restart_of_its_own_redis(tmp_path, 
         stop_all([server])
         if restarted is not None:
             restarted.stop()
+
+
+def test_a_topic_server_paused_longer_than_node_timeout_drops_nobody(cluster_setup):
+    """After a SIGSTOP longer than node_timeout, the WS nodes' heartbeats of that time are
+    unread in its inbox: it must check again, not drop every membership on its stale clock."""
+    urls, cluster_file = cluster_setup
+    limits = json.dumps({"node_timeout": 3, "stats_interval": 0.2})
+    server = start_topic_server(cluster_file, "ts-a", DPS_LAYER=limits)
+    worker = Worker(cluster_file, "ws-a", "--groups", "paused", "--expect", "10",
+                    "--timeout", "20", DPS_LAYER=limits)
+    try:
+        worker.read_event("ready")
+        worker.go()
+        os.kill(server.pid, signal.SIGSTOP)
+        time.sleep(5)  # the fault under test: a pause longer than node_timeout
+        os.kill(server.pid, signal.SIGCONT)
+        stats = wait_for(lambda: (s := ts_stats(urls["ts-a"]))
+                         and s["counters"].get("pauses_excused") and s)
+        assert "nodes_expired" not in stats["counters"], stats["counters"]
+        asyncio.run(publish(cluster_file, "paused", 10))
+        done = worker.read_event("done", timeout=30)
+        assert done["complete"], done
+        [seqs] = [[seq for _, seq in g["paused"]] for g in done["received"].values()]
+        assert seqs == list(range(10))
+        assert "nodes_expired" not in ts_stats(urls["ts-a"])["counters"]
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        worker.stop()
+        stop_all([server])

@@ -24,6 +24,7 @@ from django.core.management import CommandError
 
 from channel_layer.cluster import NODE_NAME, parse_cluster
 from channel_layer.embedded_redis import free_port_block, port_is_free, redis_ping
+from channel_layer.ring import Ring
 from topics.cluster_runner import (
     LISTEN_BACKLOG,
     PROJECT_DIR,
@@ -33,6 +34,7 @@ from topics.cluster_runner import (
     node_suffix,
 )
 from topics.management.commands.runcluster import READY_LINE, Command
+from topics.supervisor import Backoff, RestartPolicy, describe_exit
 
 # A stand-in node: reports what it sees, listens on its port if it is a WS node (a TS node says it
 # serves, as the real one does), and can be told (through FAKE_* variables) to exit early, never
@@ -45,15 +47,21 @@ print(f"fake {os.environ['DPS_NODE']} sees {len(nodes)} nodes", flush=True)
 if os.environ.get("FAKE_IGNORE_TERM"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 exits = role == os.environ.get("FAKE_EXIT_ROLE")
+code = int(os.environ.get("FAKE_EXIT_CODE", "3"))
+once = os.environ.get("FAKE_EXIT_ONCE_DIR")
+if exits and once:  # only the first run of each node exits
+    marker = os.path.join(once, os.environ["DPS_NODE"])
+    exits = not os.path.exists(marker)
+    open(marker, "w").close()
 if exits and "FAKE_EXIT_AFTER" not in os.environ:
-    sys.exit(3)  # dies while starting
+    sys.exit(code)  # dies while starting
 if role == "ws" and not os.environ.get("FAKE_WS_SILENT"):
     server = socket.create_server(("127.0.0.1", port))
 if role == "ts" and not os.environ.get("FAKE_TS_SILENT"):
     print(f"topic server {os.environ['DPS_NODE']} serving", flush=True)
 if exits:
     time.sleep(float(os.environ["FAKE_EXIT_AFTER"]))
-    sys.exit(3)  # dies once the cluster runs
+    sys.exit(code)  # dies once the cluster runs
 while True:
     time.sleep(1)
 """
@@ -64,9 +72,23 @@ class FakeNodeCluster(LocalCluster):
         return [sys.executable, "-c", FAKE_NODE, node.role, str(node.port or 0)]
 
 
-def fake_cluster(lines: list[str], ws: int = 2, ts: int = 2, **env: str) -> FakeNodeCluster:
+def fake_cluster(lines: list[str], ws: int = 2, ts: int = 2, supervise: bool = False,
+                 policy: RestartPolicy | None = None, **env: str) -> FakeNodeCluster:
     return FakeNodeCluster(ws, ts, port=free_port_block(ws), migrate=False, emit=lines.append,
-                           base_env={**os.environ, **env})
+                           base_env={**os.environ, **env}, supervise=supervise,
+                           restart_policy=policy)
+
+
+def wait_until(predicate: callable, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def count(lines: list[str], text: str) -> int:
+    return sum(text in line for line in list(lines))
 
 
 def accepts(port: int) -> bool:
@@ -151,6 +173,7 @@ def test_command_defaults() -> None:
 
 
 def test_command_flags() -> None:
+    assert parse()["fail_fast"] is False and parse("--fail-fast")["fail_fast"] is True
     options = parse("--ws", "4", "--ts", "3", "--port", "9000", "--redis", "redis://h:1/0",
                     "--server", "uvicorn", "--host", "0.0.0.0", "--no-migrate")
     assert (options["ws"], options["ts"], options["port"], options["host"]) == (
@@ -279,6 +302,93 @@ def test_request_stop_ends_wait() -> None:
         assert cluster.wait() is None
 
 
+# -- supervision, with fake nodes ----------------------------------------------------------
+
+
+def test_backoff_doubles_up_to_its_cap_and_resets_after_a_stable_run() -> None:
+    backoff = Backoff(RestartPolicy(first_delay=0.5, max_delay=2.0, stable_after=30.0))
+    assert [backoff.next_delay(1.0) for _ in range(4)] == [0.5, 1.0, 2.0, 2.0]
+    assert backoff.next_delay(31.0) == 0.5
+    assert backoff.restarts == 5
+
+
+def test_exit_descriptions_name_the_signal() -> None:
+    assert describe_exit(-9) == "exit code -9 (SIGKILL)"
+    assert describe_exit(0) == "exit code 0"
+    assert describe_exit(3) == "exit code 3"
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_a_supervised_node_that_exits_is_restarted_while_the_rest_keeps_serving(
+    tmp_path: Path, code: int
+) -> None:
+    lines: list[str] = []
+    cluster = fake_cluster(lines, ws=1, ts=2, supervise=True, FAKE_EXIT_ROLE="ts",
+                           FAKE_EXIT_AFTER="0.5", FAKE_EXIT_CODE=str(code),
+                           FAKE_EXIT_ONCE_DIR=str(tmp_path))
+    with cluster:
+        ws_port = cluster.ws_nodes[0].port
+        for name in ("ts-a", "ts-b"):
+            wait_until(lambda name=name: count(lines, f"[{name}] fake {name} sees") == 2)
+            assert count(lines, f"[runcluster] {name} exited with exit code {code} after") == 1
+            assert count(lines, f"[runcluster] {name} started (pid") == 2
+        assert accepts(ws_port)  # the WS node was never touched
+        assert cluster.poll() is None  # every process runs again
+    assert count(lines, "exited with") == 2  # the stop is not reported as a death
+
+
+def test_a_sigkilled_node_and_a_killed_redis_are_restarted(tmp_path: Path) -> None:
+    lines: list[str] = []
+    with fake_cluster(lines, ws=1, ts=1, supervise=True) as cluster:
+        ws = cluster.ws_nodes[0]
+        first_pid = cluster.pid_of("ws-a")
+        os.kill(first_pid, signal.SIGKILL)
+        wait_until(lambda: cluster.pid_of("ws-a") not in (None, first_pid) and accepts(ws.port))
+        assert count(lines, "[runcluster] ws-a exited with exit code -9 (SIGKILL)") == 1
+        redis_url = cluster.cluster_config()["nodes"][1]["redis"]
+        redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        os.kill(cluster._redis["ts-a"].pid, signal.SIGKILL)
+        wait_until(lambda: count(lines, "[runcluster] redis for ts-a restarted") == 1)
+        assert redis_ping(redis_port)  # same port: the cluster file stays true
+        assert count(lines, "[runcluster] redis for ts-a exited with exit code -9") == 1
+
+
+def test_a_node_that_keeps_dying_is_restarted_with_growing_delays() -> None:
+    lines: list[str] = []
+    policy = RestartPolicy(first_delay=0.1, max_delay=0.4, stable_after=60)
+    with fake_cluster(lines, ws=1, ts=1, supervise=True, policy=policy, FAKE_EXIT_ROLE="ts",
+                      FAKE_EXIT_AFTER="0.2"):
+        wait_until(lambda: count(lines, "ts-a exited with exit code 3") >= 4)
+    delays = [re.search(r"restarting it in ([\d.]+)s", line).group(1)
+              for line in lines if "ts-a exited with" in line][:4]
+    assert delays == ["0.1", "0.2", "0.4", "0.4"]
+
+
+def test_an_unsupervised_cluster_restarts_nothing() -> None:
+    lines: list[str] = []
+    cluster = fake_cluster(lines, ws=1, ts=1, FAKE_EXIT_ROLE="ts", FAKE_EXIT_AFTER="0.3")
+    with cluster:
+        assert cluster.wait() == "ts-a exited unexpectedly with exit code 3"
+        assert cluster.pid_of("ts-a") is not None  # still the dead child: nothing respawned
+    assert count(lines, "ts-a started (pid") == 1
+
+
+def test_a_port_left_in_time_wait_counts_as_free() -> None:
+    """A stopped server's accepted connections linger in TIME_WAIT on its port: that must not
+    stop the next runcluster from starting (a live listener still does)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+    client.recv(1)
+    client.close()
+    assert not port_is_free(port, allow_time_wait=True)  # still listening
+    server.close()
+    assert port_is_free(port, allow_time_wait=True)
+    assert not port_is_free(port)  # automatic port choices still avoid it
+
+
 # -- the real command, end to end ----------------------------------------------------------
 
 
@@ -364,3 +474,65 @@ def test_runcluster_end_to_end(runcluster: callable, server: str) -> None:
     lines.wait_for("[runcluster] stopped", 5)
     assert not os.path.exists(workdir)
     assert port_is_free(port) and port_is_free(port + 1)
+
+
+async def _round_trip(port: int, topic: str) -> None:
+    """A member on each WS node; a publish on one reaches both: the cluster serves."""
+    from tests.support.phoenix_client import PhoenixClient, socket_url
+
+    async with await PhoenixClient.connect(socket_url(port)) as a, \
+            await PhoenixClient.connect(socket_url(port + 1)) as b:
+        await a.join_ok(topic)
+        await b.join_ok(topic)
+        await a.publish(topic, "event", {"n": 1})
+        for client in (a, b):
+            [push] = await client.pushes(topic, 1)
+            assert push.payload == {"n": 1}
+
+
+@pytest.mark.e2e
+def test_runcluster_restarts_a_killed_topic_server_and_starts_again_right_after_a_stop(
+    runcluster: callable,
+) -> None:
+    import asyncio
+
+    port = free_port_block(2)
+    proc = runcluster("--port", str(port), "--no-migrate")
+    lines = _Lines(proc)
+    pid = int(re.search(r"ts-a started \(pid (\d+)\)", lines.wait_for("ts-a started", 60))[1])
+    lines.wait_for(READY_LINE, 120)
+    asyncio.run(_round_trip(port, "topics:before"))
+
+    os.kill(pid, signal.SIGKILL)
+    lines.wait_for("[runcluster] ts-a exited with exit code -9 (SIGKILL)", 10)
+    lines.wait_for("[ts-a] topic server ts-a serving", 30)  # the restarted process
+    # Topics the restarted server owns work again, with clients that were never told.
+    ring = Ring(["ts-a", "ts-b"])
+    owned = [t for t in (f"topics:after{i}" for i in range(20))
+             if ring.owner_of(t.replace(":", ".")) == "ts-a"][:2]
+    for topic in owned:
+        asyncio.run(_round_trip(port, topic))
+    assert proc.poll() is None
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, "\n".join(lines.drain())
+    # At once, on the same ports, while the last run's connections sit in TIME_WAIT.
+    again = runcluster("--port", str(port), "--no-migrate")
+    again_lines = _Lines(again)
+    again_lines.wait_for(READY_LINE, 120)
+    asyncio.run(_round_trip(port, "topics:again"))
+    again.send_signal(signal.SIGINT)
+    assert again.wait(30) == 0, "\n".join(again_lines.drain())
+
+
+def test_a_node_removed_from_the_cluster_file_is_not_restarted() -> None:
+    lines: list[str] = []
+    with fake_cluster(lines, ws=1, ts=2, supervise=True) as cluster:
+        config = json.loads(cluster.cluster_file.read_text())
+        config["nodes"] = [n for n in config["nodes"] if n["name"] != "ts-b"]
+        cluster.cluster_file.write_text(json.dumps(config))
+        os.kill(cluster.pid_of("ts-b"), signal.SIGTERM)  # as a drained topic server exits
+        wait_until(lambda: count(lines, "ts-b exited with exit code -15 (SIGTERM) and is no "
+                                        "longer in the cluster file; not restarting it") == 1)
+        assert cluster.pid_of("ts-b") is None and cluster.pid_of("ts-a") is not None
+    assert count(lines, "ts-b started (pid") == 1

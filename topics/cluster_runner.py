@@ -2,7 +2,8 @@
 
 This module owns the orchestration only: one embedded Redis per node (or one shared ``--redis``),
 the cluster file every node reads, a database migration, the WS and TS node processes, their
-prefixed log stream, readiness, failure detection and an orderly shutdown. What a node *does* is
+prefixed log stream, readiness, supervision (a node or Redis that exits is restarted with
+backoff, see ``topics.supervisor``) or failure detection, and an orderly shutdown. What a node *does* is
 the business of ``dps_site.asgi`` and the ``topic_server`` command. It does not import Django, so
 tests and benchmarks can start the same cluster programmatically::
 
@@ -42,6 +43,7 @@ from channel_layer.embedded_redis import (
     free_port,
     port_is_free,
 )
+from topics.supervisor import Backoff, RestartPolicy, describe_exit
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent  # where manage.py lives
 SERVERS = ("daphne", "uvicorn")
@@ -92,6 +94,15 @@ class _Child:
     label: str
     proc: subprocess.Popen[str]
     pump: threading.Thread
+    started: float  # time.monotonic() at spawn
+
+
+@dataclass
+class _PendingRestart:
+    """A supervised process that exited and waits out its backoff."""
+
+    due: float
+    restart: Callable[[], None]
 
 
 class LocalCluster:
@@ -99,6 +110,11 @@ class LocalCluster:
 
     WS nodes listen on ``host:port``, ``port+1``, ... Every node gets its own embedded Redis unless
     ``redis`` names one Redis URL for all of them. ``emit`` receives every output line.
+
+    With ``supervise``, once the cluster is up a thread restarts any node or embedded Redis that
+    exits (whatever its exit code) after a backoff, and logs its name and exit code; without it
+    (``runcluster --fail-fast``, and what tests use to see a death) :meth:`wait` reports the
+    first exit.
     """
 
     def __init__(
@@ -113,6 +129,8 @@ class LocalCluster:
         migrate: bool = True,
         emit: Callable[[str], None] | None = None,
         base_env: Mapping[str, str] | None = None,
+        supervise: bool = False,
+        restart_policy: RestartPolicy | None = None,
     ) -> None:
         if ws < 1 or ts < 1:
             raise ValueError("a cluster needs at least one WS node and one TS node")
@@ -136,6 +154,13 @@ class LocalCluster:
         self._children: list[_Child] = []
         self._serving: set[str] = set()  # topic servers that have said they serve their inbox
         self._stop_requested = False
+        self.supervise = supervise
+        self._restart_policy = restart_policy or RestartPolicy()
+        self._backoffs: dict[str, Backoff] = {}
+        self._pending: dict[str, _PendingRestart] = {}
+        self._children_lock = threading.Lock()  # the supervisor thread replaces children
+        self._supervisor: threading.Thread | None = None
+        self._supervisor_stop = threading.Event()
 
     # -- what the cluster is ---------------------------------------------------------------
 
@@ -242,8 +267,12 @@ class LocalCluster:
             if self.migrate:
                 self._run_migrate()
             for node in self.nodes:
-                self._spawn(node.name, self.command_for(node), self.env_for(node))
+                self._spawn_node(node)
             self._wait_until_ready(timeout)
+            if self.supervise:
+                self._supervisor = threading.Thread(target=self._supervise, daemon=True,
+                                                    name="dps-supervisor")
+                self._supervisor.start()
         except BaseException:
             self.stop()
             raise
@@ -253,7 +282,7 @@ class LocalCluster:
         # A port held by someone else would also "accept connections": readiness would lie.
         for node in self.ws_nodes:
             assert node.port is not None
-            if not port_is_free(node.port, self.host):
+            if not port_is_free(node.port, self.host, allow_time_wait=True):
                 raise ClusterError(f"port {node.port} on {self.host} (for {node.name}) is in use")
 
     def _start_redis(self) -> None:
@@ -289,9 +318,25 @@ class LocalCluster:
             self._check_stop()
             time.sleep(_POLL_INTERVAL)
         child.pump.join()
-        self._children.remove(child)
+        with self._children_lock:
+            self._children.remove(child)
         if child.proc.returncode:
             raise ClusterError(f"migrate failed with exit code {child.proc.returncode}")
+
+    def _spawn_node(self, node: LocalNode) -> _Child:
+        child = self._spawn(node.name, self.command_for(node), self.env_for(node))
+        self.say(f"{node.name} started (pid {child.proc.pid})")
+        return child
+
+    def pid_of(self, name: str) -> int | None:
+        """The pid of the node process called ``name`` now (None while it is down)."""
+        with self._children_lock:
+            return next((c.proc.pid for c in self._children if c.label == name), None)
+
+    def redis_pid(self, name: str) -> int | None:
+        """The pid of the embedded Redis of node ``name`` (None with a shared ``--redis``)."""
+        redis = self._redis.get(name)
+        return redis.pid if redis is not None else None
 
     def _spawn(self, label: str, command: list[str], env: dict[str, str]) -> _Child:
         # Own process group: Ctrl-C reaches only us, and we stop the children in order.
@@ -303,8 +348,9 @@ class LocalCluster:
         pump = threading.Thread(target=self._pump, args=(label, proc.stdout), daemon=True,
                                 name=f"dps-log-{label}")
         pump.start()
-        child = _Child(label, proc, pump)
-        self._children.append(child)
+        child = _Child(label, proc, pump, time.monotonic())
+        with self._children_lock:
+            self._children.append(child)
         return child
 
     def _pump(self, label: str, stream: IO[str]) -> None:
@@ -371,7 +417,9 @@ class LocalCluster:
 
     def poll(self) -> str | None:
         """Describe the first process that has exited, or return None if all are running."""
-        for child in self._children:
+        with self._children_lock:
+            children = list(self._children)
+        for child in children:
             code = child.proc.poll()
             if code is not None:
                 return f"{child.label} exited unexpectedly with exit code {code}"
@@ -391,17 +439,85 @@ class LocalCluster:
             raise ClusterInterrupted("stop requested while the cluster was starting")
 
     def wait(self) -> str | None:
-        """Block until a stop is requested (return None) or a process dies (return why)."""
+        """Block until a stop is requested (return None) or, unsupervised, a process dies
+        (return why)."""
         while not self._stop_requested:
-            failure = self.poll()
+            failure = None if self.supervise else self.poll()
             if failure:
                 return failure
             time.sleep(_POLL_INTERVAL)
         return None
 
+    # -- supervision -----------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        while not self._supervisor_stop.wait(_POLL_INTERVAL):
+            try:
+                self._supervise_once()
+            except Exception as exc:  # supervision must outlive any one failed restart
+                self.say(f"supervision error: {exc}")
+
+    def _supervise_once(self) -> None:
+        now = time.monotonic()
+        with self._children_lock:
+            exited = [c for c in self._children if c.proc.poll() is not None]
+            for child in exited:
+                self._children.remove(child)
+        for child in exited:
+            child.pump.join(timeout=1.0)  # its last lines come before the restart notice
+            self._serving.discard(child.label)
+            node = next(n for n in self.nodes if n.name == child.label)
+            if not self._in_cluster_file(node.name):
+                # The operator removed it (a topic server drains and exits 0): let it go.
+                self.say(f"{node.name} exited with {describe_exit(child.proc.returncode)} "
+                         "and is no longer in the cluster file; not restarting it")
+                continue
+            self._schedule(child.label, child.proc.returncode, now - child.started,
+                           lambda node=node: self._spawn_node(node))
+        for name, redis in self._redis.items():
+            label = f"redis for {name}"
+            code = redis.returncode()
+            if code is not None and label not in self._pending:
+                self._schedule(label, code, now - redis.started_at,
+                               lambda name=name: self._restart_redis(name))
+        for label, pending in list(self._pending.items()):
+            if pending.due <= time.monotonic() and not self._supervisor_stop.is_set():
+                del self._pending[label]
+                pending.restart()
+
+    def _in_cluster_file(self, name: str) -> bool:
+        try:
+            config = json.loads(self.cluster_file.read_text())
+            return any(node.get("name") == name for node in config["nodes"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return True  # unreadable mid-edit: restart, the node itself will judge the file
+
+    def _schedule(self, label: str, code: int, ran_for: float,
+                  restart: Callable[[], None]) -> None:
+        backoff = self._backoffs.setdefault(label, Backoff(self._restart_policy))
+        delay = backoff.next_delay(ran_for)
+        self.say(f"{label} exited with {describe_exit(code)} after {ran_for:.1f}s; "
+                 f"restarting it in {delay:g}s (restart {backoff.restarts})")
+        self._pending[label] = _PendingRestart(time.monotonic() + delay, restart)
+
+    def _restart_redis(self, name: str) -> None:
+        redis = self._redis[name]
+        try:
+            redis.restart()
+        except RedisStartError as exc:
+            self.say(f"redis for {name} did not start again: {exc}")
+            return  # still exited: the next round schedules another attempt
+        self.say(f"redis for {name} restarted on {redis.url} (pid {redis.pid})")
+
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
         """Stop every node (SIGTERM, SIGKILL after ``timeout``), then Redis; remove the temp dir."""
-        children, self._children = self._children, []
+        self._supervisor_stop.set()  # no restart may race the shutdown
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join()
+        self._supervisor = None
+        self._pending.clear()
+        with self._children_lock:
+            children, self._children = self._children, []
         for child in children:
             _signal_group(child.proc, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -422,6 +538,7 @@ class LocalCluster:
         if self._workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+        self._supervisor_stop.clear()  # a later start() supervises again
 
     def __enter__(self) -> Self:
         return self.start()

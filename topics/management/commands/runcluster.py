@@ -31,7 +31,8 @@ def _positive(value: str) -> int:
 class Command(BaseCommand):
     help = (
         "Start a local DPS cluster: an embedded Redis per node, WS nodes (daphne) on consecutive "
-        "ports and TS nodes (topic_server). Ctrl-C stops everything."
+        "ports and TS nodes (topic_server). A node or Redis that exits is restarted with backoff "
+        "(--fail-fast: the cluster stops instead). Ctrl-C or SIGTERM stops everything."
     )
     # Node processes check their own configuration; this parent only orchestrates.
     requires_system_checks = ()
@@ -49,6 +50,9 @@ class Command(BaseCommand):
                             help="ASGI server of the WS nodes (default daphne)")
         parser.add_argument("--no-migrate", dest="migrate", action="store_false",
                             help="skip `manage.py migrate` before starting")
+        parser.add_argument("--fail-fast", action="store_true",
+                            help="stop the whole cluster when any process exits, instead of "
+                                 "restarting it (for scripts)")
         parser.add_argument("--ready-timeout", type=float, default=60.0,
                             help="seconds to wait for every WS node to listen (default 60)")
 
@@ -57,7 +61,7 @@ class Command(BaseCommand):
             cluster = LocalCluster(
                 options["ws"], options["ts"], port=options["port"], redis=options["redis"],
                 host=options["host"], server=options["server"], migrate=options["migrate"],
-                emit=self._emit,
+                emit=self._emit, supervise=not options["fail_fast"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
