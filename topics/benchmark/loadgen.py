@@ -31,7 +31,10 @@ from collections.abc import Callable
 from .wsclient import RawWebSocket, connect
 
 BENCH_EVENT = "bench"
-HEARTBEAT_INTERVAL = 20.0  # the server closes sockets silent for 60 s
+# phoenix.js's default; the server closes sockets silent for 60 s. Each socket beats on its own
+# phase (one slice of the sockets per second), as clients that connected at different times do.
+HEARTBEAT_INTERVAL = 30.0
+HEARTBEAT_TICK = 1.0
 _HASH_MASK = (1 << 61) - 1
 LATENCY_BUCKET_S = 1e-4  # histograms in 0.1 ms buckets (they merge across generators)
 
@@ -172,13 +175,16 @@ class Generator:
         return {"sockets": len(self.sockets), "seconds": time.monotonic() - started}
 
     async def _heartbeats(self) -> None:
+        slots = int(HEARTBEAT_INTERVAL / HEARTBEAT_TICK)
+        slot = 0
         while True:
-            await asyncio.sleep(HEARTBEAT_INTERVAL)
-            for ws in self.sockets:
+            await asyncio.sleep(HEARTBEAT_TICK)
+            for ws in self.sockets[slot::slots]:
                 try:
                     ws.send_text(json.dumps([None, self.next_ref(), "phoenix", "heartbeat", {}]))
                 except ConnectionError:
                     pass
+            slot = (slot + 1) % slots
 
     async def join(self, joins: list[list], timeout: float = 120.0) -> dict:
         self.join_latencies = []
