@@ -150,9 +150,11 @@ class Bench:
     # ----------------------------------------------------------------------- building blocks
     def _connect(self, run: Run, sockets_per_gen: list[int]) -> dict:
         rss0 = rss_bytes(run.ws_pids)
-        all_call(run.gens, [("open", {"url": url, "sockets": n})
-                            for url, n in zip(run.servers.ws_urls, sockets_per_gen, strict=True)])
-        return {"rss0": rss0, "sockets": sum(sockets_per_gen)}
+        replies = all_call(run.gens, [("open", {"url": url, "sockets": n}) for url, n in
+                                      zip(run.servers.ws_urls, sockets_per_gen, strict=True)])
+        return {"rss0": rss0, "sockets": sum(sockets_per_gen),
+                "refused_handshakes": sum(r.get("refused_handshakes", 0) for r in replies),
+                "seconds": max(r["seconds"] for r in replies)}
 
     def _join(self, run: Run, joins_per_gen: list[list]) -> list[dict]:
         replies = all_call(run.gens, [("join", {"joins": j}) for j in joins_per_gen])
@@ -358,6 +360,8 @@ class Bench:
             seconds = measured["seconds"]
             node_share = CpuMeter.delta(node_before, node_after) / seconds
             result = {"sockets": conn["sockets"], "topics": topics, "seconds": seconds,
+                      "connect_seconds": conn["seconds"],
+                      "refused_handshakes": conn["refused_handshakes"],
                       "ws_node_core_share": node_share,
                       "all_servers_core_share": measured["cpu_s"] / seconds,
                       "core_share_by_role": {role: s / seconds for role, s in
