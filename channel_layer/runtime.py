@@ -74,7 +74,7 @@ class NodeRuntime:
         self.registry_key: tuple | None = None  # see acquire_runtime
         self._stop: asyncio.Event | None = None
         self._watcher = ClusterFileWatcher(cluster)
-        self._next_expiry_scan = 0.0
+        self._next_expiry_scan = self._next_sweep = 0.0
 
     # --------------------------------------------------------------------------- lifecycle
     @property
@@ -447,7 +447,12 @@ class NodeRuntime:
             self._next_expiry_scan = now + min(max(self.settings.group_expiry / 10,
                                                    self.settings.heartbeat_interval), 60.0)
             self._expire_memberships(now)
-        self.local.sweep(now, max(self.settings.expiry, 1.0) * 2)
+        if now >= self._next_sweep:
+            # A sweep reads every channel of the node (every socket has one): every quarter
+            # of ``expiry`` is soon enough to free what expired, which receive() drops anyway.
+            self._next_sweep = now + max(self.settings.expiry / 4,
+                                         self.settings.heartbeat_interval)
+            self.local.sweep(now, max(self.settings.expiry, 1.0) * 2)
 
     def _follow_cluster_file(self) -> None:
         """Swap in a new ring when the cluster file changes, and move memberships with it:

@@ -153,7 +153,7 @@ class Bench:
         replies = all_call(run.gens, [("open", {"url": url, "sockets": n}) for url, n in
                                       zip(run.servers.ws_urls, sockets_per_gen, strict=True)])
         return {"rss0": rss0, "sockets": sum(sockets_per_gen),
-                "refused_handshakes": sum(r.get("refused_handshakes", 0) for r in replies),
+                "reconnects": sum(r.get("reconnects", 0) for r in replies),
                 "seconds": max(r["seconds"] for r in replies)}
 
     def _join(self, run: Run, joins_per_gen: list[list]) -> list[dict]:
@@ -361,7 +361,7 @@ class Bench:
             node_share = CpuMeter.delta(node_before, node_after) / seconds
             result = {"sockets": conn["sockets"], "topics": topics, "seconds": seconds,
                       "connect_seconds": conn["seconds"],
-                      "refused_handshakes": conn["refused_handshakes"],
+                      "reconnects": conn["reconnects"],
                       "ws_node_core_share": node_share,
                       "all_servers_core_share": measured["cpu_s"] / seconds,
                       "core_share_by_role": {role: s / seconds for role, s in
