@@ -173,9 +173,10 @@ class Generator:
                     try:
                         ws = await connect(url, self._receiver(index))
                         break
-                    except HandshakeError:
+                    except (HandshakeError, ConnectionResetError, TimeoutError):
                         # daphne refuses a handshake its application has not accepted within
-                        # 5 s (a connect storm on a busy machine): counted, then tried again.
+                        # 5 s, or a full accept queue resets it (a connect storm on a busy
+                        # machine): counted, then tried again.
                         reconnects += 1
                         if attempt == CONNECT_ATTEMPTS - 1:
                             raise

@@ -23,6 +23,7 @@ from .servers import BenchServers, start_servers
 
 P99_LIMIT_S = 0.100
 DRAIN_TIMEOUT_S = 5.0
+IDLE_JOIN_CHUNK = 500
 
 
 class GeneratorError(RuntimeError):
@@ -349,8 +350,12 @@ class Bench:
         try:
             counts = [sockets] + [0] * (len(run.gens) - 1)
             conn = self._connect(run, counts)
-            self._join(run, [[[s, f"topics:idle{s % topics}"] for s in range(sockets)]]
-                       + [[] for _ in counts[1:]])
+            # In chunks: the setup, not a join storm (each join waits for its owner's
+            # confirmation at most confirm_timeout, 5 s, which a busy machine can miss).
+            for start in range(0, sockets, IDLE_JOIN_CHUNK):
+                self._join(run, [[[s, f"topics:idle{s % topics}"] for s in
+                                  range(start, min(start + IDLE_JOIN_CHUNK, sockets))]]
+                           + [[] for _ in counts[1:]])
             loaded = CpuMeter({"ws": run.ws_pids[:1]})
             time.sleep(2.0)  # the joins' aftermath (confirmations, stats of the new topics)
             before, node_before = run.sample(), loaded.snapshot()
