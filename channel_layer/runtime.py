@@ -74,7 +74,7 @@ class NodeRuntime:
         self.registry_key: tuple | None = None  # see acquire_runtime
         self._stop: asyncio.Event | None = None
         self._watcher = ClusterFileWatcher(cluster)
-        self._next_expiry_scan = self._next_sweep = 0.0
+        self._last_expiry_scan = self._last_sweep = 0.0
 
     # --------------------------------------------------------------------------- lifecycle
     @property
@@ -440,19 +440,19 @@ class NodeRuntime:
             else:
                 outbox.put(wire.encode([wire.HELLO, self.node, self.boot]))
         self.membership.flush_counts()
-        if now >= self._next_expiry_scan:
+        settings = self.settings  # the newest layer instance's: intervals follow them
+        if now - self._last_expiry_scan >= min(max(settings.group_expiry / 10,
+                                                   settings.heartbeat_interval), 60.0):
             # A scan reads every membership (once a second, it was 5% of a loaded WS node's
             # py-spy samples with 400 of them). A membership ends at most a tenth of
             # group_expiry (and a minute) late.
-            self._next_expiry_scan = now + min(max(self.settings.group_expiry / 10,
-                                                   self.settings.heartbeat_interval), 60.0)
+            self._last_expiry_scan = now
             self._expire_memberships(now)
-        if now >= self._next_sweep:
+        if now - self._last_sweep >= max(settings.expiry / 4, settings.heartbeat_interval):
             # A sweep reads every channel of the node (every socket has one): every quarter
             # of ``expiry`` is soon enough to free what expired, which receive() drops anyway.
-            self._next_sweep = now + max(self.settings.expiry / 4,
-                                         self.settings.heartbeat_interval)
-            self.local.sweep(now, max(self.settings.expiry, 1.0) * 2)
+            self._last_sweep = now
+            self.local.sweep(now, max(settings.expiry, 1.0) * 2)
 
     def _follow_cluster_file(self) -> None:
         """Swap in a new ring when the cluster file changes, and move memberships with it:
