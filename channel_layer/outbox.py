@@ -60,6 +60,28 @@ class Outbox:
             self._writer = loop.create_task(self._write())
         return done
 
+    async def send(self, envelope: bytes) -> None:
+        """Queue one envelope and return once the node's Redis holds it (or raise the
+        transport's error). With no write in flight the caller writes it itself: no writer
+        task and no loop iteration to start one (a publish's path). Whatever others queue
+        meanwhile leaves behind it, in one batch."""
+        if self._writer is not None:
+            await self.put(envelope, ack=True)
+            return
+        loop = asyncio.get_running_loop()
+        writing = self._writer = loop.create_future()  # what drain() waits for meanwhile
+        try:
+            await self.transport.push(self.node, [envelope])
+        except Exception as exc:
+            self.failed += 1
+            logger.warning("could not write 1 envelope to %s: %s", self.node, exc)
+            raise
+        else:
+            self.sent += 1
+        finally:
+            self._writer = loop.create_task(self._write()) if self._pending else None
+            writing.set_result(None)
+
     async def drain(self) -> None:
         while self._writer is not None:
             await asyncio.shield(self._writer)

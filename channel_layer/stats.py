@@ -18,6 +18,7 @@ the metrics and the tests that read them. Everything lives on the publishing nod
 """
 from __future__ import annotations
 
+import asyncio
 import heapq
 import json
 import math
@@ -26,12 +27,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import hiredis
+
+from .resp import CommandPipe, RespError
+
 VERSION = "0.11.0"           # DPS's version, as every node reports it
 WINDOW_SECONDS = 60.0        # rates and per-topic history cover the last minute
 WRITE_CHUNK = 1000           # topic rows per pipelined write
 SCAN_COUNT = 5000            # ZSCAN hint when searching a topic table by name
 
 ORDERS = {"members": "members", "rate": "rate", "last": "last"}  # sort key -> sorted set
+# One encoder for every row: json.dumps with separators builds a new encoder per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def snapshot_key(prefix: str, node: str) -> str:
@@ -130,10 +137,10 @@ class TopicRow:
         return sum(self.history) / WINDOW_SECONDS
 
     def encode(self) -> str:
-        return json.dumps({"group": self.group, "members": self.members,
-                           "messages": self.messages, "created": self.created,
-                           "last_activity": self.last_activity, "bucket": self.bucket,
-                           "history": self.history}, separators=(",", ":"))
+        return _COMPACT.encode({"group": self.group, "members": self.members,
+                                "messages": self.messages, "created": self.created,
+                                "last_activity": self.last_activity, "bucket": self.bucket,
+                                "history": self.history})
 
     @classmethod
     def decode(cls, raw: bytes | str) -> TopicRow:
@@ -215,29 +222,57 @@ class TopicTable:
                         state.last_activity, self.bucket, padded)
 
 
-async def write_topic_batch(client: Any, keys: TopicKeys, batch: TopicBatch,
-                            ttl: int) -> None:
-    """Apply ``batch`` to a topic table with pipelined commands (a ``redis.asyncio`` client).
-    Every key gets ``ttl``: the table of a topic server that is gone disappears with it."""
-    pipe = client.pipeline(transaction=False)
-    if batch.reset:
-        pipe.delete(*keys.all)
+def _b(value: str | float | int) -> bytes:
+    return value.encode() if isinstance(value, str) else repr(value).encode()
+
+
+def topic_batch_commands(keys: TopicKeys, batch: TopicBatch, ttl: int
+                         ) -> list[list[list[bytes]]]:
+    """The Redis commands that apply ``batch`` to a topic table, in pipelined chunks of at
+    most ``WRITE_CHUNK`` rows. Every key gets ``ttl``: the table of a topic server that is gone
+    disappears with it."""
+    chunks: list[list[list[bytes]]] = []
+    first: list[list[bytes]] = [[b"DEL", *map(_b, keys.all)]] if batch.reset else []
+    members, rate, last, info = map(_b, keys.all)
     for start in range(0, len(batch.upserts), WRITE_CHUNK):
         rows = batch.upserts[start:start + WRITE_CHUNK]
-        pipe.zadd(keys.members, {r.group: r.total_members for r in rows})
-        pipe.zadd(keys.rate, {r.group: r.rate for r in rows})
-        pipe.zadd(keys.last, {r.group: r.last_activity for r in rows})
-        pipe.hset(keys.info, mapping={r.group: r.encode() for r in rows})
-        await pipe.execute()
-        pipe = client.pipeline(transaction=False)
+        by_members, by_rate, by_last, hset = [b"ZADD", members], [b"ZADD", rate], \
+            [b"ZADD", last], [b"HSET", info]
+        for row in rows:
+            group = row.group.encode()
+            by_members += (_b(row.total_members), group)
+            by_rate += (_b(row.rate), group)
+            by_last += (_b(row.last_activity), group)
+            hset += (group, row.encode().encode())
+        chunks.append([*first, by_members, by_rate, by_last, hset])
+        first = []
+    tail = first
     for start in range(0, len(batch.removed), WRITE_CHUNK):
-        names = batch.removed[start:start + WRITE_CHUNK]
-        for key in keys.all[:3]:
-            pipe.zrem(key, *names)
-        pipe.hdel(keys.info, *names)
-    for key in keys.all:
-        pipe.expire(key, ttl)
-    await pipe.execute()
+        names = [n.encode() for n in batch.removed[start:start + WRITE_CHUNK]]
+        tail += [[b"ZREM", key, *names] for key in (members, rate, last)]
+        tail.append([b"HDEL", info, *names])
+    tail += [[b"EXPIRE", _b(key), b"%d" % ttl] for key in keys.all]
+    chunks.append(tail)
+    return chunks
+
+
+async def write_topic_batch(client: Any, keys: TopicKeys, batch: TopicBatch,
+                            ttl: int) -> None:
+    """Apply ``batch`` to a topic table (see :func:`topic_batch_commands`) through a bare
+    :class:`channel_layer.resp.CommandPipe` (a topic server's: no redis-py packing per
+    command) or a ``redis.asyncio`` client."""
+    for commands in topic_batch_commands(keys, batch, ttl):
+        if isinstance(client, CommandPipe):
+            async with asyncio.timeout(client.timeout):  # a stalled Redis: give up this tick
+                replies = await client.execute(commands)
+            refused = next((r for r in replies if isinstance(r, hiredis.ReplyError)), None)
+            if refused is not None:
+                raise RespError(f"Redis refused a topic table write: {refused}")
+        else:
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            await pipe.execute()
 
 
 # ------------------------------------------------------------------ reading (the admin)

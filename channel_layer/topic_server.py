@@ -28,6 +28,7 @@ from .cluster import TS, Cluster, ClusterConfigError, ClusterFileWatcher, Node
 from .history import HistoryPatterns, HistoryStore
 from .outbox import Outbox
 from .presence import PresenceBook
+from .resp import CommandPipe
 from .ring import Ring
 from .settings import LayerSettings
 from .transport import Transport, TransportError
@@ -92,9 +93,10 @@ class TopicServer:
         self.topic_table = stats.TopicTable(self.settings.stats_interval)
         self._rates = stats.RateWindow()
         self._last_rates: dict[str, float] = {}
-        self._stats_client: aioredis.Redis | None = None  # the topic table's (not embedded)
+        self._stats_client: aioredis.Redis | None = None  # own Redis: history (not embedded)
         self._own_node: Node = cluster.node(node)  # its Redis, kept while it drains
         self.removed_at: float | None = None  # time.time() it left the cluster file
+        self._stats_pipe: CommandPipe | None = None  # own Redis: the topic table's writes
         self._handlers = {
             wire.PUBLISH: self._in_order,
             wire.JOIN: self._in_order,
@@ -155,6 +157,8 @@ class TopicServer:
             for client in [self._stats_client, *self._other_clients.values()]:
                 if client is not None:
                     await client.aclose()
+            if self._stats_pipe is not None:
+                await self._stats_pipe.close()
             logger.info("topic server %s stopped", self.node)
 
     async def _wake_reader_on(self, stop: asyncio.Event) -> None:
@@ -628,10 +632,10 @@ class TopicServer:
         try:
             await self.transport.put_stats(self.node,
                                            stats.encode_snapshot(self.stats_snapshot()), ttl)
-            client = self._topic_table_client()
-            if client is not None:  # None: the embedded cluster's admin reads it in process
+            pipe = self._topic_table_pipe()
+            if pipe is not None:  # None: the embedded cluster's admin reads it in process
                 await stats.write_topic_batch(
-                    client, stats.TopicKeys.of(self.settings.prefix, self.node), batch,
+                    pipe, stats.TopicKeys.of(self.settings.prefix, self.node), batch,
                     max(ttl, int(stats.WINDOW_SECONDS)))
         except Exception:
             # Redis may hold part of the batch, or none: rewrite the whole table next time.
@@ -646,3 +650,10 @@ class TopicServer:
                 url, socket_connect_timeout=self.settings.connect_timeout,
                 socket_timeout=self.settings.connect_timeout)
         return self._stats_client
+
+    def _topic_table_pipe(self) -> CommandPipe | None:
+        """The topic table's writes: bare RESP, no redis-py packing per command."""
+        url = self._own_node.redis_url
+        if url is not None and self._stats_pipe is None:
+            self._stats_pipe = CommandPipe(url, self.settings.connect_timeout)
+        return self._stats_pipe

@@ -21,17 +21,22 @@ STEP_FIELDS = {"rate", "published", "deliveries", "expected_deliveries", "delive
                "cpu_us_per_delivery", "ok"}
 
 
-def test_quick_fanout_on_dps_and_local(tmp_path):
+def run_quick(out, backends: str, scenarios: str, timeout: float) -> tuple[str, dict]:
+    """``manage.py benchmark --quick``: its output and its results.json."""
     pytest.importorskip("matplotlib")
-    out = tmp_path / "bench"
     proc = subprocess.run(
-        [sys.executable, "manage.py", "benchmark", "--quick", "--backends", "dps,local",
-         "--scenarios", "fanout", "--duration", "1", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120)
+        [sys.executable, "manage.py", "benchmark", "--quick", "--backends", backends,
+         "--scenarios", scenarios, "--duration", "1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "fanout" in proc.stdout and "targets" in proc.stdout
+    return proc.stdout, json.loads((out / "results.json").read_text())
 
-    data = json.loads((out / "results.json").read_text())
+
+def test_quick_fanout_on_dps_and_local(tmp_path):
+    out = tmp_path / "bench"
+    stdout, data = run_quick(out, "dps,local", "fanout", 120)
+    assert "fanout" in stdout and "targets" in stdout
+
     assert data["meta"]["quick"] is True
     for backend in ("dps", "local"):
         fanout = data["results"][backend]["fanout"]
@@ -53,4 +58,25 @@ def test_quick_fanout_on_dps_and_local(tmp_path):
     assert "publish" in dps_step["redis_calls_per_publish"]
     assert {t["target"] for t in data["targets"]}  # computed, whatever they say
     png = out / "fanout_p99.png"
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_many_topics_and_idle_on_dps(tmp_path):
+    out = tmp_path / "bench"
+    stdout, data = run_quick(out, "dps", "many_topics,idle", 180)
+    assert "marginal 20 -> 40 msg/s" in stdout and "idle (sockets on one WS node" in stdout
+
+    results = data["results"]["dps"]
+    many = results["many_topics"]
+    assert [s["rate"] for s in many["steps"]] == [20, 40]
+    for step in many["steps"]:
+        assert step["deliveries"] == step["expected_deliveries"] == step["published"] * 2
+        assert (step["lost"], step["dups"], step["reorders"], step["order_violations"]) \
+            == (0, 0, 0, 0)
+        assert {"ws", "ts", "redis"} <= set(step["cpu_us_per_publish_by_role"])
+    assert many["marginal"]["from_rate"] == 20 and many["marginal"]["to_rate"] == 40
+    idle = results["idle"]
+    assert idle["sockets"] == 200 and idle["topics"] == 20
+    assert 0 <= idle["ws_node_core_share"] <= idle["all_servers_core_share"]
+    png = out / "many_topics_cpu.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -309,3 +309,20 @@ async def test_a_protocol_error_close_leaves_every_topic_first():
     await client.send_to(bytes_data=b"\xff\xfe")  # invalid UTF-8
     assert (await client.receive_output(2))["code"] == 1007
     assert not members_of(layer, "topics.aa") and not members_of(layer, "topics.bb")
+
+
+async def test_a_message_sent_to_the_consumers_channel_is_handled_by_its_listener():
+    """Messages on the consumer's own channel (not its fastlane) still reach it: the lean
+    receive loop keeps one listener on the channel, taking turns with the client's frames."""
+    from topics.broadcasts import broadcast_message
+
+    client = await connect()
+    await join(client, "1")
+    layer = get_channel_layer()
+    groups = layer.runtime.membership.groups if hasattr(layer, "runtime") else layer.groups
+    [channel] = list(groups["topics.matrix"])
+    await layer.send(channel, broadcast_message("topics:matrix", "direct", '{"a":1}'))
+    assert await receive(client) == ["1", None, "topics:matrix", "direct", {"a": 1}]
+    await send(client, None, "2", "phoenix", "heartbeat", {})  # the client's frames go on
+    assert (await receive(client))[1] == "2"
+    await client.disconnect()

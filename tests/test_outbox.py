@@ -8,7 +8,7 @@ import pytest
 
 from channel_layer.outbox import Outbox, OutboxFull
 from channel_layer.settings import LayerSettings
-from channel_layer.transport import MemoryTransport
+from channel_layer.transport import MemoryTransport, TransportError
 
 
 class GatedTransport(MemoryTransport):
@@ -53,3 +53,58 @@ async def test_past_the_limit_envelopes_are_refused_and_counted_and_the_rest_kee
     assert outbox.put(b"6", ack=True) is not None  # room again once the writes went out
     await outbox.drain()
     assert transport.batches[-1] == [b"6"]
+
+
+class RecordingTransport:
+    """Records each push with the task that made it; a push waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.pushes: list[tuple[list[bytes], asyncio.Task | None]] = []
+        self.release = asyncio.Event()
+        self.release.set()
+        self.fail_next = False
+
+    async def push(self, node: str, envelopes: list[bytes]) -> None:
+        self.pushes.append((list(envelopes), asyncio.current_task()))
+        await self.release.wait()
+        if self.fail_next:
+            self.fail_next = False
+            raise TransportError("node down")
+
+
+async def test_a_send_with_nothing_in_flight_is_written_by_its_caller() -> None:
+    transport = RecordingTransport()
+    outbox = Outbox(transport, "ts-a")
+    await outbox.send(b"one")
+    assert transport.pushes == [([b"one"], asyncio.current_task())]  # no writer task
+    assert (outbox.sent, outbox._writer) == (1, None)
+
+
+async def test_what_is_queued_behind_a_send_in_flight_leaves_after_it_in_one_batch() -> None:
+    transport = RecordingTransport()
+    transport.release.clear()
+    outbox = Outbox(transport, "ts-a")
+    first = asyncio.ensure_future(outbox.send(b"1"))
+    await asyncio.sleep(0)  # the first send is in flight, written by its own task
+    later = [asyncio.ensure_future(outbox.send(b"%d" % n)) for n in (2, 3)]
+    await asyncio.sleep(0)  # both queued behind it
+    outbox.put(b"4")
+    await asyncio.sleep(0)
+    drained = asyncio.ensure_future(outbox.drain())
+    await asyncio.sleep(0)
+    assert not drained.done()  # drain waits for the caller's own write too
+    transport.release.set()
+    await asyncio.gather(first, *later, drained)
+    assert [batch for batch, _ in transport.pushes] == [[b"1"], [b"2", b"3", b"4"]]
+    assert outbox.sent == 4 and outbox._writer is None
+
+
+async def test_a_failed_send_raises_in_its_caller_and_is_counted() -> None:
+    transport = RecordingTransport()
+    transport.fail_next = True
+    outbox = Outbox(transport, "ts-a")
+    with pytest.raises(TransportError):
+        await outbox.send(b"lost")
+    assert (outbox.failed, outbox.sent) == (1, 0)
+    await outbox.send(b"next")  # the outbox goes on
+    assert outbox.sent == 1

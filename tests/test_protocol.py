@@ -26,6 +26,7 @@ from topics.protocol import (
     v1_json,
     v2_json,
 )
+from topics.protocol.message import Message
 
 
 class Wire:
@@ -145,6 +146,21 @@ def test_publish_replies_ok_and_encodes_the_payload_once(wire):
     assert publish.group == "topics.matrix"
     publish_at = client.log.index(publish)
     assert isinstance(client.log[publish_at + 1], SendFrame)  # the reply follows the publish
+
+
+@pytest.mark.parametrize("ref", ["2", 7, None, 'q"uo\\te\u00e9', "\x00ref\x00"])
+def test_publish_ok_reply_from_the_join_template_is_the_frame_encode_would_give(wire, ref):
+    client = joined_client(wire)
+    for join_ref in ("1", "9"):  # a rejoin makes a new template (its own join_ref)
+        if join_ref == "9":
+            client.send("9", "9", "topics:matrix", "phx_join", {})
+        client.socket.handle_frame(wire.frame(join_ref, ref, "topics:matrix", "publish",
+                                              ["event", {}]))
+        publish = Publish("topics:matrix", "event", "{}", join_ref, ref)
+        for _ in range(2):  # the first reply builds the template, the second reuses it
+            [reply] = client.socket.published(publish)
+            assert reply.text == wire.serializer.encode(
+                Message(join_ref, ref, "topics:matrix", "phx_reply", OK))
 
 
 def test_publisher_receives_its_own_copy_with_its_join_ref(wire):

@@ -12,12 +12,14 @@ or binary payloads, and the publisher's ``sent_at`` for ``topics.metrics``) is d
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter
 from typing import Any
 
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.exceptions import ChannelFull, StopConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 
 from channel_layer.presence import DIFF_TYPE, STATE_TYPE
@@ -127,6 +129,58 @@ class PhoenixSocketConsumer(AsyncConsumer):
     # Set once the client's connection is gone or this side sent its close: what is sent
     # after that goes nowhere (see _send_to_client).
     _connection_done = False
+    _listener_failure: BaseException | None = None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """Channels' ``AsyncConsumer.__call__`` with a lean receive path: the client's frames
+        are awaited and dispatched in a plain loop, where ``await_many_dispatch`` would make
+        a task and an ``asyncio.wait`` for every frame. Messages on this consumer's channel
+        (everything a layer without a fastlane delivers; with DPS's, only what is ``send`` to
+        the channel) have one long-lived listener. As in Channels, one message is handled at
+        a time: the two take turns on a lock (uncontended, it costs no loop iteration)."""
+        self.scope = scope
+        self._turn = asyncio.Lock()
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
+        listener = None
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            self.channel_receive = functools.partial(self.channel_layer.receive,
+                                                     self.channel_name)
+            listener = asyncio.get_running_loop().create_task(
+                self._listen_channel(asyncio.current_task()))
+        try:
+            turn = self._turn
+            while True:
+                message = await receive()
+                async with turn:
+                    await self.dispatch(message)
+        except StopConsumer:
+            pass
+        except asyncio.CancelledError:
+            failure = self._listener_failure
+            if isinstance(failure, StopConsumer):  # a channel message's handler ended it
+                return
+            if failure is not None:  # the listener's error ends the consumer, as in Channels
+                raise failure from None
+            raise
+        finally:
+            if listener is not None:
+                listener.cancel()
+
+    async def _listen_channel(self, consumer: asyncio.Task) -> None:
+        try:
+            turn = self._turn
+            while True:
+                message = await self.channel_receive()
+                async with turn:
+                    await self.dispatch(message)
+        except StopConsumer:
+            self._listener_failure = StopConsumer()
+            consumer.cancel()
+        except Exception as exc:
+            self._listener_failure = exc
+            consumer.cancel()
 
     async def send(self, message: dict[str, Any]) -> None:
         if self._sender is None:

@@ -47,18 +47,47 @@ def other_tables(results: dict) -> list[str]:
     lines: list[str] = []
     rows = [(b, r["many_topics"]) for b, r in results.items() if r.get("many_topics")]
     if rows:
-        lines += ["", "many_topics (2 members per topic, one per WS node; fixed rate)",
-                  f"{'back end':24s} {'topics':>6s} {'pub/s':>7s} {'deliv/s':>8s} {'p50 ms':>7s} "
-                  f"{'p99 ms':>7s} {'max ms':>7s} {'cpu us/dlv':>10s} {'redis cmd/pub':>13s} "
-                  f"{'KiB/conn':>8s} {'lost':>5s} {'dup':>4s} {'order':>5s}"]
+        lines += ["", "many_topics (2 members per topic, one per WS node; publishers on both "
+                      "nodes). Server CPU us per publish and per delivery, all processes and "
+                      "by role",
+                  f"{'back end':24s} {'topics':>6s} {'rate':>6s} {'pub/s':>7s} {'deliv/s':>8s} "
+                  f"{'p50 ms':>7s} {'p99 ms':>7s} {'us/pub':>7s} {'WS':>6s} {'TS':>6s} "
+                  f"{'Redis':>6s} {'us/dlv':>7s} {'cmd/pub':>7s} {'lost':>5s} {'dup':>4s} "
+                  f"{'order':>5s}"]
+        for backend, r in rows:
+            label = BACKEND_LABELS.get(backend, backend)
+            for step in r["steps"]:
+                role = step["cpu_us_per_publish_by_role"]
+                lines.append(
+                    f"{label:24s} {r['topics']:>6d} {step['rate']:>6.0f} "
+                    f"{step['publish_rate']:>7.0f} {step['delivered_per_s']:>8.0f} "
+                    f"{_f(step['p50_ms']):>7s} {_f(step['p99_ms']):>7s} "
+                    f"{_f(step['cpu_us_per_publish'], '.0f'):>7s} "
+                    f"{_f(role.get('ws'), '.0f'):>6s} {_f(role.get('ts'), '.0f'):>6s} "
+                    f"{_f(role.get('redis'), '.0f'):>6s} "
+                    f"{_f(step['cpu_us_per_delivery'], '.0f'):>7s} "
+                    f"{_f(step.get('redis_commands_per_publish'), '.2f'):>7s} "
+                    f"{step['lost']:>5d} {step['dups']:>4d} "
+                    f"{step['order_violations'] + step['reorders']:>5d}")
+            marginal = r.get("marginal")
+            if marginal:
+                by_role = ", ".join(f"{role} {us:.0f}" for role, us in
+                                    marginal["cpu_us_per_publish_by_role"].items())
+                lines.append(f"{'':24s} marginal {marginal['from_rate']:.0f} -> "
+                             f"{marginal['to_rate']:.0f} msg/s: "
+                             f"{marginal['cpu_us_per_publish']:.0f} us per publish ({by_role})")
+    rows = [(b, r["idle"]) for b, r in results.items() if r.get("idle")]
+    if rows:
+        lines += ["", "idle (sockets on one WS node, joined, heartbeats only)",
+                  f"{'back end':24s} {'sockets':>7s} {'topics':>6s} {'WS node %core':>13s} "
+                  f"{'all servers %core':>17s} {'redis cmd/s':>11s} {'KiB/conn':>8s}"]
         for backend, r in rows:
             lines.append(
-                f"{BACKEND_LABELS.get(backend, backend):24s} {r['topics']:>6d} "
-                f"{r['publish_rate']:>7.0f} {r['delivered_per_s']:>8.0f} {_f(r['p50_ms']):>7s} "
-                f"{_f(r['p99_ms']):>7s} {_f(r['max_ms']):>7s} {_f(r['cpu_us_per_delivery']):>10s} "
-                f"{_f(r.get('redis_commands_per_publish'), '.2f'):>13s} "
-                f"{r['rss_per_connection'] / 1024:>8.0f} {r['lost']:>5d} {r['dups']:>4d} "
-                f"{r['order_violations'] + r['reorders']:>5d}")
+                f"{BACKEND_LABELS.get(backend, backend):24s} {r['sockets']:>7d} "
+                f"{r['topics']:>6d} {r['ws_node_core_share'] * 100:>13.2f} "
+                f"{r['all_servers_core_share'] * 100:>17.2f} "
+                f"{_f(r.get('redis_commands_per_s'), '.1f'):>11s} "
+                f"{r['rss_per_connection'] / 1024:>8.0f}")
     rows = [(b, r["join_storm"]) for b, r in results.items() if r.get("join_storm")]
     if rows:
         lines += ["", "join_storm (all joins sent at once, pipelined per socket)",
@@ -117,7 +146,11 @@ def _common_step(a: dict, b: dict) -> tuple[dict, dict, str] | None:
 
 
 def targets(results: dict) -> list[dict]:
-    """The issue's fanout targets, computed from this run's numbers."""
+    """The issues' targets, computed from this run's numbers."""
+    return fanout_targets(results) + publish_targets(results)
+
+
+def fanout_targets(results: dict) -> list[dict]:
     out: list[dict] = []
     fan = {b: r["fanout"] for b, r in results.items() if r.get("fanout")}
     dps = fan.get("dps")
@@ -172,10 +205,70 @@ def targets(results: dict) -> list[dict]:
     return out
 
 
+MARGINAL_LIMIT_US = 150.0
+DELIVERY_RATIO_LIMIT = 0.15
+JOIN_LIMIT_US = 100.0
+FANOUT_LIMIT_US = 35.0
+IDLE_LIMIT_SHARE = 0.02
+
+
+def _same_rate_pair(a: dict, b: dict) -> tuple[dict, dict] | None:
+    """The steps of two many_topics runs at the highest rate both delivered cleanly."""
+    ra = {s["rate"]: s for s in a["steps"] if _is_clean(s)}
+    rb = {s["rate"]: s for s in b["steps"] if _is_clean(s)}
+    common = sorted(set(ra) & set(rb))
+    return (ra[common[-1]], rb[common[-1]]) if common else None
+
+
+def publish_targets(results: dict) -> list[dict]:
+    """The publish-cost targets (many_topics, idle, join_storm, fanout), from this run."""
+    out: list[dict] = []
+    dps = results.get("dps", {})
+    many = dps.get("many_topics")
+    if many:
+        marginal = many.get("marginal")
+        out.append({"target": f"DPS marginal server CPU per publish <= {MARGINAL_LIMIT_US:.0f} "
+                              "us (many_topics, 2 members)",
+                    "holds": bool(marginal) and marginal["cpu_us_per_publish"]
+                    <= MARGINAL_LIMIT_US,
+                    "detail": "no two clean steps" if not marginal else
+                    f"{marginal['from_rate']:.0f} -> {marginal['to_rate']:.0f} msg/s: "
+                    f"{marginal['cpu_us_per_publish']:.0f} us"})
+        theirs = results.get("redis_pubsub", {}).get("many_topics")
+        pair = theirs and _same_rate_pair(many, theirs)
+        if pair:
+            mine, other = pair[0]["cpu_us_per_delivery"], pair[1]["cpu_us_per_delivery"]
+            out.append({"target": f"DPS CPU per delivery <= {DELIVERY_RATIO_LIMIT} x "
+                                  "RedisPubSubChannelLayer's (many_topics)",
+                        "holds": mine <= DELIVERY_RATIO_LIMIT * other,
+                        "detail": f"at {pair[0]['rate']:.0f} msg/s: {mine:.0f} us vs "
+                                  f"{other:.0f} us (ratio {mine / other:.2f})"})
+    storm = dps.get("join_storm")
+    if storm:
+        out.append({"target": f"DPS server CPU per join <= {JOIN_LIMIT_US:.0f} us (join_storm)",
+                    "holds": storm["cpu_us_per_join"] <= JOIN_LIMIT_US,
+                    "detail": f"{storm['cpu_us_per_join']:.0f} us over {storm['joins']} joins"})
+    reference = (dps.get("fanout") or {}).get("cpu_reference")
+    if _is_clean(reference):
+        out.append({"target": f"DPS fan-out CPU per delivery <= {FANOUT_LIMIT_US:.0f} us "
+                              f"({dps['fanout']['members']} members)",
+                    "holds": reference["cpu_us_per_delivery"] <= FANOUT_LIMIT_US,
+                    "detail": f"{reference['cpu_us_per_delivery']:.1f} us at "
+                              f"{reference['rate']:.0f} msg/s"})
+    idle = dps.get("idle")
+    if idle:
+        out.append({"target": f"DPS WS node with {idle['sockets']} idle sockets on "
+                              f"{idle['topics']} topics <= {IDLE_LIMIT_SHARE:.0%} of a core",
+                    "holds": idle["ws_node_core_share"] <= IDLE_LIMIT_SHARE,
+                    "detail": f"{idle['ws_node_core_share'] * 100:.2f}% over "
+                              f"{idle['seconds']:.0f} s"})
+    return out
+
+
 def target_lines(found: list[dict]) -> list[str]:
     if not found:
         return []
-    lines = ["", "targets (fanout, this run)"]
+    lines = ["", "targets (this run)"]
     for t in found:
         lines.append(f"  [{'HOLDS' if t['holds'] else 'FAILS'}] {t['target']}: {t['detail']}")
     return lines
@@ -208,6 +301,37 @@ def plot(path: Path, results: dict) -> bool:
     ax.set_yscale("log")
     ax.set_title("fanout: p99 latency vs delivered rate")
     ax.grid(True, which="both", alpha=0.3)
+    if drew:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return drew
+
+
+def plot_publish_cost(path: Path, results: dict, server: str) -> bool:
+    """Server CPU per publish against the publish rate (many_topics steps), one line per
+    back end."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    drew = False
+    for backend, per in results.items():
+        many = per.get("many_topics")
+        if not many or not many["steps"]:
+            continue
+        steps = [s for s in many["steps"] if s["cpu_us_per_publish"] is not None]
+        ax.plot([s["publish_rate"] for s in steps], [s["cpu_us_per_publish"] for s in steps],
+                marker="o", label=BACKEND_LABELS.get(backend, backend))
+        drew = True
+    ax.set_xlabel("publishes / s (2-member topics)")
+    ax.set_ylabel("server CPU per publish (us, all processes)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(f"many_topics under {server}: CPU per publish vs rate")
+    ax.grid(True, alpha=0.3)
     if drew:
         ax.legend()
     fig.tight_layout()

@@ -1,4 +1,4 @@
-"""The four scenarios, each against a fresh cluster of one back end.
+"""The scenarios, each against a fresh cluster of one back end.
 
 Load comes from ``topics.benchmark.loadgen`` processes: one per real WS node (members of a
 node connect through that node's generator). Server CPU, RSS and Redis counters are sampled
@@ -23,6 +23,7 @@ from .servers import BenchServers, start_servers
 
 P99_LIMIT_S = 0.100
 DRAIN_TIMEOUT_S = 5.0
+IDLE_JOIN_CHUNK = 500
 
 
 class GeneratorError(RuntimeError):
@@ -150,9 +151,11 @@ class Bench:
     # ----------------------------------------------------------------------- building blocks
     def _connect(self, run: Run, sockets_per_gen: list[int]) -> dict:
         rss0 = rss_bytes(run.ws_pids)
-        all_call(run.gens, [("open", {"url": url, "sockets": n})
-                            for url, n in zip(run.servers.ws_urls, sockets_per_gen, strict=True)])
-        return {"rss0": rss0, "sockets": sum(sockets_per_gen)}
+        replies = all_call(run.gens, [("open", {"url": url, "sockets": n}) for url, n in
+                                      zip(run.servers.ws_urls, sockets_per_gen, strict=True)])
+        return {"rss0": rss0, "sockets": sum(sockets_per_gen),
+                "reconnects": sum(r.get("reconnects", 0) for r in replies),
+                "seconds": max(r["seconds"] for r in replies)}
 
     def _join(self, run: Run, joins_per_gen: list[list]) -> list[dict]:
         replies = all_call(run.gens, [("join", {"joins": j}) for j in joins_per_gen])
@@ -230,6 +233,15 @@ class Bench:
             "cpu_us_per_delivery_by_role": {
                 role: s * 1e6 / deliveries for role, s in measured["cpu_s_by_role"].items()
                 if deliveries},
+            "cpu_us_per_publish": (measured["cpu_s"] * 1e6 / published) if published else None,
+            "cpu_us_per_publish_by_role": {
+                role: s * 1e6 / published for role, s in measured["cpu_s_by_role"].items()
+                if published},
+            # Rates over the measured window (publishing plus the drain), for marginal costs.
+            "cpu_per_s": measured["cpu_s"] / measured["seconds"],
+            "cpu_per_s_by_role": {role: s / measured["seconds"]
+                                  for role, s in measured["cpu_s_by_role"].items()},
+            "published_per_s": published / measured["seconds"],
         }
         if "redis" in measured and published:
             r = measured["redis"]
@@ -291,14 +303,19 @@ class Bench:
         finally:
             self.close_run(run)
 
-    def many_topics(self, backend: str, topics: int, rate: float, duration: float) -> dict:
+    def many_topics(self, backend: str, topics: int, rates: list[float], duration: float
+                    ) -> dict:
+        """Small topics: each has one member on each WS node (two on the one node of
+        ``local``), and its publisher is on one of them, alternately, so publishes come in on
+        both nodes. One step per rate on the same cluster; the marginal cost per publish is
+        the CPU difference between the lowest and highest rate over their publish-rate
+        difference, so the cluster's idle cost does not hide in it."""
         run = self.open_run(backend)
         try:
             n = len(run.gens)
             per_socket = 10
             names = [f"topics:mt{t}" for t in range(topics)]
             sockets_needed = (topics + per_socket - 1) // per_socket
-            # Two members per topic, one on each WS node (both on the one node for ``local``).
             copies = 2 // n
             sockets = [sockets_needed * copies] * n
             conn = self._connect(run, sockets)
@@ -309,15 +326,58 @@ class Bench:
                     for i in range(n):
                         sock = copy * sockets_needed + t // per_socket
                         joins[i].append([sock, name])
-                owner = t % n
-                pubs[owner].append([t // per_socket, name, t + 1])
+                pubs[t % n].append([t // per_socket, name, t + 1])
             self._join(run, joins)
             rss = rss_bytes(run.ws_pids)
-            step, _ = self._step(run, rate, duration, pubs, {})
-            step["ok"] = _step_ok(step)
-            self.say(_step_line(backend, "many_topics", step))
+            steps = []
+            previous: dict[str, dict[str, int]] = {}
+            for rate in rates:
+                step, previous = self._step(run, rate, duration, pubs, previous)
+                step["ok"] = _step_ok(step)
+                steps.append(step)
+                self.say(_step_line(backend, "many_topics", step))
             return {"topics": topics, "members": topics * 2, "sockets": conn["sockets"],
-                    "rss_per_connection": (rss - conn["rss0"]) / conn["sockets"], **step}
+                    "rss_per_connection": (rss - conn["rss0"]) / conn["sockets"],
+                    "steps": steps, "marginal": marginal_cost(steps)}
+        finally:
+            self.close_run(run)
+
+    def idle(self, backend: str, sockets: int, topics: int, duration: float) -> dict:
+        """``sockets`` idle sockets on ONE WS node, joined to ``topics`` topics, sending only
+        Phoenix heartbeats (every 30 s each, on their own phases): the CPU that node (and
+        the rest of the cluster) spends while nothing is published."""
+        run = self.open_run(backend)
+        try:
+            counts = [sockets] + [0] * (len(run.gens) - 1)
+            conn = self._connect(run, counts)
+            # In chunks: the setup, not a join storm (each join waits for its owner's
+            # confirmation at most confirm_timeout, 5 s, which a busy machine can miss).
+            for start in range(0, sockets, IDLE_JOIN_CHUNK):
+                self._join(run, [[[s, f"topics:idle{s % topics}"] for s in
+                                  range(start, min(start + IDLE_JOIN_CHUNK, sockets))]]
+                           + [[] for _ in counts[1:]])
+            loaded = CpuMeter({"ws": run.ws_pids[:1]})
+            time.sleep(2.0)  # the joins' aftermath (confirmations, stats of the new topics)
+            before, node_before = run.sample(), loaded.snapshot()
+            time.sleep(duration)
+            after, node_after = run.sample(), loaded.snapshot()
+            measured = run.measure(before, after)
+            seconds = measured["seconds"]
+            node_share = CpuMeter.delta(node_before, node_after) / seconds
+            result = {"sockets": conn["sockets"], "topics": topics, "seconds": seconds,
+                      "connect_seconds": conn["seconds"],
+                      "reconnects": conn["reconnects"],
+                      "ws_node_core_share": node_share,
+                      "all_servers_core_share": measured["cpu_s"] / seconds,
+                      "core_share_by_role": {role: s / seconds for role, s in
+                                             measured["cpu_s_by_role"].items()},
+                      "rss_per_connection": (rss_bytes(run.ws_pids) - conn["rss0"]) / sockets}
+            if "redis" in measured:
+                result["redis_commands_per_s"] = measured["redis"]["commands"] / seconds
+            self.say(f"  {backend:13s} idle: {sockets} sockets on {topics} topics: the WS node "
+                     f"{node_share * 100:.2f}% of a core, all servers "
+                     f"{result['all_servers_core_share'] * 100:.2f}%")
+            return result
         finally:
             self.close_run(run)
 
@@ -394,6 +454,24 @@ class Bench:
         return {"members": members, "rate": rate, "points": points}
 
 
+def marginal_cost(steps: list[dict]) -> dict | None:
+    """Server CPU per extra publish between the lowest and the highest rate (both steps clean:
+    every message delivered once, in order), in total and by role."""
+    clean = [s for s in steps if not (s["lost"] or s["dups"] or s["reorders"]
+                                      or s["order_violations"] or s["publish_errors"])]
+    if len(clean) < 2:
+        return None
+    low, high = min(clean, key=lambda s: s["rate"]), max(clean, key=lambda s: s["rate"])
+    extra = high["published_per_s"] - low["published_per_s"]
+    if extra <= 0:
+        return None
+    return {"from_rate": low["rate"], "to_rate": high["rate"],
+            "cpu_us_per_publish": (high["cpu_per_s"] - low["cpu_per_s"]) * 1e6 / extra,
+            "cpu_us_per_publish_by_role": {
+                role: (high["cpu_per_s_by_role"].get(role, 0.0) - cpu) * 1e6 / extra
+                for role, cpu in low["cpu_per_s_by_role"].items()}}
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000.0
 
@@ -409,7 +487,8 @@ def _step_line(backend: str, scenario: str, step: dict) -> str:
     return (f"  {backend:13s} {scenario} {step['rate']:>6.0f} msg/s: delivered "
             f"{step['delivered_per_s']:>8.0f}/s p50 {_fmt(step['p50_ms'])} p99 "
             f"{_fmt(step['p99_ms'])} max {_fmt(step['max_ms'])} ms, cpu "
-            f"{_fmt(cpu)} us/delivery, lost {step['lost']} dup {step['dups']} "
+            f"{_fmt(cpu)} us/delivery {_fmt(step['cpu_us_per_publish'])} us/publish, "
+            f"lost {step['lost']} dup {step['dups']} "
             f"order {step['order_violations']}+{step['reorders']}"
             + ("" if step.get("ok", True) else "  <- limit"))
 

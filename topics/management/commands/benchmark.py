@@ -21,7 +21,7 @@ from topics.benchmark import report
 from topics.benchmark.scenarios import Bench
 from topics.benchmark.servers import BACKENDS
 
-SCENARIOS = ("fanout", "many_topics", "join_storm", "node_scale")
+SCENARIOS = ("fanout", "many_topics", "idle", "join_storm", "node_scale")
 # Steps of about x1.4: fine enough to compare limits a few times apart.
 FULL_RATES = [5, 7, 10, 14, 20, 28, 40, 56, 80, 110, 160, 220, 320, 450, 640, 900, 1280]
 
@@ -56,6 +56,11 @@ class Command(BaseCommand):
         parser.add_argument("--cpu-rate", type=float, default=20.0,
                             help="fanout rate of the CPU comparison step, the same for every "
                                  "back end (20 msg/s; 0: none)")
+        parser.add_argument("--mt-rates", default=None,
+                            help="many_topics publish rates, comma-separated (100,300); the "
+                                 "marginal cost is taken between the lowest and the highest")
+        parser.add_argument("--idle-sockets", type=int, default=None,
+                            help="idle scenario: sockets on one WS node (10000)")
         parser.add_argument("--cpu-duration", type=float, default=None,
                             help="seconds of the CPU comparison step (default 10; 1 with --quick)")
 
@@ -69,12 +74,13 @@ class Command(BaseCommand):
         duration = options["duration"] or (1.0 if quick else 4.0)
         members = options["members"] or (10 if quick else 200)
         cpu_duration = options["cpu_duration"] or (1.0 if quick else 10.0)
-        if options["rates"]:
-            rates = [float(r) for r in options["rates"].split(",")]
-        else:
-            rates = [20.0, 40.0] if quick else [float(r) for r in FULL_RATES]
+        rates = _rates(options["rates"]) or \
+            ([20.0, 40.0] if quick else [float(r) for r in FULL_RATES])
         sizes = dict(
-            mt_topics=40 if quick else 2000, mt_rate=40.0 if quick else 200.0,
+            mt_topics=40 if quick else 2000,
+            mt_rates=_rates(options["mt_rates"]) or ([20.0, 40.0] if quick else [100.0, 300.0]),
+            idle_sockets=options["idle_sockets"] or (200 if quick else 10000),
+            idle_topics=20 if quick else 1000, idle_seconds=3.0 if quick else 30.0,
             js_sockets=20 if quick else 500, js_per_socket=5 if quick else 10,
             js_topics=20 if quick else 1000,
             ns_sizes=[2, 4] if quick else [2, 4, 8, 16], ns_members=10 if quick else 40,
@@ -102,7 +108,11 @@ class Command(BaseCommand):
                             cpu_rate=options["cpu_rate"], cpu_duration=cpu_duration)
                     elif scenario == "many_topics":
                         results[backend]["many_topics"] = bench.many_topics(
-                            backend, sizes["mt_topics"], sizes["mt_rate"], duration * 2)
+                            backend, sizes["mt_topics"], sizes["mt_rates"], duration * 2)
+                    elif scenario == "idle":
+                        results[backend]["idle"] = bench.idle(
+                            backend, sizes["idle_sockets"], sizes["idle_topics"],
+                            sizes["idle_seconds"])
                     elif scenario == "join_storm":
                         results[backend]["join_storm"] = bench.join_storm(
                             backend, sizes["js_sockets"], sizes["js_per_socket"],
@@ -124,12 +134,25 @@ class Command(BaseCommand):
             "results": results, "targets": found,
         }
         report.write_json(out / "results.json", data)
-        png = out / "fanout_p99.png"
-        plotted = "fanout" in scenarios and report.plot(png, results)
+        plots = []
+        if "fanout" in scenarios and report.plot(out / "fanout_p99.png", results):
+            plots.append(str(out / "fanout_p99.png"))
+        if "many_topics" in scenarios and report.plot_publish_cost(
+                out / "many_topics_cpu.png", results, options["server"]):
+            plots.append(str(out / "many_topics_cpu.png"))
         lines = ["", *report.fanout_table(results), *report.other_tables(results),
                  *report.target_lines(found), "",
-                 f"results: {out / 'results.json'}" + (f", plot: {png}" if plotted else "")]
+                 f"results: {out / 'results.json'}" + "".join(f", plot: {p}" for p in plots)]
         say("\n".join(lines))
+
+
+def _rates(value: str | None) -> list[float]:
+    if not value:
+        return []
+    try:
+        return [float(r) for r in value.split(",") if r.strip()]
+    except ValueError:
+        raise CommandError(f"rates must be numbers separated by commas (got {value!r})") from None
 
 
 def _cpus() -> int | None:
