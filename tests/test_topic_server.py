@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from channel_layer import wire
 from channel_layer.cluster import parse_cluster
+from channel_layer.ring import Ring
 from channel_layer.settings import LayerSettings
 from channel_layer.topic_server import TopicServer
 from channel_layer.transport import MemoryTransport
@@ -90,3 +91,18 @@ async def test_garbage_is_counted_not_fatal():
     ts.handle(wire.encode([99, "x"]), 1.0)
     ts.handle(wire.encode([wire.PUBLISH, "g"]), 1.0)
     assert ts.counters["malformed_envelopes"] == 3 and ts.counters["unknown_envelopes"] == 1
+
+
+async def test_plain_members_are_delivered_here_and_handed_to_a_new_owner():
+    ts = server()
+    feed(ts, [wire.PLAIN_MEMBER, "g", "worker", 99.0, 10],
+         [wire.PUBLISH, "g", 10**10, b"job"])
+    assert [(c, data) for c, _, data, _ in ts._plain_pushes] == [("worker", b"job")]
+    ts._plain_pushes.clear()
+    # The ring changes so that ts-b owns the group: its plain members go there, and here the
+    # group (nobody else in it) is forgotten.
+    ts.ring = Ring(["ts-b"])
+    ts._hand_over_plain_members()
+    assert "g" not in ts.groups
+    [envelope] = [wire.decode(e) for e in ts._outboxes["ts-b"]._pending]
+    assert envelope == [wire.PLAIN_MEMBER, "g", "worker", 99.0, 10]

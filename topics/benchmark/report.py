@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 IDLE_TOLERANCE = 0.25  # heartbeat traffic is subtracted as an estimated idle rate
 BACKEND_LABELS = {"dps": "DPS", "redis": "RedisChannelLayer",
@@ -278,8 +280,10 @@ def write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False))
 
 
-def plot(path: Path, results: dict) -> bool:
-    """p99 latency vs delivered rate, one line per back end (fanout steps)."""
+def _steps_plot(path: Path, results: dict, scenario: str, x: str, y: str,
+                setup: Callable[[Any], None]) -> bool:
+    """One line per back end of ``scenario``'s steps (``y`` against ``x``), saved to
+    ``path``; ``setup`` labels the axes. False when no back end had steps to draw."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -288,53 +292,42 @@ def plot(path: Path, results: dict) -> bool:
     fig, ax = plt.subplots(figsize=(8, 5))
     drew = False
     for backend, per in results.items():
-        fanout = per.get("fanout")
-        if not fanout or not fanout["steps"]:
+        steps = [s for s in (per.get(scenario) or {}).get("steps") or () if s[y] is not None]
+        if not steps:
             continue
-        xs = [s["delivered_per_s"] for s in fanout["steps"] if s["p99_ms"] is not None]
-        ys = [s["p99_ms"] for s in fanout["steps"] if s["p99_ms"] is not None]
-        ax.plot(xs, ys, marker="o", label=BACKEND_LABELS.get(backend, backend))
+        ax.plot([s[x] for s in steps], [s[y] for s in steps], marker="o",
+                label=BACKEND_LABELS.get(backend, backend))
         drew = True
-    ax.axhline(100, color="grey", linestyle="--", linewidth=1, label="p99 limit (100 ms)")
-    ax.set_xlabel("delivered messages / s")
-    ax.set_ylabel("p99 delivery latency (ms)")
-    ax.set_yscale("log")
-    ax.set_title("fanout: p99 latency vs delivered rate")
-    ax.grid(True, which="both", alpha=0.3)
+    setup(ax)
     if drew:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return drew
+
+
+def plot(path: Path, results: dict) -> bool:
+    """p99 latency vs delivered rate, one line per back end (fanout steps)."""
+    def setup(ax: Any) -> None:
+        ax.axhline(100, color="grey", linestyle="--", linewidth=1, label="p99 limit (100 ms)")
+        ax.set_xlabel("delivered messages / s")
+        ax.set_ylabel("p99 delivery latency (ms)")
+        ax.set_yscale("log")
+        ax.set_title("fanout: p99 latency vs delivered rate")
+        ax.grid(True, which="both", alpha=0.3)
+
+    return _steps_plot(path, results, "fanout", "delivered_per_s", "p99_ms", setup)
 
 
 def plot_publish_cost(path: Path, results: dict, server: str) -> bool:
     """Server CPU per publish against the publish rate (many_topics steps), one line per
     back end."""
-    import matplotlib
+    def setup(ax: Any) -> None:
+        ax.set_xlabel("publishes / s (2-member topics)")
+        ax.set_ylabel("server CPU per publish (us, all processes)")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"many_topics under {server}: CPU per publish vs rate")
+        ax.grid(True, alpha=0.3)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    drew = False
-    for backend, per in results.items():
-        many = per.get("many_topics")
-        if not many or not many["steps"]:
-            continue
-        steps = [s for s in many["steps"] if s["cpu_us_per_publish"] is not None]
-        ax.plot([s["publish_rate"] for s in steps], [s["cpu_us_per_publish"] for s in steps],
-                marker="o", label=BACKEND_LABELS.get(backend, backend))
-        drew = True
-    ax.set_xlabel("publishes / s (2-member topics)")
-    ax.set_ylabel("server CPU per publish (us, all processes)")
-    ax.set_ylim(bottom=0)
-    ax.set_title(f"many_topics under {server}: CPU per publish vs rate")
-    ax.grid(True, alpha=0.3)
-    if drew:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return drew
+    return _steps_plot(path, results, "many_topics", "publish_rate", "cpu_us_per_publish", setup)
