@@ -18,8 +18,10 @@ the member.
 
 Leaving is immediate here (nothing more is delivered to a discarded member); the owner learns
 the new count with the next heartbeat, or at once when the node's last member of a group goes.
-A topic server that asks (RESYNC) gets a snapshot of every group it owns; a ring change moves
-memberships to their new owners (``move``).
+A topic server that asks (RESYNC) gets a snapshot of every group it owns. On a ring change
+every server of the new ring gets a snapshot; the old owner keeps this node's registrations
+until the change has settled and then drops them itself (``TopicServer``), so a publish sent
+to it by a node that has not noticed yet still reaches this node's members.
 
 A join may carry options for the owner (``add(..., options)``, the layer's ``group_join``): a
 presence track ``[key, ref, meta]`` and a history position to recover from; the owner's
@@ -129,9 +131,7 @@ class Membership:
         self._pending_token[(group, channel)] = token
         self._pending_in[group] += 1
         owner = self._owner_of(group)
-        if not self._unsent:
-            loop.call_soon(self._send_joins)
-        self._unsent.setdefault(owner, []).append((group, token))
+        self._queue_join(owner, group, token)
         # A timer rather than wait_for: no task per join (a join storm is a hot path).
         timer = loop.call_later(timeout, _time_out, done, owner, group, timeout)
         try:
@@ -141,6 +141,19 @@ class Membership:
             raise
         finally:
             timer.cancel()
+
+    def _queue_join(self, owner: str, group: str, token: int) -> None:
+        if not self._unsent:
+            asyncio.get_running_loop().call_soon(self._send_joins)
+        self._unsent.setdefault(owner, []).append((group, token))
+
+    def reroute_pending(self, old_ring: Ring, new_ring: Ring) -> None:
+        """After a ring change: joins still waiting for a server that no longer owns their
+        group ask the new owner too (the first answer counts)."""
+        for token, pending in self._pending.items():
+            owner = new_ring.owner_of(pending.group)
+            if old_ring.owner_of(pending.group) != owner:
+                self._queue_join(owner, pending.group, token)
 
     def _send_joins(self) -> None:
         """One JOIN envelope per owner for every join queued since the last call."""
@@ -257,9 +270,9 @@ class Membership:
     def _member_envelope(self, group: str, count: int) -> bytes:
         return wire.encode([wire.MEMBER, group, self.node, self.boot, count])
 
-    def sync_envelope(self, ts: str) -> bytes:
+    def sync_envelope(self, ts: str, ring: str, first_seq: int) -> bytes:
         return wire.encode([wire.SYNC, self.node, self.boot, ts, self.snapshot_for(ts),
-                            self.presence_for(ts)])
+                            self.presence_for(ts), ring, first_seq])
 
     def flush_counts(self) -> None:
         """Tell owners the counts that changed since the last heartbeat (0: unregister)."""
@@ -267,15 +280,3 @@ class Membership:
         for group in dirty:
             self._outbox(self._owner_of(group)).put(
                 self._member_envelope(group, self.count(group)))
-
-    def move(self, old_ring: Ring, new_ring: Ring, has_node: Callable[[str], bool]) -> set[str]:
-        """After a ring change: unregister moved groups at their old owners and return the
-        topic servers that gained groups (the caller sends each a snapshot)."""
-        gaining: set[str] = set()
-        for group in self.group_names():
-            before, after = old_ring.owner_of(group), new_ring.owner_of(group)
-            if before != after:
-                gaining.add(after)
-                if has_node(before):
-                    self._outbox(before).put(self._member_envelope(group, 0))
-        return gaining

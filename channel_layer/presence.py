@@ -30,6 +30,7 @@ Messages to members (Channels messages, delivered like any group message)::
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,11 +105,13 @@ class PresenceBook:
             for ref in [r for r, n in state.nodes.items() if n == ws_node]:
                 self.untrack(group, ref)
 
-    def replace_node(self, ws_node: str, snapshot: dict[str, list]) -> None:
-        """A node's snapshot ``{group: [[key, ref, meta], ...]}`` replaces what it tracked;
-        a group this owner learns of from it gets the whole state next (its members may hold
-        entries of an earlier owner: see the module docstring), the others a diff."""
-        held = {g for g, s in self.groups.items() if ws_node in s.nodes.values()}
+    def replace_node(self, ws_node: str, snapshot: dict[str, list],
+                     covers: Callable[[str], bool] = lambda group: True) -> None:
+        """A node's snapshot ``{group: [[key, ref, meta], ...]}`` replaces what it tracked in
+        the groups it ``covers``; a group this owner learns of from it gets the whole state
+        next (its members may hold entries of an earlier owner: see the module docstring),
+        the others a diff."""
+        held = {g for g, s in self.groups.items() if ws_node in s.nodes.values() and covers(g)}
         for group in held | set(snapshot):
             state = self.groups.get(group)
             new = state is None
@@ -154,6 +157,11 @@ class PresenceBook:
                 del self.groups[group]
         self.changed.clear()
         return messages
+
+    def drop_group(self, group: str) -> None:
+        """Forget a group silently: another owner has it now (its members say nothing)."""
+        self.groups.pop(group, None)
+        self.changed.discard(group)
 
     def clear(self) -> None:
         self.groups.clear()

@@ -22,11 +22,13 @@ from typing import TypeVar
 
 from . import wire
 from .cluster import EMBEDDED_TS, Cluster, ClusterConfigError, ClusterFileWatcher
+from .liveness import down_servers, live_ring, ring_id
 from .local_channels import LocalChannels, Wakeups
 from .loop_home import LoopHome
 from .membership import Membership
 from .outbox import Outbox
 from .ring import Ring
+from .sequencing import DeliveryFilter, PublishLog, Unacked, origin_of
 from .settings import LayerSettings
 from .topic_server import TopicServer
 from .transport import MemoryTransport, RedisTransport, Transport, TransportError
@@ -56,8 +58,14 @@ class NodeRuntime:
         self.node = node
         self.settings = settings
         self.capacity_for = capacity_for
-        self.ring = Ring(n.name for n in cluster.ts_nodes)
+        self.ring = Ring(n.name for n in cluster.ts_nodes)  # without the servers that are down
+        self.ring_id = ring_id(self.ring)
+        self._down: set[str] = set()  # configured servers whose lease lapsed
         self.counters: Counter[str] = Counter()
+        self.origin = ""  # this node's name and boot: what its publishes are numbered under
+        self.publish_log: PublishLog | None = None  # a node's publishes until acknowledged
+        self.deliveries = DeliveryFilter(self.counters)
+        self._ts_boots: dict[str, str] = {}  # each topic server's boot, as last heard
         self.local = LocalChannels(self.counters)
         # Runtime loop only (the layer calls it through ``call``).
         self.membership = Membership(node, self.counters, self.owner_of, self._owner_outbox)
@@ -94,6 +102,10 @@ class NodeRuntime:
 
     async def _boot(self) -> None:
         self.boot = self.membership.boot = os.urandom(6).hex()
+        if self.node is not None:
+            self.origin = origin_of(self.node, self.boot)
+            self.publish_log = PublishLog(self.origin, self.settings.unacked_limit,
+                                          self.counters)
         self._stop = asyncio.Event()
         if self.cluster.embedded:
             self.transport = MemoryTransport(self.settings.prefix, self.settings.inbox_cap)
@@ -102,11 +114,14 @@ class NodeRuntime:
                                             self.settings.inbox_cap, self.settings.connect_timeout)
             if self.node is not None:
                 await self.transport.ping(self.node)  # fail at start, not at first message
+            await self._follow_ring(announce=False)  # route around servers already down
         logger.info("layer runtime of %s runs on %s", self.node or "a sending process",
                     "the server's loop" if self.home.on_server_loop else "its own I/O thread")
         loop = asyncio.get_running_loop()
         if self.node is not None:
             self._tasks.append(loop.create_task(self._read_inbox()))
+        if self.node is not None or not self.cluster.embedded:
+            # (a process without a node follows the ring too: a Celery worker lives long)
             self._tasks.append(loop.create_task(self._heartbeat()))
         if self.cluster.embedded:
             self.topic_server = TopicServer(self.cluster, EMBEDDED_TS, self.transport,
@@ -214,8 +229,29 @@ class NodeRuntime:
 
     async def group_send(self, group: str, expires_at: float, data: bytes) -> None:
         owner = self.ring.owner_of(group)
-        await self._owner_outbox(owner).send(
-            wire.encode([wire.PUBLISH, group, expires_at, data]))
+        outbox = self._owner_outbox(owner)
+        log = self.publish_log
+        if log is None:  # a process without a node: unnumbered (channel_layer.sequencing)
+            await outbox.send(wire.encode([wire.PUBLISH, group, expires_at, data]))
+            return
+        seq, _ = log.record(owner, group, expires_at, data)
+        try:
+            await outbox.send(wire.encode([wire.PUBLISH, group, expires_at, data, self.origin,
+                                           seq, None]))
+        except BaseException:
+            log.forget(owner, seq)  # its sender gets the error: it must not arrive later
+            raise
+
+    def _resend(self, publishes: list[Unacked]) -> None:
+        """Send again, to each group's owner now, publishes a server did not acknowledge
+        (it restarted or left the ring), under new numbers and their first identity."""
+        for entry in publishes:
+            owner = self.ring.owner_of(entry.group)
+            seq, identity = self.publish_log.record(owner, entry.group, entry.expires_at,
+                                                    entry.data, entry.identity)
+            self._outbox(owner).put(wire.encode([wire.PUBLISH, entry.group, entry.expires_at,
+                                                 entry.data, self.origin, seq, identity]))
+        self.counters["publishes_resent"] += len(publishes)
 
     # ------------------------------------------------------------------------ membership
     async def group_add(self, group: str, channel: str) -> None:
@@ -290,10 +326,20 @@ class NodeRuntime:
             self._send_sync(ts)
         return outbox
 
-    def _send_sync(self, ts: str) -> None:
+    def _send_sync(self, ts: str, resend: bool = False) -> None:
+        """This node's memberships at ``ts``, its ring and the number of its next publish
+        there; with ``resend``, followed by every publish ``ts`` did not acknowledge."""
         outbox = self._outbox(ts)
-        outbox.put(self.membership.sync_envelope(ts))
+        log = self.publish_log
+        unacked = log.take(ts) if resend and log is not None else []
+        # With a resend, the server skips this node's publishes numbered below it: earlier
+        # copies, all of them re-sent behind the snapshot. Without one, 0: nothing to skip
+        # (a server may still hold publishes sent before the snapshot, and apply them after).
+        outbox.put(self.membership.sync_envelope(ts, self.ring_id,
+                                                 log.next_seq(ts) if unacked else 0))
         self._failures_synced[ts] = outbox.failed
+        if unacked:
+            self._resend(unacked)
 
     # -------------------------------------------------------------------------- flush
     async def flush(self) -> None:
@@ -325,6 +371,7 @@ class NodeRuntime:
             wire.GROUP_DELIVER: self._deliver_group,
             wire.CHANNEL: self._deliver_channel,
             wire.RESYNC: self._answer_resync,
+            wire.ACK: self._acknowledged,
             wire.JOINED: self._joined,
             wire.MEMBERSHIP: self._membership_request,
             wire.FLUSH: self._flush_request,
@@ -362,7 +409,19 @@ class NodeRuntime:
             self.deliver_local(channel, expires_at, wire.decode_message(message), wake)
 
     def _answer_resync(self, envelope: list, now: float, wake: Wakeups) -> None:
-        self._send_sync(envelope[1])
+        """A topic server asks for a snapshot. A new boot of it (a restart, or a rejoin
+        after a pause that cost it its lease) lost whatever it had not acknowledged: resend."""
+        _, ts, ts_boot = envelope
+        known, self._ts_boots[ts] = self._ts_boots.get(ts), ts_boot
+        log = self.publish_log
+        self._send_sync(ts, resend=known != ts_boot and log is not None
+                        and log.pending(ts) > 0)
+
+    def _acknowledged(self, envelope: list, now: float, wake: Wakeups) -> None:
+        _, ts, ts_boot, origin, through = envelope
+        self._ts_boots.setdefault(ts, ts_boot)
+        if origin == self.origin and self.publish_log is not None:
+            self.publish_log.acknowledged(ts, int(through))
 
     def _joined(self, envelope: list, now: float, wake: Wakeups) -> None:
         states = envelope[2] if len(envelope) > 2 else {}
@@ -399,7 +458,9 @@ class NodeRuntime:
         task.add_done_callback(self._background.discard)
 
     def _deliver_group(self, envelope: list, now: float, wake: Wakeups) -> None:
-        _, group, expires_at, data, *position = envelope
+        _, group, expires_at, data, *extra = envelope
+        if len(extra) > 1 and extra[1] is not None and not self.deliveries.first_time(extra[1]):
+            return  # a publish re-sent after its first owner died, which had fanned it out
         members = self.membership.members(group)
         if not members:
             self.counters["group_deliveries_without_members"] += 1
@@ -410,8 +471,8 @@ class NodeRuntime:
         # Decoded once for the node and shared by every local member (consumers must treat
         # a received message as read-only, as with any Channels layer that avoids copies).
         message = wire.decode_message(data)
-        if position:  # a group with history: [offset, epoch] (channel_layer.history)
-            message[POSITION_KEY] = position[0]
+        if extra and extra[0] is not None:  # a group with history: [offset, epoch]
+            message[POSITION_KEY] = extra[0]
         fastlanes = self.local.fastlanes
         for channel in members:  # all of them this node's own channels (see membership)
             lane = fastlanes.get(channel)
@@ -427,12 +488,13 @@ class NodeRuntime:
             # Read each time: a newer layer instance may have changed it (reconfigure).
             await asyncio.sleep(self.settings.heartbeat_interval)
             try:
-                self._beat(time.time())
+                await self._follow_ring()
+                if self.node is not None:
+                    self._beat(time.time())
             except Exception:  # never let housekeeping die
                 logger.exception("heartbeat failed")
 
     def _beat(self, now: float) -> None:
-        self._follow_cluster_file()
         for ts in self.ring.nodes:
             outbox = self._outbox(ts)
             if outbox.failed != self._failures_synced.get(ts, 0):
@@ -454,28 +516,46 @@ class NodeRuntime:
             self._last_sweep = now
             self.local.sweep(now, max(settings.expiry, 1.0) * 2)
 
-    def _follow_cluster_file(self) -> None:
-        """Swap in a new ring when the cluster file changes, and move memberships with it:
-        groups whose owner changed are unregistered at the old owner and the new owners get
-        a full snapshot before anything else this node sends them."""
+    async def _follow_ring(self, announce: bool = True) -> None:
+        """Follow the ring: the cluster file's topic servers, less those that are down
+        (``channel_layer.liveness``). On a change every server of the new ring gets this
+        node's snapshot and ring (a gaining server holds publishes until every WS node has
+        sent one, see ``TopicServer``), pending joins go to their new owners, and what a
+        server that went down did not acknowledge is re-sent to the new owners."""
         try:
             cluster = self._watcher.poll()
         except ClusterConfigError as exc:
             logger.error("ignoring the changed cluster file: %s", exc)
+            cluster = None
+        if cluster is not None:
+            self.cluster = cluster
+            self.transport.use_cluster(cluster)
+        if self.cluster.embedded:
+            return  # its one topic server lives in this process
+        configured = [n.name for n in self.cluster.ts_nodes]
+        leases = await self.transport.read_leases(configured)
+        down = down_servers(configured, leases, self._down)
+        went_down = down - self._down
+        self._down = down
+        ring = live_ring(configured, down)
+        if ring == self.ring:
             return
-        if cluster is None:
+        old_ring, self.ring, self.ring_id = self.ring, ring, ring_id(ring)
+        if went_down:
+            logger.warning("topic server(s) %s down (lease lapsed); ring is now %s",
+                           sorted(went_down), list(ring.nodes))
+            self.counters["failovers"] += len(went_down)
+        else:
+            logger.info("ring changed to %s", list(ring.nodes))
+        if not announce or self.node is None:
             return
-        old_ring, new_ring = self.ring, Ring(n.name for n in cluster.ts_nodes)
-        self.cluster = cluster
-        self.transport.use_cluster(cluster)
-        if new_ring == old_ring:
-            return
-        self.ring = new_ring
-        gaining = self.membership.move(old_ring, new_ring, cluster.has_node)
-        for ts in gaining:
+        self.membership.reroute_pending(old_ring, ring)
+        for ts in ring.nodes:
             self._send_sync(ts)
-        logger.info("ring changed to %s; moved memberships to %s", list(new_ring.nodes),
-                    sorted(gaining))
+        log = self.publish_log
+        for ts in sorted(set(old_ring.nodes) - set(ring.nodes)):
+            if ts in down:  # (a server removed from the file drains and acknowledges)
+                self._resend(log.take(ts))
 
     def _expire_memberships(self, now: float) -> None:
         for group, channel in self.membership.expired(now, self.settings.group_expiry):

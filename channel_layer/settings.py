@@ -38,6 +38,13 @@ class LayerSettings:
     history_meta_ttl: float = 86400   # seconds a group's epoch and offset outlive its history
     history_cache_groups: int = 10_000  # groups whose history an owner keeps in memory
     presence_interval: float = 0.1    # seconds over which an owner coalesces presence changes
+    # A topic server that has not renewed its lease for this long leaves the ring on every
+    # node (channel_layer.liveness); its topics go to the next servers.
+    ts_failover_after: float = 5.0
+    # After a ring change: how long a gaining server holds publishes until every WS node has
+    # re-registered, and how long a losing one keeps serving nodes that have not noticed.
+    ring_settle_time: float = 3.0
+    unacked_limit: int = 20_000       # publishes kept per topic server until it acknowledges
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LayerSettings:

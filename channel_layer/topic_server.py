@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -26,12 +27,14 @@ import redis.asyncio as aioredis
 from . import stats, wire
 from .cluster import TS, Cluster, ClusterConfigError, ClusterFileWatcher, Node
 from .history import HistoryPatterns, HistoryStore
+from .liveness import down_servers, live_ring, ring_id
 from .outbox import Outbox
 from .presence import PresenceBook
 from .resp import CommandPipe
 from .ring import Ring
+from .sequencing import OriginCursors, node_of_origin, origin_of
 from .settings import LayerSettings
-from .transport import Transport, TransportError
+from .transport import LEASE_LAPSED, Transport, TransportError
 
 logger = logging.getLogger("channel_layer.topic_server")
 
@@ -52,6 +55,7 @@ class WsNodeState:
     boot: str
     last_seen: float
     synced: bool = False
+    ring: str | None = None  # the ring its last snapshot was sent under (liveness.ring_id)
 
 
 class TopicServer:
@@ -61,8 +65,17 @@ class TopicServer:
         self.node = node
         self.transport = transport
         self.settings = settings or LayerSettings()
-        self.ring = Ring(n.name for n in cluster.ts_nodes)
+        self.ring = Ring(n.name for n in cluster.ts_nodes)  # without the servers that are down
+        self.ring_id = ring_id(self.ring)
+        self._down: set[str] = set()
         self.boot = os.urandom(6).hex()
+        self.cursors = OriginCursors()  # each WS node's publish numbers (sequencing)
+        self._lease_renewed = 0.0  # time.monotonic() of the last renewal Redis confirmed
+        self._drop_unowned_at = 0.0  # after a ring change: when to forget groups it lost
+        self._every_ws_node = True  # (at start) hold until every configured WS node synced
+        self._ring_check: asyncio.Task | None = None
+        self.started_serving = False
+        self._rings: dict[str, Ring] = {}  # other nodes' rings, by ring_id (handle_sync)
         self.started = time.time()
         self.groups: dict[str, GroupState] = {}
         self.ws_nodes: dict[str, WsNodeState] = {}
@@ -115,6 +128,9 @@ class TopicServer:
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; the current batch always completes first."""
         logger.info("topic server %s starting (boot %s)", self.node, self.boot)
+        await self._renew_lease()
+        self.started_serving = True
+        await self._follow_ring()
         self._request_resync_from_all()
         self._warm_until = time.monotonic() + self.settings.startup_sync_timeout
         loop = asyncio.get_running_loop()
@@ -136,6 +152,11 @@ class TopicServer:
                     logger.warning("cannot read the inbox of %s: %s", self.node, exc)
                     await asyncio.sleep(self.settings.read_retry_interval)
                     continue
+                if time.monotonic() - self._lease_renewed > self._lease_margin():
+                    # Perhaps paused past our lease: what was read may have been re-sent
+                    # to others meanwhile. Ask Redis before acting on it.
+                    if not await self._renew_lease():
+                        continue
                 now = time.time()
                 for _, data in entries:
                     self.handle(data, now)
@@ -153,6 +174,11 @@ class TopicServer:
             self._presence_sent_at = 0.0  # and send the last presence changes
             await self._flush()
             await self.transport.ack(self.node)  # a clean restart re-reads nothing
+            self._send_acks()  # all of it is written: the WS nodes may forget it
+            for outbox in self._outboxes.values():
+                await outbox.drain()
+            if self.removed_at is not None:  # drained: out of every ring at once
+                await self._drop_lease()
             await self._publish_stats()
             for client in [self._stats_client, *self._other_clients.values()]:
                 if client is not None:
@@ -176,9 +202,14 @@ class TopicServer:
             slept_from = time.monotonic()
             await asyncio.sleep(interval)
             overslept = time.monotonic() - slept_from - interval
+            if not await self._renew_lease():
+                continue  # it had lapsed: rejoined as a new boot
             if overslept > 2 * self.settings.heartbeat_interval:
                 self.excuse_pause(overslept, time.time())
-            self._follow_cluster_file()
+            await self._follow_ring()
+            self._send_acks()
+            if self._drop_unowned_at and time.monotonic() >= self._drop_unowned_at:
+                self._drop_unowned_groups()
             self.expire_silent_nodes(time.time())
             self.expire_plain_members(time.time())
             if self.is_drained(time.time()):
@@ -194,6 +225,7 @@ class TopicServer:
                     logger.warning("could not publish stats: %s", exc)
 
     async def _flush(self) -> None:
+        handled = self.cursors.snapshot()  # acknowledged once all of it is written
         if self.presence.changed and self._presence_wait() <= 0:
             self._send_presence()
         # History first: a broadcast's offset reaches a client only once Redis holds it.
@@ -202,6 +234,67 @@ class TopicServer:
             await self._push_to_plain_channels()
         for outbox in self._outboxes.values():
             await outbox.drain()
+        self.cursors.written(handled)
+
+    def _send_acks(self) -> None:
+        """Tell each WS node which of its publishes are fanned out and written: it keeps
+        them until then, to re-send if this server dies (channel_layer.sequencing)."""
+        for origin, through in self.cursors.acks_due():
+            node = node_of_origin(origin)
+            if self.cluster.has_node(node):
+                self._outbox(node).put(wire.encode([wire.ACK, self.node, self.boot, origin,
+                                                    through]))
+
+    # ---------------------------------------------------------------------------- the lease
+    def _lease_margin(self) -> float:
+        """How old the last renewal may be before the lease may have lapsed."""
+        return max(self.settings.ts_failover_after - self.settings.heartbeat_interval / 2,
+                   self.settings.heartbeat_interval)
+
+    async def _renew_lease(self) -> bool:
+        """Renew the lease (``channel_layer.liveness``); False when it had lapsed, so every
+        node has taken this server out of its ring and re-sent elsewhere what it had not
+        acknowledged: then it rejoins as a new boot, with nothing of its old state."""
+        try:
+            before = await self.transport.renew_lease(
+                self.node, self.boot, int(self.settings.ts_failover_after * 1000))
+        except TransportError as exc:
+            # Our own Redis is down: nobody can read the lease either, so nobody takes us
+            # out of the ring for it (the inbox read reports the outage).
+            logger.debug("could not renew the lease of %s: %s", self.node, exc)
+            return True
+        self._lease_renewed = time.monotonic()
+        if before == LEASE_LAPSED and self.started_serving:
+            await self._rejoin()
+            return False
+        return True
+
+    async def _drop_lease(self) -> None:
+        try:
+            await self.transport.drop_lease(self.node, self.boot)
+        except TransportError as exc:
+            logger.warning("could not give up the lease of %s: %s", self.node, exc)
+
+    async def _rejoin(self) -> None:
+        logger.warning("topic server %s lost its lease (it did not run for over %gs): the "
+                       "cluster failed it over; rejoining as a new boot with no stale state",
+                       self.node, self.settings.ts_failover_after)
+        self.counters["lease_lapses"] += 1
+        stale = await self.transport.stop_reading(self.node)
+        self.counters["discarded_after_lapse"] += len(stale)
+        self.flush_state()
+        self.ws_nodes.clear()
+        self.cursors.clear()
+        self.boot = os.urandom(6).hex()
+        try:
+            await self.transport.renew_lease(self.node, self.boot,
+                                             int(self.settings.ts_failover_after * 1000))
+            self._lease_renewed = time.monotonic()
+        except TransportError as exc:  # the next renewal tries again
+            logger.warning("could not take the lease of %s again: %s", self.node, exc)
+        self._request_resync_from_all()
+        self._every_ws_node = True
+        self._warm_until = time.monotonic() + self.settings.startup_sync_timeout
 
     async def _push_to_plain_channels(self) -> None:
         pushes, self._plain_pushes = self._plain_pushes, []
@@ -267,7 +360,7 @@ class TopicServer:
         """Publishes, joins and plain memberships keep one order: while publishes are held
         for a resync, the joins behind them wait too (a join never sees an earlier publish);
         so does everything behind an envelope whose group's history must be read first."""
-        if self._held or time.monotonic() < self._warm_until and not self._all_synced():
+        if self._held or self._holding():
             self._held.append(envelope)
         elif self._needs_history(envelope):
             self._held.append(envelope)
@@ -289,14 +382,31 @@ class TopicServer:
         return bool(missing)
 
     def handle_publish(self, envelope: list, now: float) -> None:
-        _, group, expires_at, _message = envelope
+        _, group, expires_at, data, *numbered = envelope
+        identity = None
+        if numbered:  # a WS node's publish (channel_layer.sequencing)
+            origin, seq, identity = numbered
+            if origin is not None:
+                if not self.cursors.admit(origin, seq):
+                    self.counters["publishes_superseded"] += 1  # re-sent since: that copy counts
+                    return
+                if identity is None:
+                    identity = [origin, self.node, seq]
         state = self.groups.get(group)
+        if state is None and self.ring.owner_of(group) != self.node:
+            # Sent by a node whose ring is behind ours, after we forgot the group: its
+            # owner has the members. Forwarded once (origin None), never back and forth.
+            if not numbered or numbered[0] is not None:
+                self._outbox(self.ring.owner_of(group)).put(wire.encode(
+                    [wire.PUBLISH, group, expires_at, data, None, None, identity]))
+                self.counters["publishes_forwarded"] += 1
+                return
         self.counters["published"] += 1
         if expires_at < now:
             self.counters["expired"] += 1
             return
         # Kept even with nobody listening: whoever comes back recovers it.
-        position = self.history.append(group, envelope[3], now)
+        position = self.history.append(group, data, now)
         if state is None:
             self.counters["published_no_members"] += 1
             return
@@ -304,14 +414,15 @@ class TopicServer:
         state.last_activity = now
         self.topic_table.touch(group)
         # Encoded once, whatever the number of WS nodes; the message bytes are not decoded.
-        delivery = wire.encode([wire.GROUP_DELIVER, group, expires_at, envelope[3]] if
-                               position is None else
-                               [wire.GROUP_DELIVER, group, expires_at, envelope[3], position])
+        delivery = wire.encode(
+            [wire.GROUP_DELIVER, group, expires_at, data, position, identity] if identity else
+            [wire.GROUP_DELIVER, group, expires_at, data] if position is None else
+            [wire.GROUP_DELIVER, group, expires_at, data, position])
         for ws_node in state.members:
             self._outbox(ws_node).put(delivery)
         self.counters["node_deliveries"] += len(state.members)
         for channel, (_joined, capacity) in state.plain.items():
-            self._plain_pushes.append((channel, expires_at, envelope[3], capacity))
+            self._plain_pushes.append((channel, expires_at, data, capacity))
 
     def handle_join(self, envelope: list, now: float) -> None:
         """A WS node's new member: count it, then answer behind every delivery already sent
@@ -421,18 +532,45 @@ class TopicServer:
         self._see(ws_node, boot, now)
 
     def handle_sync(self, envelope: list, now: float) -> None:
-        _, ws_node, boot, _ts, snapshot, *presence = envelope
+        _, ws_node, boot, _ts, snapshot, *rest = envelope
         state = self._see(ws_node, boot, now)
-        self.presence.replace_node(ws_node, presence[0] if presence else {})
+        ring = rest[1] if len(rest) >= 3 else None
+        # The snapshot holds the groups the sender's ring gives this server. Groups it gives
+        # another server stay registered here until the change settles
+        # (_drop_unowned_groups): nodes that have not noticed yet still publish here.
+        owned = self._owned_under(ring)
+        self.presence.replace_node(ws_node, rest[0] if rest else {}, owned)
+        if ring is not None:
+            first_seq = rest[2]
+            state.ring = ring
+            if first_seq:  # what it sends next is numbered from here: older copies are stale
+                self.cursors.restart_at(origin_of(ws_node, boot), int(first_seq))
+            if ring != self.ring_id:
+                # Its ring and ours differ: one of us has not noticed a change yet. Hold
+                # publishes until every WS node agrees with us, and look again now.
+                self._warm_until = max(self._warm_until,
+                                       time.monotonic() + self.settings.ring_settle_time)
+                self._check_ring_soon()
         # Replace this node's memberships with the snapshot, keeping the state (counters) of
         # groups that stay.
         for group in [g for g, s in self.groups.items() if ws_node in s.members
-                      and g not in snapshot]:
+                      and g not in snapshot and owned(g)]:
             self._set_count(group, ws_node, 0, now)
         for group, count in snapshot.items():
             self._set_count(group, ws_node, int(count), now)
         state.synced = True
         self.counters["syncs"] += 1
+
+    def _owned_under(self, ring: str | None) -> Callable[[str], bool]:
+        """Whether a group is this server's under a sender's ring (its ``ring_id``)."""
+        if not ring or ring == self.ring_id:
+            return lambda group: self.ring.owner_of(group) == self.node
+        other = self._rings.get(ring)
+        if other is None:
+            if len(self._rings) > 8:
+                self._rings.clear()
+            other = self._rings[ring] = Ring(ring.split(","))
+        return lambda group: other.owner_of(group) == self.node
 
     def handle_bye(self, envelope: list, now: float) -> None:
         _, ws_node, boot = envelope
@@ -452,6 +590,7 @@ class TopicServer:
         elif state.boot != boot:
             logger.info("WS node %s restarted; dropping the old process's memberships", ws_node)
             self._drop_node_members(ws_node)
+            self.cursors.forget(origin_of(ws_node, state.boot))
             self.ws_nodes[ws_node] = state = WsNodeState(boot, now, synced=True)
         state.last_seen = now
         return state
@@ -507,30 +646,60 @@ class TopicServer:
                 del self.ws_nodes[ws_node]
                 self.counters["nodes_expired"] += 1
 
-    def _follow_cluster_file(self) -> None:
-        # The WS nodes move memberships when the ring changes; the topic server only needs
-        # to know the new node list (whom to ask for snapshots, which nodes exist).
+    async def _follow_ring(self) -> None:
+        """Follow the cluster file and the other servers' leases (``channel_layer.liveness``):
+        the same ring as every WS node's. On a change, hold publishes until the WS nodes
+        have re-registered under it, keep serving the groups this server lost until the
+        change has settled, and hand over the plain channels' memberships."""
         try:
             cluster = self._watcher.poll()
         except ClusterConfigError as exc:
             logger.error("ignoring the changed cluster file: %s", exc)
+            cluster = None
+        if cluster is not None:
+            self._use_cluster(cluster)
+        configured = [n.name for n in self.cluster.ts_nodes]
+        others = [n for n in configured if n != self.node]
+        leases = await self.transport.read_leases(others)
+        self._down = down_servers(others, leases, self._down)
+        ring = live_ring(configured, self._down)
+        if ring == self.ring:
             return
-        if cluster is None:
-            return
+        self.ring, self.ring_id = ring, ring_id(ring)
+        logger.info("ring is now %s%s", list(ring.nodes),
+                    f" ({', '.join(sorted(self._down))} down)" if self._down else "")
+        settle = self.settings.ring_settle_time
+        self._warm_until = max(self._warm_until, time.monotonic() + settle)
+        self._drop_unowned_at = time.monotonic() + settle
+        self._hand_over_plain_members()
+
+    def _check_ring_soon(self) -> None:
+        if self._ring_check is None or self._ring_check.done():
+            self._ring_check = asyncio.get_running_loop().create_task(self._follow_ring())
+
+    def _use_cluster(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.ring = Ring(n.name for n in cluster.ts_nodes)
-        logger.info("cluster file changed; ring is now %s", list(self.ring.nodes))
         if cluster.has_node(self.node):
             self.transport.use_cluster(cluster)
             self.removed_at = None  # (put back before it finished draining: serve on)
-        else:  # removed: keep reaching our own Redis (inbox, stats) while draining
-            self.transport.use_cluster(Cluster(cluster.nodes + (self._own_node,),
-                                               cluster.source, path=cluster.path))
-        self._hand_over_plain_members()
-        if self.removed_at is None and not cluster.has_node(self.node):
+            return
+        # Removed: keep reaching our own Redis (inbox, stats) while draining.
+        self.transport.use_cluster(Cluster(cluster.nodes + (self._own_node,), cluster.source,
+                                           path=cluster.path))
+        if self.removed_at is None:
             self.removed_at = time.time()
             logger.info("topic server %s is no longer in the cluster file; draining (%d group(s)"
                         " still registered here)", self.node, len(self.groups))
+
+    def _drop_unowned_groups(self) -> None:
+        """The ring change has settled: forget the groups another server owns now (their
+        WS nodes have registered there)."""
+        self._drop_unowned_at = 0.0
+        owner_of = self.ring.owner_of
+        for group in [g for g in self.groups if owner_of(g) != self.node]:
+            self.presence.drop_group(group)
+            del self.groups[group]
+            self.counters["groups_handed_over"] += 1
 
     def is_drained(self, now: float) -> bool:
         """Whether a removed server is done: no group is left here, or every WS node has
@@ -563,11 +732,27 @@ class TopicServer:
         for ws in self.cluster.ws_nodes:
             self._request_resync(ws.name)
 
+    def _holding(self) -> bool:
+        """Whether publishes wait: after a start, a rejoin or a ring change, until every WS
+        node has sent its snapshot under this server's ring, for ``startup_sync_timeout`` /
+        ``ring_settle_time`` at most. A WS node that has not yet noticed a change still
+        sends to the old owner, which keeps serving it meanwhile; one that has sends here,
+        and what it sends must reach the members of both."""
+        if time.monotonic() >= self._warm_until or self._all_synced():
+            self._every_ws_node = False  # from now on, only the WS nodes it hears from
+            return False
+        return True
+
     def _all_synced(self) -> bool:
-        return all(
-            (s := self.ws_nodes.get(ws.name)) is not None and s.synced
-            for ws in self.cluster.ws_nodes
-        )
+        for ws in self.cluster.ws_nodes:
+            state = self.ws_nodes.get(ws.name)
+            if state is None:
+                if self._every_ws_node:
+                    return False
+                continue  # not heard from since it went silent: it will resync when back
+            if not state.synced or state.ring not in (None, self.ring_id):
+                return False
+        return True
 
     async def _release_held(self) -> None:
         """Apply the held envelopes in order once warm, reading histories they need first."""
@@ -579,7 +764,7 @@ class TopicServer:
             await self.history.load(loads)
 
     def _release_held_if_warm(self) -> None:
-        if self._held and (self._all_synced() or time.monotonic() >= self._warm_until):
+        if self._held and not self._holding():
             held, self._held = self._held, []
             now = time.time()
             for i, envelope in enumerate(held):

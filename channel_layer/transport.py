@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -54,6 +55,26 @@ end
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '*', 'd', ARGV[2])
 return 0
 """
+# A topic server's lease (channel_layer.liveness): KEYS[1] holds its boot for ARGV[2] ms,
+# KEYS[2] (no expiry) says a lease was ever held on this Redis. Returns what held it before:
+# the boot, or "" when it lapsed, or false when this Redis never had one (new, or restarted
+# without persistence: a lease lost that way proves nothing).
+_RENEW_LEASE = """
+local before = redis.call('GET', KEYS[1])
+local seen = redis.call('GET', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], '1')
+if before then return before end
+if seen then return '' end
+return false
+"""
+# A removed server that drained gives its lease up, unless a newer life holds it already.
+_DROP_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+LEASE_UNKNOWN = object()  # read_leases: that node's Redis did not answer, or never had one
+LEASE_LAPSED = ""  # renew_lease: the lease had lapsed (others have taken this server out)
 LIVE_ENTRY_ID = b""  # envelopes received live have no stream id: nothing to trim for them
 
 
@@ -141,6 +162,22 @@ class Transport(ABC):
 
     def stats_key(self, node: str) -> str:
         return f"{self.prefix}:stats:{node}"
+
+    def lease_keys(self, node: str) -> list[str]:
+        return [f"{self.prefix}:live:{node}", f"{self.prefix}:leased:{node}"]
+
+    @abstractmethod
+    async def renew_lease(self, node: str, boot: str, ttl_ms: int) -> str | None:
+        """Hold ``node``'s lease for ``ttl_ms`` as ``boot``; what held it before: a boot,
+        ``LEASE_LAPSED``, or None (this Redis never had a lease of ``node``)."""
+
+    @abstractmethod
+    async def drop_lease(self, node: str, boot: str) -> None: ...
+
+    @abstractmethod
+    async def read_leases(self, nodes: Sequence[str]) -> dict[str, object]:
+        """Each node's lease holder: a boot, None (lapsed) or ``LEASE_UNKNOWN`` (its Redis
+        did not answer)."""
 
 
 class RedisTransport(Transport):
@@ -339,6 +376,34 @@ class RedisTransport(Transport):
             raise self._fail(node, exc) from None
         return bool(reply and int(reply[0][1]) > 0)
 
+    async def renew_lease(self, node: str, boot: str, ttl_ms: int) -> str | None:
+        try:
+            before = await self._client(node).eval(_RENEW_LEASE, 2, *self.lease_keys(node),
+                                                   boot, ttl_ms)
+        except (RedisError, OSError) as exc:
+            raise self._fail(node, exc) from None
+        return None if before is None else before.decode()
+
+    async def drop_lease(self, node: str, boot: str) -> None:
+        try:
+            await self._client(node).eval(_DROP_LEASE, 1, self.lease_keys(node)[0], boot)
+        except (RedisError, OSError) as exc:
+            raise self._fail(node, exc) from None
+
+    async def read_leases(self, nodes: Sequence[str]) -> dict[str, object]:
+        async def read(node: str) -> object:
+            try:
+                holder, seen = await asyncio.wait_for(
+                    self._client(node).mget(self.lease_keys(node)), self.connect_timeout)
+            except (TimeoutError, RedisError, OSError):
+                return LEASE_UNKNOWN
+            if holder:
+                return holder.decode()
+            return None if seen else LEASE_UNKNOWN
+
+        holders = await asyncio.gather(*(read(node) for node in nodes))
+        return dict(zip(nodes, holders, strict=True))
+
     async def ping(self, node: str) -> None:
         try:
             await self._client(node).ping()
@@ -371,6 +436,7 @@ class MemoryTransport(Transport):
         self._readers: dict[str, asyncio.Future] = {}
         self._channels: dict[str, deque[bytes]] = {}
         self._stats: dict[str, bytes] = {}
+        self._leases: dict[str, tuple[str, float]] = {}  # node -> (boot, expires: monotonic)
         self._seq = 0
 
     def _inbox(self, node: str) -> deque[bytes]:
@@ -430,6 +496,24 @@ class MemoryTransport(Transport):
 
     async def listening(self, node: str) -> bool:
         return True  # every node of the embedded cluster lives in this process
+
+    def _holder(self, node: str) -> str | None:
+        lease = self._leases.get(node)
+        return lease[0] if lease and lease[1] > time.monotonic() else None
+
+    async def renew_lease(self, node: str, boot: str, ttl_ms: int) -> str | None:
+        seen = node in self._leases
+        before = self._holder(node)
+        self._leases[node] = (boot, time.monotonic() + ttl_ms / 1000)
+        return before if before is not None else (LEASE_LAPSED if seen else None)
+
+    async def drop_lease(self, node: str, boot: str) -> None:
+        if self._holder(node) == boot:
+            self._leases[node] = ("", 0.0)
+
+    async def read_leases(self, nodes: Sequence[str]) -> dict[str, object]:
+        return {node: self._holder(node) if node in self._leases else LEASE_UNKNOWN
+                for node in nodes}
 
     async def flush(self) -> None:
         for inbox in self._inboxes.values():

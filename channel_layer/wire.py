@@ -17,14 +17,19 @@ logger = logging.getLogger("channel_layer.wire")
 
 # Envelope kinds. Keep the numbers stable: they are the wire format.
 CHANNEL = 1         # [CHANNEL, channel, expires_at, message_bytes]          -> the channel's node
-PUBLISH = 2         # [PUBLISH, group, expires_at, message_bytes]            -> the group's owner
-GROUP_DELIVER = 3   # [GROUP_DELIVER, group, expires_at, message_bytes(, [offset, epoch])]
-                    #   -> a WS node; the position only for a group with history
+PUBLISH = 2         # [PUBLISH, group, expires_at, message_bytes(, origin, seq, identity)]
+                    #   -> the group's owner; a WS node's publishes are numbered per owner
+                    #   and carry their identity [origin, first owner, its seq]
+                    #   (channel_layer.sequencing); origin and seq None: forwarded once
+GROUP_DELIVER = 3   # [GROUP_DELIVER, group, expires_at, message_bytes(, [offset, epoch] | None,
+                    #   identity)] -> a WS node; the position only for a group with history
 MEMBER = 4          # [MEMBER, group, ws_node, boot, local_count]            -> the group's owner
 HELLO = 5           # [HELLO, ws_node, boot]                                 -> every TS node
 RESYNC = 6          # [RESYNC, ts_node, ts_boot]                             -> a WS node
 SYNC = 7            # [SYNC, ws_node, boot, ts_node, {group: local_count},
-                    #   {group: [[key, ref, meta], ...]}]: counts and presence -> a TS node
+                    #   {group: [[key, ref, meta], ...]}, ring, first_seq]: counts, presence,
+                    #   the sender's ring (liveness.ring_id) and the number of its next
+                    #   publish to this server -> a TS node
 BYE = 8             # [BYE, ws_node, boot]                                   -> every TS node
 WAKE = 9            # [WAKE]: ends a reader's blocking read when its process stops -> itself
 JOIN = 10           # [JOIN, ws_node, boot, [[group, local_count, token(, options)], ...]]
@@ -41,6 +46,8 @@ FLUSH = 14          # [FLUSH, reply]: forget every group and queued message; ans
 UNTRACK = 15        # [UNTRACK, ws_node, boot, [[group, ref], ...]]: presence leaves -> an owner
 QUERY = 16          # [QUERY, what, group, argument, reply]: "presence" (argument None) or
                     #   "history" (argument: offset); answered on ``reply`` -> the owner
+ACK = 17            # [ACK, ts_node, ts_boot, origin, through]: publishes of ``origin`` up to
+                    #   ``through`` are fanned out and written -> the origin's WS node
 
 RESERVED_KEY = "__asgi_channel__"
 

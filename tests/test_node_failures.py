@@ -224,7 +224,9 @@ def test_a_topic_server_paused_longer_than_node_timeout_drops_nobody(cluster_set
     """After a SIGSTOP longer than node_timeout, the WS nodes' heartbeats of that time are
     unread in its inbox: it must check again, not drop every membership on its stale clock."""
     urls, cluster_file = cluster_setup
-    limits = json.dumps({"node_timeout": 3, "stats_interval": 0.2})
+    # (shorter than ts_failover_after: a longer pause costs the server its lease, see
+    # test_failover.py)
+    limits = json.dumps({"node_timeout": 3, "stats_interval": 0.2, "ts_failover_after": 10})
     server = start_topic_server(cluster_file, "ts-a", DPS_LAYER=limits)
     worker = Worker(cluster_file, "ws-a", "--groups", "paused", "--expect", "10",
                     "--timeout", "20", DPS_LAYER=limits)

@@ -77,6 +77,7 @@ def test_a_cut_link_gives_prompt_errors_then_full_recovery_without_duplicates(tm
     during = [p for p in publishes if p["topic"] == f"topics:{cut}"
               and cut_at < p["sent"] < healed_at - timeout]
     assert during and all(p["status"] == "error" for p in during)
+    assert all(p["response"] == {"reason": "unavailable"} for p in during), during[:3]
     slowest = max(p["answered"] - p["sent"] for p in during)
     assert slowest <= timeout + 0.5, f"an error took {slowest:.2f}s"
     # After it: everything works again, nothing restarted.

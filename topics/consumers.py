@@ -101,10 +101,17 @@ def _text_payload(message: dict[str, Any]) -> str:
     return binary_as_json(payload) if isinstance(payload, bytes) else payload
 
 
+UNAVAILABLE = "unavailable"
+
+
 def _failure_reason(operation: str, exc: Exception) -> str:
     # The exception's type says what went wrong; its text may name internal addresses.
     if isinstance(exc, ChannelFull):
         return f"{operation} failed: the topic is over capacity"
+    if isinstance(exc, ConnectionError):
+        # The topic's owner cannot be reached (down, paused, partitioned, its queue full):
+        # nothing was published or joined; the client may retry (README, delivery guarantees).
+        return UNAVAILABLE
     return f"{operation} failed: {type(exc).__name__}"
 
 

@@ -79,3 +79,58 @@ def stop_all(procs: list[subprocess.Popen]) -> None:
             proc.wait(5)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_ws_node(cluster_file: Path, node: str, port: int, log: Path,
+                  **extra: str) -> subprocess.Popen:
+    """A WS node under daphne on 127.0.0.1:``port``, its output in ``log``; returns once it
+    accepts connections."""
+    import socket
+
+    env = node_env(cluster_file, node, DPS_ALLOW_ANONYMOUS="1", **extra)
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
+                                 str(port), "dps_site.asgi:application"], cwd=ROOT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"WS node {node} did not start: {log.read_text()}") from None
+            time.sleep(0.1)
+
+
+def start_traffic(cluster_file: Path, port: int, topics: list[str], name: str,
+                  seconds: float, interval: float = 0.2, settle: float = 4) -> subprocess.Popen:
+    """A ``tests.support.traffic_client`` on the WS node at ``port``; returns once joined.
+    It publishes once a line is written to its stdin (``go``)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.traffic_client",
+         f"ws://127.0.0.1:{port}/socket/websocket?vsn=2.0.0", "--topics", ",".join(topics),
+         "--seconds", str(seconds), "--interval", str(interval), "--settle", str(settle),
+         "--name", name, "--wait-go"],
+        cwd=ROOT, env=node_env(cluster_file, None), stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if json.loads(line or "{}") != {"joined": True}:
+        proc.kill()
+        raise RuntimeError(f"traffic client {name} did not join: {line!r}")
+    return proc
+
+
+def go(clients: list[subprocess.Popen]) -> None:
+    for client in clients:
+        client.stdin.write("go\n")
+        client.stdin.flush()

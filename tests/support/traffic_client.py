@@ -2,7 +2,8 @@
 
     python -m tests.support.traffic_client URL --topics a,b --seconds 25 --interval 0.1
 
-Joins each ``topics:NAME``, then publishes ``{"seq": n}`` to each topic every ``interval``
+Joins each ``topics:NAME``, then publishes ``{"seq": n}`` (and ``"from": NAME`` with
+``--name``) to each topic every ``interval``
 seconds for ``seconds``, reading all the while; then waits ``--settle`` seconds for late
 pushes. It prints ``{"joined": true}`` once joined, then one JSON object: ``publishes``
 (topic, seq, sent, answered, status) and ``pushes`` (topic, seq, at), times from
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 
 from websockets.asyncio.client import connect
@@ -34,7 +36,8 @@ async def main(args: argparse.Namespace) -> None:
                     publishes[ref].update(answered=time.time(), status=payload["status"],
                                           response=payload.get("response"))
                 elif ref is None and event == "event":
-                    pushes.append({"topic": topic, "seq": payload["seq"], "at": time.time()})
+                    pushes.append({"topic": topic, "seq": payload["seq"], "at": time.time(),
+                                   "from": payload.get("from")})
 
         reader = asyncio.ensure_future(read())
         for i, topic in enumerate(topics):
@@ -44,15 +47,18 @@ async def main(args: argparse.Namespace) -> None:
             reply = await asyncio.wait_for(joined[ref], 30)
             assert reply["status"] == "ok", reply
         print(json.dumps({"joined": True}), flush=True)
+        if args.wait_go:  # several clients: publish once all of them have joined
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         seq = 0
         ends = time.monotonic() + args.seconds
         while time.monotonic() < ends:
             for i, topic in enumerate(topics):
                 ref = f"p{seq}-{i}"
                 publishes[ref] = {"topic": topic, "seq": seq, "sent": time.time(),
-                                  "answered": None, "status": None}
+                                  "answered": None, "status": None, "from": args.name}
+                payload = {"seq": seq} if args.name is None else {"seq": seq, "from": args.name}
                 await ws.send(json.dumps([f"j{i}", ref, topic, "publish",
-                                          ["event", {"seq": seq}]]))
+                                          ["event", payload]]))
             seq += 1
             await asyncio.sleep(args.interval)  # the traffic's pace
         await asyncio.sleep(args.settle)  # late replies and pushes still count
@@ -67,4 +73,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--settle", type=float, default=3)
+    parser.add_argument("--wait-go", action="store_true",
+                        help="once joined, wait for a line on stdin before publishing")
+    parser.add_argument("--name", help="put in every payload as 'from' (several publishers)")
     asyncio.run(main(parser.parse_args()))
