@@ -523,17 +523,18 @@ class NodeRuntime:
         sent one, see ``TopicServer``), pending joins go to their new owners, and what a
         server that went down did not acknowledge is re-sent to the new owners."""
         try:
-            cluster = self._watcher.poll()
+            cluster = self._watcher.poll() or self.cluster
         except ClusterConfigError as exc:
             logger.error("ignoring the changed cluster file: %s", exc)
-            cluster = None
-        if cluster is not None:
-            self.cluster = cluster
-            self.transport.use_cluster(cluster)
-        if self.cluster.embedded:
+            cluster = self.cluster
+        if cluster.embedded:
             return  # its one topic server lives in this process
-        configured = [n.name for n in self.cluster.ts_nodes]
+        self.transport.use_cluster(cluster)  # (it still reaches nodes that were removed)
+        configured = [n.name for n in cluster.ts_nodes]
         leases = await self.transport.read_leases(configured)
+        # The new cluster and its ring from the same moment: no publish routes by one and
+        # sends by the other.
+        self.cluster = cluster
         down = down_servers(configured, leases, self._down)
         went_down = down - self._down
         self._down = down

@@ -14,9 +14,8 @@ A re-sent publish may already have been fanned out by the server that died betwe
 and its acknowledgement. Every delivery therefore carries its *identity*, ``[origin, via,
 seq]``: the node that published it (its name and boot: a restarted node numbers from 1), the
 topic server it was first sent to and its number there, kept unchanged through every re-send.
-One origin's publishes to one server are fanned out in their order, so a WS node has received
-a publish before iff it has received one of the same origin and server with a number at least
-as high (``DeliveryFilter``).
+One origin's publishes to one server are fanned out in their order, and a WS node drops a
+delivery whose identity it has seen (``DeliveryFilter``).
 
 Before re-sending, the node's snapshot (SYNC) tells the server the number of the first envelope
 that follows it; the server ignores any publish of that origin numbered below it
@@ -152,19 +151,34 @@ class OriginCursors:
 
 
 class DeliveryFilter:
-    """A WS node's record of the publishes it has received, by origin and first server."""
+    """A WS node's record of the publishes it has received, by origin and first server.
 
-    def __init__(self, counters: Counter[str]) -> None:
+    Exact within a window: the numbers seen among the last ``window`` of each (origin, first
+    server), and everything older counts as seen. A publish forwarded or re-sent reaches this
+    node through another server than the first one, so one (origin, server)'s numbers may
+    arrive out of order; a highest-number rule would take a late one for a copy.
+    """
+
+    def __init__(self, counters: Counter[str], window: int = 10_000) -> None:
         self.counters = counters
-        self._highest: dict[tuple[str, str], int] = {}
+        self.window = window
+        self._seen: dict[tuple[str, str], tuple[int, set[int]]] = {}
 
     def first_time(self, identity: list) -> bool:
         origin, via, seq = identity
         key = (origin, via)
-        highest = self._highest.get(key, 0)
-        if seq <= highest:
+        entry = self._seen.get(key)
+        if entry is None:
+            self._seen[key] = (seq, {seq})
+            return True
+        highest, seen = entry
+        if seq in seen or seq <= highest - self.window:
             self.counters["duplicates_dropped"] += 1
             return False
-        self._highest[key] = seq
+        seen.add(seq)
+        if seq > highest:
+            highest = seq
+            if len(seen) > 2 * self.window:  # forget what the window has passed
+                seen = {n for n in seen if n > highest - self.window}
+            self._seen[key] = (highest, seen)
         return True
-

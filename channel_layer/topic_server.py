@@ -542,15 +542,18 @@ class TopicServer:
         self.presence.replace_node(ws_node, rest[0] if rest else {}, owned)
         if ring is not None:
             first_seq = rest[2]
-            state.ring = ring
+            changed, state.ring = state.ring != ring, ring
             if first_seq:  # what it sends next is numbered from here: older copies are stale
                 self.cursors.restart_at(origin_of(ws_node, boot), int(first_seq))
             if ring != self.ring_id:
-                # Its ring and ours differ: one of us has not noticed a change yet. Hold
-                # publishes until every WS node agrees with us, and look again now.
+                self._check_ring_soon()  # perhaps we are the one behind
+            if changed and self.node in self.ring.nodes and not self._all_synced():
+                # A WS node moved to another ring and not every WS node agrees with ours:
+                # hold publishes until they do (or ring_settle_time passes). One that has
+                # noticed a change sends here what must reach the members of one that has
+                # not, and is not registered here yet.
                 self._warm_until = max(self._warm_until,
                                        time.monotonic() + self.settings.ring_settle_time)
-                self._check_ring_soon()
         # Replace this node's memberships with the snapshot, keeping the state (counters) of
         # groups that stay.
         for group in [g for g, s in self.groups.items() if ws_node in s.members
@@ -665,11 +668,14 @@ class TopicServer:
         ring = live_ring(configured, self._down)
         if ring == self.ring:
             return
-        self.ring, self.ring_id = ring, ring_id(ring)
+        old_ring, self.ring, self.ring_id = self.ring, ring, ring_id(ring)
         logger.info("ring is now %s%s", list(ring.nodes),
                     f" ({', '.join(sorted(self._down))} down)" if self._down else "")
         settle = self.settings.ring_settle_time
-        self._warm_until = max(self._warm_until, time.monotonic() + settle)
+        if self.node in ring.nodes and set(old_ring.nodes) - set(ring.nodes):
+            # A server left, so this one gains groups: their members on WS nodes that have
+            # not noticed yet are not registered here yet.
+            self._warm_until = max(self._warm_until, time.monotonic() + settle)
         self._drop_unowned_at = time.monotonic() + settle
         self._hand_over_plain_members()
 

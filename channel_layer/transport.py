@@ -24,6 +24,7 @@ import time
 from abc import ABC, abstractmethod
 from collections import Counter, deque
 from collections.abc import Sequence
+from dataclasses import replace
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -198,7 +199,10 @@ class RedisTransport(Transport):
         self._queueing: set[str] = set()  # destinations this sender found absent
 
     def use_cluster(self, cluster: Cluster) -> None:
-        self.cluster = cluster
+        # Nodes removed from the file stay reachable: writes already queued for them (a
+        # removed topic server drains), and their answers, still need their address.
+        kept = tuple(n for n in self.cluster.nodes if not cluster.has_node(n.name))
+        self.cluster = replace(cluster, nodes=cluster.nodes + kept) if kept else cluster
 
     def _client(self, node: str) -> aioredis.Redis:
         url = self.cluster.node(node).redis_url

@@ -48,9 +48,12 @@ def test_adding_a_topic_server_noticed_1_5s_apart_loses_nothing(tmp_path, redis_
     assert moved
     try:
         cluster.start()
-        clients = cluster.traffic(seconds=14)
+        clients = cluster.traffic(seconds=17)
         time.sleep(3)
         cluster.start_ts("ts-c", ["ts-a", "ts-b", "ts-c"])
+        # As an operator does: start it, then edit the cluster file (here: after its start-up
+        # wait for snapshots has passed, so only the ring rules hold the publishes back).
+        time.sleep(3)
         edit_with_skew(cluster, ["ts-a", "ts-b", "ts-c"], ["ts-a", "ts-b"])
         reports = collect(clients)
         keep(tmp_path, reports)
