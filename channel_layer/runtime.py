@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from . import wire
-from .cluster import EMBEDDED_TS, Cluster, ClusterConfigError, ClusterFileWatcher
+from .cluster import EMBEDDED_TS, WS, Cluster, ClusterConfigError, ClusterFileWatcher
 from .local_channels import LocalChannels, Wakeups
 from .loop_home import LoopHome
 from .membership import Membership
@@ -102,6 +102,7 @@ class NodeRuntime:
                                             self.settings.inbox_cap, self.settings.connect_timeout)
             if self.node is not None:
                 await self.transport.ping(self.node)  # fail at start, not at first message
+                await self._start_clean()
         logger.info("layer runtime of %s runs on %s", self.node or "a sending process",
                     "the server's loop" if self.home.on_server_loop else "its own I/O thread")
         loop = asyncio.get_running_loop()
@@ -112,6 +113,26 @@ class NodeRuntime:
             self.topic_server = TopicServer(self.cluster, EMBEDDED_TS, self.transport,
                                             self.settings)
             self._tasks.append(loop.create_task(self.topic_server.run(self._stop)))
+
+    async def _start_clean(self) -> None:
+        """A WS node's first boot in this process skips its backlog: what is there was sent
+        to a previous process of this name (deliveries for its dead members, answers to its
+        joins), not to be drained at start (issue 9). Taken before this process sends
+        anything, so nothing meant for it is skipped; a topic server keeps its backlog."""
+        key = (self.cluster.node(self.node).redis_url, self.settings.prefix, self.node)
+        if key in _started_clean or self.cluster.node(self.node).role != WS:
+            return
+        _started_clean.add(key)
+        discarded = await self.transport.discard_backlog(self.node)
+        if discarded:
+            self.counters["backlog_discarded_at_start"] += discarded
+            logger.info("%s skipped %d envelopes its previous process left in its backlog",
+                        self.node, discarded)
+            # What was skipped may hold a topic server's RESYNC (it asks every WS node when
+            # it starts, and holds joins until they answer): answer every one with this
+            # process's (empty) snapshot, which also ends the old process's memberships.
+            for ts in self.ring.nodes:
+                self._send_sync(ts)
 
     def _forget_loop(self) -> None:
         """Drop what belonged to a loop that is closed: its tasks and connections went with it."""
@@ -487,6 +508,9 @@ class NodeRuntime:
 # a layer per alias, and again after override_settings). Counted, so the last close stops it.
 _runtimes: dict[tuple, list] = {}  # key -> [runtime, open layer instances]
 _runtimes_lock = threading.Lock()
+# WS nodes whose backlog this process has skipped (once per process: a runtime that boots
+# again on another loop keeps what was queued for it meanwhile).
+_started_clean: set[tuple] = set()
 
 
 def _runtime_key(cluster: Cluster, node: str | None, settings: LayerSettings) -> tuple:
