@@ -68,7 +68,8 @@ class NodeRuntime:
         self.topic_server: TopicServer | None = None  # embedded cluster only
         self._outboxes: dict[str, Outbox] = {}
         self._failures_synced: dict[str, int] = {}
-        self._plain_buffers: dict[str, deque[bytes]] = {}
+        self._plain_buffers: dict[str, deque[bytes]] = {}  # only channels with messages
+        self._plain_lock = threading.Lock()
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()  # answers to other nodes' requests
         self.registry_key: tuple | None = None  # see acquire_runtime
@@ -217,21 +218,34 @@ class NodeRuntime:
             ttl_ms)
 
     async def receive_plain(self, channel: str) -> dict:
-        buffer = self._plain_buffers.setdefault(channel, deque())
         while True:
-            while buffer:
-                expires_at, data = wire.decode_plain(buffer.popleft())
+            while (popped := self._take_plain(channel)) is not None:
+                expires_at, data = wire.decode_plain(popped)
                 if expires_at >= time.time():
                     return wire.decode_message(data)
                 self.counters["expired"] += 1
             # Shielded: if this receive() is cancelled, a message already popped from Redis
             # lands in the buffer for the next receive() instead of being lost.
-            await asyncio.shield(self.call(self._pop_plain(channel, buffer)))
+            await asyncio.shield(self.call(self._pop_plain(channel)))
 
-    async def _pop_plain(self, channel: str, buffer: deque[bytes]) -> None:
+    async def _pop_plain(self, channel: str) -> None:
         data = await self.transport.channel_pop(self.ring.owner_of(channel), channel, 1.0)
         if data is not None:
-            buffer.append(data)
+            with self._plain_lock:
+                self._plain_buffers.setdefault(channel, deque()).append(data)
+
+    def _take_plain(self, channel: str) -> bytes | None:
+        """The oldest message popped for ``channel`` and not yet returned. A buffer goes
+        when it empties, so channels nobody reads any more hold nothing (issue 9); the lock,
+        because pops run on the runtime's loop and receive() may be on another thread."""
+        with self._plain_lock:
+            buffer = self._plain_buffers.get(channel)
+            if not buffer:
+                return None
+            popped = buffer.popleft()
+            if not buffer:
+                del self._plain_buffers[channel]
+            return popped
 
     async def group_send(self, group: str, expires_at: float, data: bytes) -> None:
         owner = self.ring.owner_of(group)
@@ -333,7 +347,8 @@ class NodeRuntime:
     def flush_local(self) -> None:
         self.membership.clear()
         self.local.clear_queues()
-        self._plain_buffers.clear()
+        with self._plain_lock:
+            self._plain_buffers.clear()
         if self.topic_server is not None:
             self.topic_server.flush_state()
 
