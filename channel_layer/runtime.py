@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from . import wire
-from .cluster import EMBEDDED_TS, Cluster, ClusterConfigError, ClusterFileWatcher
+from .cluster import EMBEDDED_TS, WS, Cluster, ClusterConfigError, ClusterFileWatcher
 from .liveness import down_servers, live_ring, ring_id
 from .local_channels import LocalChannels, Wakeups
 from .loop_home import LoopHome
@@ -76,7 +76,8 @@ class NodeRuntime:
         self.topic_server: TopicServer | None = None  # embedded cluster only
         self._outboxes: dict[str, Outbox] = {}
         self._failures_synced: dict[str, int] = {}
-        self._plain_buffers: dict[str, deque[bytes]] = {}
+        self._plain_buffers: dict[str, deque[bytes]] = {}  # only channels with messages
+        self._plain_lock = threading.Lock()
         self._tasks: list[asyncio.Task] = []
         self._background: set[asyncio.Task] = set()  # answers to other nodes' requests
         self.registry_key: tuple | None = None  # see acquire_runtime
@@ -115,6 +116,8 @@ class NodeRuntime:
             if self.node is not None:
                 await self.transport.ping(self.node)  # fail at start, not at first message
             await self._follow_ring(announce=False)  # route around servers already down
+            if self.node is not None:
+                await self._start_clean()
         logger.info("layer runtime of %s runs on %s", self.node or "a sending process",
                     "the server's loop" if self.home.on_server_loop else "its own I/O thread")
         loop = asyncio.get_running_loop()
@@ -127,6 +130,26 @@ class NodeRuntime:
             self.topic_server = TopicServer(self.cluster, EMBEDDED_TS, self.transport,
                                             self.settings)
             self._tasks.append(loop.create_task(self.topic_server.run(self._stop)))
+
+    async def _start_clean(self) -> None:
+        """A WS node's first boot in this process skips its backlog: what is there was sent
+        to a previous process of this name (deliveries for its dead members, answers to its
+        joins), not to be drained at start (issue 9). Taken before this process sends
+        anything, so nothing meant for it is skipped; a topic server keeps its backlog."""
+        key = (self.cluster.node(self.node).redis_url, self.settings.prefix, self.node)
+        if key in _started_clean or self.cluster.node(self.node).role != WS:
+            return
+        _started_clean.add(key)
+        discarded = await self.transport.discard_backlog(self.node)
+        if discarded:
+            self.counters["backlog_discarded_at_start"] += discarded
+            logger.info("%s skipped %d envelopes its previous process left in its backlog",
+                        self.node, discarded)
+            # What was skipped may hold a topic server's RESYNC (it asks every WS node when
+            # it starts, and holds joins until they answer): answer every one with this
+            # process's (empty) snapshot, which also ends the old process's memberships.
+            for ts in self.ring.nodes:
+                self._send_sync(ts)
 
     def _forget_loop(self) -> None:
         """Drop what belonged to a loop that is closed: its tasks and connections went with it."""
@@ -211,21 +234,34 @@ class NodeRuntime:
             ttl_ms)
 
     async def receive_plain(self, channel: str) -> dict:
-        buffer = self._plain_buffers.setdefault(channel, deque())
         while True:
-            while buffer:
-                expires_at, data = wire.decode_plain(buffer.popleft())
+            while (popped := self._take_plain(channel)) is not None:
+                expires_at, data = wire.decode_plain(popped)
                 if expires_at >= time.time():
                     return wire.decode_message(data)
                 self.counters["expired"] += 1
             # Shielded: if this receive() is cancelled, a message already popped from Redis
             # lands in the buffer for the next receive() instead of being lost.
-            await asyncio.shield(self.call(self._pop_plain(channel, buffer)))
+            await asyncio.shield(self.call(self._pop_plain(channel)))
 
-    async def _pop_plain(self, channel: str, buffer: deque[bytes]) -> None:
+    async def _pop_plain(self, channel: str) -> None:
         data = await self.transport.channel_pop(self.ring.owner_of(channel), channel, 1.0)
         if data is not None:
-            buffer.append(data)
+            with self._plain_lock:
+                self._plain_buffers.setdefault(channel, deque()).append(data)
+
+    def _take_plain(self, channel: str) -> bytes | None:
+        """The oldest message popped for ``channel`` and not yet returned. A buffer goes
+        when it empties, so channels nobody reads any more hold nothing (issue 9); the lock,
+        because pops run on the runtime's loop and receive() may be on another thread."""
+        with self._plain_lock:
+            buffer = self._plain_buffers.get(channel)
+            if not buffer:
+                return None
+            popped = buffer.popleft()
+            if not buffer:
+                del self._plain_buffers[channel]
+            return popped
 
     async def group_send(self, group: str, expires_at: float, data: bytes) -> None:
         owner = self.ring.owner_of(group)
@@ -358,7 +394,8 @@ class NodeRuntime:
     def flush_local(self) -> None:
         self.membership.clear()
         self.local.clear_queues()
-        self._plain_buffers.clear()
+        with self._plain_lock:
+            self._plain_buffers.clear()
         if self.topic_server is not None:
             self.topic_server.flush_state()
 
@@ -568,6 +605,9 @@ class NodeRuntime:
 # a layer per alias, and again after override_settings). Counted, so the last close stops it.
 _runtimes: dict[tuple, list] = {}  # key -> [runtime, open layer instances]
 _runtimes_lock = threading.Lock()
+# WS nodes whose backlog this process has skipped (once per process: a runtime that boots
+# again on another loop keeps what was queued for it meanwhile).
+_started_clean: set[tuple] = set()
 
 
 def _runtime_key(cluster: Cluster, node: str | None, settings: LayerSettings) -> tuple:

@@ -123,6 +123,11 @@ class Transport(ABC):
         (from now on senders queue for the next one)."""
         return []
 
+    async def discard_backlog(self, node: str) -> int:
+        """Skip what ``node``'s backlog holds now (a previous process's envelopes); return
+        how many. What is queued from here on is still read, in order."""
+        return 0  # nothing outlives a process where inboxes are in memory (MemoryTransport)
+
     @abstractmethod
     async def listening(self, node: str) -> bool:
         """Whether ``node`` is running (reading its inbox) right now."""
@@ -316,6 +321,22 @@ class RedisTransport(Transport):
         if entries:
             self._read_cursor[node] = entries[-1][0]
         return entries
+
+    async def discard_backlog(self, node: str) -> int:
+        key = self.inbox_key(node)
+        try:
+            # One MULTI: the count and the cut are of the same backlog.
+            pipe = self._reader(node).pipeline(transaction=True)
+            pipe.xlen(key)
+            pipe.xrevrange(key, count=1)
+            length, newest = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise self._fail(node, exc) from None
+        if newest:
+            # The first backlog read trims up to the cut in its own round trip and reads
+            # only what was queued after it: no time spent draining a dead process's inbox.
+            self._read_cursor[node] = newest[0][0]
+        return int(length)
 
     async def stop_reading(self, node: str) -> list[Entry]:
         subscription = self._subscriptions.pop(node, None)

@@ -254,6 +254,23 @@ async def test_cancelled_receive_loses_nothing(layer_factory):
     assert (await receive(layer, "plain-cancel"))["type"] == "kept-plain"
 
 
+async def test_plain_channels_received_on_leave_no_buffers_behind(layer_factory):
+    """A plain channel's buffer holds what was popped and not yet returned, and goes when it
+    empties: many distinct channels, each read once, leave the runtime's buffers empty."""
+    layer = layer_factory()
+    for i in range(200):
+        await layer.send(f"plain-once-{i}", {"type": "once", "i": i})
+        assert (await receive(layer, f"plain-once-{i}"))["i"] == i
+    assert layer.runtime._plain_buffers == {}
+    # What a cancelled receive() had popped waits for the next one, then its buffer goes too.
+    plain = asyncio.ensure_future(layer.receive("plain-cancelled"))
+    await asyncio.sleep(0.05)
+    plain.cancel()
+    await layer.send("plain-cancelled", {"type": "kept"})
+    assert (await receive(layer, "plain-cancelled"))["type"] == "kept"
+    assert layer.runtime._plain_buffers == {}
+
+
 def test_async_to_sync_from_sync_code(layer_factory):
     layer = layer_factory()
     channel = async_to_sync(layer.new_channel)()

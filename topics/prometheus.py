@@ -49,6 +49,7 @@ DROP_REASONS = {
     "published_no_members": "no_members",
     "malformed_envelopes": "malformed",
     "unknown_envelopes": "unknown_envelope",
+    "backlog_discarded_at_start": "previous_process",
 }
 # Counters of failed Redis operations (reading the inbox, writing stats).
 REDIS_ERRORS = ("inbox_read_errors", "stats_write_errors", "report_errors")
