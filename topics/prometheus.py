@@ -50,6 +50,20 @@ DROP_REASONS = {
     "malformed_envelopes": "malformed",
     "unknown_envelopes": "unknown_envelope",
     "backlog_discarded_at_start": "previous_process",
+    # Failover (channel_layer.sequencing): copies of publishes that were re-sent, dropped so
+    # each is delivered once; and publishes that can no longer be re-sent.
+    "duplicates_dropped": "duplicate",
+    "publishes_superseded": "superseded",
+    "discarded_after_lapse": "after_lease_lapse",
+    "unacked_overflow": "replay_log_full",
+}
+# Failover and ring-change events, each a counter of its own (dps_<name>_total).
+FAILOVER_COUNTERS = {
+    "failovers": "Topic servers this node took out of its ring (lease lapsed)",
+    "publishes_resent": "Publishes re-sent to a restarted server or to new owners",
+    "lease_lapses": "Times this topic server found its lease lapsed and rejoined",
+    "publishes_forwarded": "Publishes forwarded to the owner (sent by a node behind the ring)",
+    "groups_handed_over": "Groups forgotten after a ring change settled (owned elsewhere now)",
 }
 # Counters of failed Redis operations (reading the inbox, writing stats).
 REDIS_ERRORS = ("inbox_read_errors", "stats_write_errors", "report_errors")
@@ -90,6 +104,11 @@ def _drops(node: str, counters: Mapping[str, int], extra: Mapping[str, int]) -> 
     for reason, value in sorted(by_reason.items()):
         family.add_metric([node, reason], value)
     return family
+
+
+def _failover(node: str, counters: Mapping[str, int]) -> Iterator[Metric]:
+    for name, doc in FAILOVER_COUNTERS.items():
+        yield _counter(f"dps_{name}", doc, node, counters.get(name, 0))
 
 
 class _Backlog:
@@ -145,6 +164,7 @@ class WsNodeCollector:
                            "Connections whose broadcasts fell back to ASGI send")):
             yield _counter(f"dps_{name}", doc, node, counters.get(name, 0))
         yield _drops(node, counters, {"slow_client": counters.get("slow_client_disconnects", 0)})
+        yield from _failover(node, counters)
         histogram = HistogramMetricFamily(
             "dps_publish_deliver_latency_seconds",
             "Publisher's timestamp to delivery at this node, per delivered frame",
@@ -182,6 +202,7 @@ class TopicServerCollector:
         yield _counter("dps_deliveries", "Deliveries sent, one per WS node with members", node,
                        counters.get("node_deliveries", 0))
         yield _drops(node, counters, {})
+        yield from _failover(node, counters)
         yield from _common(node, counters, self._backlog, server.transport.inbox_key(node))
 
 

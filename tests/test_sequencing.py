@@ -1,0 +1,80 @@
+"""channel_layer.sequencing: the replay log, the servers' cursors, the receivers' filter."""
+from __future__ import annotations
+
+from collections import Counter
+
+from channel_layer.liveness import down_servers, live_ring, ring_id
+from channel_layer.sequencing import DeliveryFilter, OriginCursors, PublishLog
+from channel_layer.transport import LEASE_UNKNOWN
+
+
+def test_publishes_are_numbered_per_server_and_kept_until_acknowledged():
+    log = PublishLog("ws-a/b1", limit=100, counters=Counter())
+    assert [log.record("ts-a", "g", 1.0, b"x")[0] for _ in range(3)] == [1, 2, 3]
+    assert log.record("ts-b", "h", 1.0, b"y") == (1, ["ws-a/b1", "ts-b", 1])
+    log.acknowledged("ts-a", 2)
+    assert [e.seq for e in log.take("ts-a")] == [3]
+    assert log.pending("ts-a") == 0 and log.pending("ts-b") == 1
+
+
+def test_a_resent_publish_keeps_its_first_identity_under_a_new_number():
+    log = PublishLog("ws-a/b1", limit=100, counters=Counter())
+    _, first = log.record("ts-a", "g", 1.0, b"x")
+    [entry] = log.take("ts-a")
+    seq, identity = log.record("ts-b", entry.group, entry.expires_at, entry.data, entry.identity)
+    assert (seq, identity) == (1, first) and first == ["ws-a/b1", "ts-a", 1]
+
+
+def test_a_failed_write_is_never_resent_and_the_log_is_bounded():
+    counters = Counter()
+    log = PublishLog("ws-a/b1", limit=2, counters=counters)
+    for _ in range(3):
+        log.record("ts-a", "g", 1.0, b"x")
+    assert counters["unacked_overflow"] == 1
+    log.forget("ts-a", 3)
+    assert [e.seq for e in log.take("ts-a")] == [2]
+
+
+def test_a_server_skips_copies_older_than_a_snapshot_and_acknowledges_what_is_written():
+    cursors = OriginCursors()
+    assert cursors.admit("o", 5) and cursors.admit("o", 6)
+    cursors.restart_at("o", 10)  # the origin re-sends from 10 on
+    assert not cursors.admit("o", 7)
+    handled = cursors.snapshot()
+    assert cursors.acks_due() == []  # nothing written yet
+    cursors.written(handled)
+    assert cursors.acks_due() == [("o", 9)]
+    assert cursors.acks_due() == []  # said once
+    assert cursors.admit("o", 10) and cursors.admit("o", 12)  # a gap: a write that failed
+
+
+def test_the_filter_drops_what_it_has_seen_even_out_of_order():
+    counters = Counter()
+    seen = DeliveryFilter(counters, window=100)
+    assert seen.first_time(["o", "ts-a", 5])
+    assert seen.first_time(["o", "ts-a", 3])  # late, through another server: not a copy
+    assert not seen.first_time(["o", "ts-a", 5])
+    assert not seen.first_time(["o", "ts-a", 3])
+    assert seen.first_time(["o", "ts-b", 5])  # another first server: another numbering
+    assert seen.first_time(["o", "ts-a", 500])
+    assert not seen.first_time(["o", "ts-a", 350])  # older than the window: taken as seen
+    assert counters["duplicates_dropped"] == 3
+
+
+def test_the_filter_forgets_what_its_window_has_passed():
+    seen = DeliveryFilter(Counter(), window=10)
+    for n in range(1, 1000):
+        assert seen.first_time(["o", "ts-a", n])
+    highest, numbers = seen._seen[("o", "ts-a")]
+    assert highest == 999 and len(numbers) <= 21
+
+
+def test_a_server_is_down_only_when_its_own_redis_says_so():
+    configured = ["ts-a", "ts-b", "ts-c"]
+    leases = {"ts-a": "boot1", "ts-b": None, "ts-c": LEASE_UNKNOWN}
+    assert down_servers(configured, leases, set()) == {"ts-b"}
+    # An unreachable Redis keeps the last verdict.
+    assert down_servers(configured, leases, {"ts-c"}) == {"ts-b", "ts-c"}
+    assert ring_id(live_ring(configured, {"ts-b"})) == "ts-a,ts-c"
+    # All down: route to all of them (their backlogs hold what comes).
+    assert ring_id(live_ring(configured, set(configured))) == "ts-a,ts-b,ts-c"
