@@ -27,6 +27,7 @@ delivered at most once (a topic server that dies with them unread loses them).
 """
 from __future__ import annotations
 
+from array import array
 from collections import Counter, deque
 from typing import NamedTuple
 
@@ -156,29 +157,29 @@ class DeliveryFilter:
     Exact within a window: the numbers seen among the last ``window`` of each (origin, first
     server), and everything older counts as seen. A publish forwarded or re-sent reaches this
     node through another server than the first one, so one (origin, server)'s numbers may
-    arrive out of order; a highest-number rule would take a late one for a copy.
+    arrive out of order; a highest-number rule would take a late one for a copy. A node
+    receives only the publishes of groups it has members in, so the numbers it sees have gaps
+    that never fill: the window is a fixed ring of slots (number % window holds the number),
+    not a growing set.
     """
 
-    def __init__(self, counters: Counter[str], window: int = 10_000) -> None:
+    def __init__(self, counters: Counter[str], window: int = 16_384) -> None:
         self.counters = counters
         self.window = window
-        self._seen: dict[tuple[str, str], tuple[int, set[int]]] = {}
+        self._seen: dict[tuple[str, str], list] = {}  # key -> [highest, slots]
 
     def first_time(self, identity: list) -> bool:
         origin, via, seq = identity
         key = (origin, via)
         entry = self._seen.get(key)
         if entry is None:
-            self._seen[key] = (seq, {seq})
-            return True
-        highest, seen = entry
-        if seq in seen or seq <= highest - self.window:
+            entry = self._seen[key] = [0, array("q", bytes(8 * self.window))]
+        highest, slots = entry
+        slot = seq % self.window
+        if seq <= highest - self.window or slots[slot] == seq:
             self.counters["duplicates_dropped"] += 1
             return False
-        seen.add(seq)
+        slots[slot] = seq
         if seq > highest:
-            highest = seq
-            if len(seen) > 2 * self.window:  # forget what the window has passed
-                seen = {n for n in seen if n > highest - self.window}
-            self._seen[key] = (highest, seen)
+            entry[0] = seq
         return True

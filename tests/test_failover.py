@@ -25,6 +25,7 @@ from tests.support.traffic_cluster import (
     owned_by,
     recovery_gap,
 )
+from tests.test_node_failures import ts_stats, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +36,7 @@ def test_a_topic_server_killed_for_good_fails_over_without_loss(tmp_path, redis_
         cluster.start()
         dead = owned_by(Ring(["ts-a", "ts-b"]), "ts-a")
         assert dead and len(dead) < len(TOPICS)
-        clients = cluster.traffic(seconds=3 + FAILOVER_AFTER + 9)
+        clients = cluster.traffic(seconds=3 + FAILOVER_AFTER + 6)
         time.sleep(3)  # traffic flows before the fault
         cluster.procs["ts-a"].kill()
         fault_at = time.time()
@@ -59,14 +60,20 @@ def test_a_topic_server_paused_20s_fails_over_and_rejoins_without_duplicates(tmp
     try:
         cluster.start()
         paused_topics = owned_by(Ring(["ts-a", "ts-b"]), "ts-a")
-        clients = cluster.traffic(seconds=3 + 20 + 8)
+        clients = cluster.traffic(seconds=3 + 20 + 6)
         time.sleep(3)
         paused = cluster.procs["ts-a"]
+        before = wait_for(lambda: ts_stats(cluster.urls["ts-a"], "ts-a"))
         os.kill(paused.pid, signal.SIGSTOP)
         fault_at = time.time()
         time.sleep(20)  # the fault under test
         os.kill(paused.pid, signal.SIGCONT)
         woke_at = time.time()
+        # It rejoins as a new boot and its topics move back to it, without a client rejoining.
+        rejoined = wait_for(lambda: (s := ts_stats(cluster.urls["ts-a"], "ts-a"))
+                            and s["boot"] != before["boot"]
+                            and {f"topics.{t}" for t in paused_topics}
+                            <= {g["group"] for g in s["groups"]} and s, timeout=15)
         reports = collect(clients)
         keep(tmp_path, reports)
         assert paused.poll() is None, "the paused server died"
@@ -80,5 +87,7 @@ def test_a_topic_server_paused_20s_fails_over_and_rejoins_without_duplicates(tmp
     # After the SIGCONT it serves its topics again (they moved back to it).
     after = [p for p in publishes if p["sent"] > woke_at + 3]
     assert after and all(p["status"] == "ok" for p in after)
+    assert rejoined["counters"].get("lease_lapses") == 1
     print(f"SIGSTOP 20 s: {len(publishes)} publishes, all delivered once; its topics "
-          f"delivered again {gap:.2f}s after the pause began")
+          f"delivered again {gap:.2f}s after the pause began; it had them back "
+          f"{rejoined['updated'] - woke_at:.2f}s after the SIGCONT")

@@ -48,7 +48,7 @@ def test_adding_a_topic_server_noticed_1_5s_apart_loses_nothing(tmp_path, redis_
     assert moved
     try:
         cluster.start()
-        clients = cluster.traffic(seconds=17)
+        clients = cluster.traffic(seconds=13)
         time.sleep(3)
         cluster.start_ts("ts-c", ["ts-a", "ts-b", "ts-c"])
         # As an operator does: start it, then edit the cluster file (here: after its start-up
@@ -72,7 +72,7 @@ def test_removing_a_topic_server_noticed_1_5s_apart_loses_nothing(tmp_path, redi
     assert moved
     try:
         cluster.start()
-        clients = cluster.traffic(seconds=14)
+        clients = cluster.traffic(seconds=11)
         time.sleep(3)
         edit_with_skew(cluster, ["ts-a", "ts-b"], ["ts-a", "ts-b", "ts-c"])
         removed = cluster.procs["ts-c"]
