@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -72,7 +72,6 @@ class TopicServer:
         self.cursors = OriginCursors()  # each WS node's publish numbers (sequencing)
         self._lease_renewed = 0.0  # time.monotonic() of the last renewal Redis confirmed
         self._drop_unowned_at = 0.0  # after a ring change: when to forget groups it lost
-        self._every_ws_node = True  # (at start) hold until every configured WS node synced
         self._ring_check: asyncio.Task | None = None
         self.started_serving = False
         self._rings: dict[str, Ring] = {}  # other nodes' rings, by ring_id (handle_sync)
@@ -293,7 +292,6 @@ class TopicServer:
         except TransportError as exc:  # the next renewal tries again
             logger.warning("could not take the lease of %s again: %s", self.node, exc)
         self._request_resync_from_all()
-        self._every_ws_node = True
         self._warm_until = time.monotonic() + self.settings.startup_sync_timeout
 
     async def _push_to_plain_channels(self) -> None:
@@ -542,16 +540,18 @@ class TopicServer:
         self.presence.replace_node(ws_node, rest[0] if rest else {}, owned)
         if ring is not None:
             first_seq = rest[2]
-            changed, state.ring = state.ring != ring, ring
+            previous, state.ring = state.ring, ring
             if first_seq:  # what it sends next is numbered from here: older copies are stale
                 self.cursors.restart_at(origin_of(ws_node, boot), int(first_seq))
             if ring != self.ring_id:
                 self._check_ring_soon()  # perhaps we are the one behind
-            if changed and self.node in self.ring.nodes and not self._all_synced():
-                # A WS node moved to another ring and not every WS node agrees with ours:
-                # hold publishes until they do (or ring_settle_time passes). One that has
-                # noticed a change sends here what must reach the members of one that has
-                # not, and is not registered here yet.
+            if previous != ring and (previous is None  # (unknown: as if it gained)
+                                     or self._gains(previous.split(","), ring.split(",")))\
+                    and not self._all_synced():
+                # A WS node moved to a ring that gives this server groups, and not every WS
+                # node is there yet: hold publishes until they are (or ring_settle_time
+                # passes). One that has noticed sends here what must reach the members of
+                # one that has not, which are not registered here yet.
                 self._warm_until = max(self._warm_until,
                                        time.monotonic() + self.settings.ring_settle_time)
         # Replace this node's memberships with the snapshot, keeping the state (counters) of
@@ -672,12 +672,18 @@ class TopicServer:
         logger.info("ring is now %s%s", list(ring.nodes),
                     f" ({', '.join(sorted(self._down))} down)" if self._down else "")
         settle = self.settings.ring_settle_time
-        if self.node in ring.nodes and set(old_ring.nodes) - set(ring.nodes):
-            # A server left, so this one gains groups: their members on WS nodes that have
-            # not noticed yet are not registered here yet.
+        if self._gains(old_ring.nodes, ring.nodes):
+            # Their members on WS nodes that have not noticed yet are not registered here.
             self._warm_until = max(self._warm_until, time.monotonic() + settle)
         self._drop_unowned_at = time.monotonic() + settle
         self._hand_over_plain_members()
+
+    def _gains(self, old: Iterable[str], new: Iterable[str]) -> bool:
+        """Whether this server gains groups when a ring of servers ``old`` becomes ``new``
+        (it joins, or another server leaves). One that only loses groups never holds: it
+        has every registration, old and new, until the change settles."""
+        old, new = set(old), set(new)
+        return self.node in new and (self.node not in old or bool(old - new))
 
     def _check_ring_soon(self) -> None:
         if self._ring_check is None or self._ring_check.done():
@@ -744,19 +750,15 @@ class TopicServer:
         ``ring_settle_time`` at most. A WS node that has not yet noticed a change still
         sends to the old owner, which keeps serving it meanwhile; one that has sends here,
         and what it sends must reach the members of both."""
-        if time.monotonic() >= self._warm_until or self._all_synced():
-            self._every_ws_node = False  # from now on, only the WS nodes it hears from
-            return False
-        return True
+        return time.monotonic() < self._warm_until and not self._all_synced()
 
     def _all_synced(self) -> bool:
+        """Every WS node of the cluster file has sent a snapshot under this server's ring
+        (one never heard from counts as not synced: a WS node whose ring lacks this server
+        does not talk to it; a dead one costs a hold of its full length)."""
         for ws in self.cluster.ws_nodes:
             state = self.ws_nodes.get(ws.name)
-            if state is None:
-                if self._every_ws_node:
-                    return False
-                continue  # not heard from since it went silent: it will resync when back
-            if not state.synced or state.ring not in (None, self.ring_id):
+            if state is None or not state.synced or state.ring not in (None, self.ring_id):
                 return False
         return True
 
