@@ -87,6 +87,21 @@ class PhoenixSocket:
             return self._handle_malformed(exc)
         return self.handle_message(message)
 
+    def handle_heartbeat_frame(self, frame: str) -> list[Action] | None:
+        """The reply to a text frame that is a heartbeat; None for any other frame, which
+        then goes through :meth:`handle_frame`. A heartbeat changes no state, so an adapter
+        can answer it in its read callback, and the substring test keeps that cheap for
+        every other frame."""
+        if self.closed or "heartbeat" not in frame or self._utf8_size_exceeds(frame):
+            return None
+        try:
+            message = self.serializer.decode(frame)
+        except MalformedFrame:
+            return None
+        if message.topic == SOCKET_TOPIC and message.event == "heartbeat":
+            return self.handle_heartbeat(message)
+        return None
+
     def handle_message(self, message: Message) -> list[Action]:
         """The actions for one decoded message."""
         if message.topic == SOCKET_TOPIC and message.event == "heartbeat":
