@@ -18,8 +18,13 @@ itself:
 
 Each frame goes to the receiver first, while nothing waits in daphne's queue (order), and the
 receiver answers what needs no await (a heartbeat) at once; everything else takes daphne's own
-``onMessage`` into its queue, exactly as autobahn would have delivered it. Connections of other
-servers keep their server's path (:func:`receive_directly` returns False).
+``onMessage`` into its queue, exactly as autobahn would have delivered it.
+
+uvicorn (its default websockets sans-I/O protocol) gets the same, with the same rules: its
+parser is a generator of Python steps per frame, and each message it queues pauses the
+socket's reading until the application takes it (two ``epoll_ctl`` calls per frame). Frames
+the receiver does not take go through uvicorn's own delivery. Connections of other servers
+keep their server's path (:func:`receive_directly` returns False).
 """
 from __future__ import annotations
 
@@ -47,8 +52,37 @@ Receiver = Callable[[str | bytes], bool]
 def receive_directly(send: Any, receiver: Receiver) -> bool:
     """Hand the client frames of the connection behind ASGI ``send`` to ``receiver`` first;
     False when the server is not one this module knows (nothing changes then)."""
-    if not isinstance(send, functools.partial) or not send.args:
-        return False
+    protocol = _protocol_of(send)
+    if protocol is None or not all(hasattr(protocol, name) for name in _READ_STATE[
+            type(protocol).__name__ == "WebSocketsSansIOProtocol"]):
+        return False  # another server, or a version whose internals differ: keep theirs
+    _install(type(protocol))
+    protocol._dps_receiver = receiver
+    return True
+
+
+def stop_receiving(send: Any) -> None:
+    """Frames of this connection take the server's usual path again."""
+    protocol = _protocol_of(send)
+    if protocol is not None:
+        protocol.__dict__.pop("_dps_receiver", None)
+
+
+def _protocol_of(send: Any) -> Any:
+    """The daphne or uvicorn (websockets sans-I/O) protocol behind an ASGI ``send``."""
+    if isinstance(send, functools.partial) and send.args:
+        return _daphne_protocol(send)
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import (
+            WebSocketsSansIOProtocol,
+        )
+    except ImportError:
+        return None
+    protocol = getattr(send, "__self__", None)
+    return protocol if isinstance(protocol, WebSocketsSansIOProtocol) else None
+
+
+def _daphne_protocol(send: functools.partial) -> Any:
     try:
         from daphne.server import Server
         from daphne.ws_protocol import WebSocketProtocol
@@ -56,28 +90,29 @@ def receive_directly(send: Any, receiver: Receiver) -> bool:
         return False
     server, protocol = getattr(send.func, "__self__", None), send.args[0]
     if not isinstance(server, Server) or not isinstance(protocol, WebSocketProtocol):
-        return False
-    if not all(hasattr(protocol, name) for name in _READ_STATE):
-        return False  # an autobahn or daphne whose internals differ: keep theirs
-    _install(WebSocketProtocol)
-    protocol._dps_receiver = receiver
-    return True
+        return None
+    return protocol
 
 
-def stop_receiving(send: Any) -> None:
-    """Frames of this connection take the server's usual path again."""
-    if isinstance(send, functools.partial) and send.args:
-        send.args[0].__dict__.pop("_dps_receiver", None)
-
-
-# What the fast path reads of autobahn's and daphne's protocol.
-_READ_STATE = ("data", "current_frame", "inside_message", "state", "STATE_OPEN", "muted",
-               "maxFramePayloadSize", "maxMessagePayloadSize", "application_queue",
-               "last_ping", "onMessage")
+# What the fast path reads of each server's protocol: daphne's (autobahn), uvicorn's.
+_READ_STATE = (
+    ("data", "current_frame", "inside_message", "state", "STATE_OPEN", "muted",
+     "maxFramePayloadSize", "maxMessagePayloadSize", "application_queue", "last_ping",
+     "onMessage"),
+    ("conn", "queue", "close_sent", "frames", "curr_msg_data_type", "read_paused",
+     "send_receive_event_to_app", "transport"),
+)
 
 
 @functools.cache
 def _install(protocol_class: Any) -> None:
+    if protocol_class.__name__ == "WebSocketsSansIOProtocol":
+        _install_uvicorn(protocol_class)
+    else:
+        _install_daphne(protocol_class)
+
+
+def _install_daphne(protocol_class: Any) -> None:
     original = protocol_class.dataReceived
 
     def data_received(self, data: bytes) -> None:
@@ -86,27 +121,74 @@ def _install(protocol_class: Any) -> None:
                 or self.current_frame is not None or self.inside_message):
             original(self, data)
             return
-        rest = _take_frames(self, data, receiver)
-        if rest:
-            original(self, rest)
+        queue = self.application_queue
+        open_state = self.STATE_OPEN
+
+        def accept(message: str | bytes, payload: bytes, binary: bool) -> bool:
+            # What daphne's onMessage does first: liveness for its auto-ping, and a muted
+            # (closing) connection takes nothing more.
+            self.last_ping = time.time()
+            if not self.muted and (queue.qsize() or not receiver(message)):
+                self.onMessage(payload, binary)
+            return self.state == open_state
+
+        taken = _take_frames(data, _payload_limit(self.maxFramePayloadSize,
+                                                  self.maxMessagePayloadSize), accept)
+        if taken < len(data):
+            original(self, data[taken:] if taken else data)
 
     protocol_class.dataReceived = data_received
 
 
-def _payload_limit(protocol: Any) -> int:
+def _install_uvicorn(protocol_class: Any) -> None:
+    """uvicorn's websockets sans-I/O protocol: its parser is a generator over a buffer; with
+    the buffer empty and no fragmented message, it waits at a frame boundary. (With
+    permessage-deflate, a frame without RSV1 is not compressed: the extension passes it on.)
+    """
+    from websockets.protocol import State
+
+    original = protocol_class.data_received
+
+    def data_received(self, data: bytes) -> None:
+        receiver = self.__dict__.get("_dps_receiver")
+        conn = self.conn
+        if (receiver is None or conn.state is not State.OPEN or conn.reader.buffer
+                or conn.expect_continuation_frame or self.frames or conn.parser_exc):
+            original(self, data)
+            return
+        queue = self.queue
+
+        def accept(message: str | bytes, payload: bytes, binary: bool) -> bool:
+            if self.close_sent:
+                return True  # past websocket.close: uvicorn discards what arrives
+            if queue.qsize() or not receiver(message):
+                # uvicorn's own delivery: its queue, and reads paused until the app takes it
+                self.curr_msg_data_type = "bytes" if binary else "text"
+                self.frames = [payload]
+                self.send_receive_event_to_app()
+            return conn.state is State.OPEN and not self.read_paused
+
+        taken = _take_frames(data, _payload_limit(conn.max_message_size), accept)
+        if taken < len(data):
+            original(self, data[taken:] if taken else data)
+
+    protocol_class.data_received = data_received
+
+
+def _payload_limit(*settings: int | None) -> int:
     limit = MAX_DIRECT_PAYLOAD
-    for setting in (protocol.maxFramePayloadSize, protocol.maxMessagePayloadSize):
+    for setting in settings:
         if setting and setting < limit:
             limit = setting
     return limit
 
 
-def _take_frames(protocol: Any, data: bytes, receiver: Receiver) -> bytes:
-    """Handle the complete simple frames at the start of ``data``; the bytes left for
-    autobahn (from the first frame it must see)."""
+def _take_frames(data: bytes, limit: int, accept: Callable[[str | bytes, bytes, bool], bool]
+                 ) -> int:
+    """Hand each complete simple frame at the start of ``data`` to ``accept(message, payload,
+    binary)``, which returns whether the connection still reads; how many bytes were taken
+    (the rest, from the first frame the server must see, goes to the server's parser)."""
     end_of_data = len(data)
-    limit = _payload_limit(protocol)
-    queue = protocol.application_queue
     i = 0
     while end_of_data - i >= 6:
         first, second = data[i], data[i + 1]
@@ -119,7 +201,7 @@ def _take_frames(protocol: Any, data: bytes, receiver: Receiver) -> bytes:
                 break
             size = (data[i + 2] << 8) | data[i + 3]
             if size < 126:
-                break  # not the minimal encoding: autobahn's protocol violation
+                break  # not the minimal encoding: the server's protocol violation
             start = i + 8
         elif size == 127:
             break
@@ -136,13 +218,6 @@ def _take_frames(protocol: Any, data: bytes, receiver: Receiver) -> bytes:
             except UnicodeDecodeError:
                 break
         i = end
-        # What daphne's onMessage does first: liveness for its auto-ping, and a muted
-        # (closing) connection takes nothing more.
-        protocol.last_ping = time.time()
-        if protocol.muted:
-            continue
-        if queue.qsize() or not receiver(message):
-            protocol.onMessage(payload, binary)
-        if protocol.state != protocol.STATE_OPEN:
+        if not accept(message, payload, binary):
             break
-    return data[i:]
+    return i
