@@ -38,6 +38,7 @@ from .direct_frames import NOT_OPEN, DirectFrames, direct_frames_for
 from .direct_receive import receive_directly, stop_receiving
 from .handlers import BoundHandler, Refused, Reply, SocketContext, topic_routes
 from .handshake import refuse
+from .idle_timers import IdleTimer, idle_timers
 from .protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_TOPICS,
@@ -113,7 +114,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
     """One client connection speaking Phoenix Channels over ``/socket/websocket``."""
 
     socket: PhoenixSocket | None = None
-    _idle_timer: asyncio.TimerHandle | None = None
+    _idle_timer: IdleTimer | None = None
     _idle_close: asyncio.Task | None = None
     _sender: OrderedSender | None = None
     _direct: DirectFrames | None = None
@@ -598,7 +599,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
             # client either way; the layer's own expiry removes the stale membership.
             logger.warning("leave of %s failed: %s", what, type(exc).__name__)
 
-    # --- idle timeout: one timer per connection, re-armed from the last receive time ------
+    # --- idle timeout: on the loop's wheel (topics.idle_timers), re-armed from the last receive
 
     def _start_idle_timer(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -607,12 +608,13 @@ class PhoenixSocketConsumer(AsyncConsumer):
         self._idle_timeout = float(self.scope.get("dps.idle_timeout", getattr(
             settings, "DPS_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT)))
         if self._idle_timeout > 0:
-            self._idle_timer = self._loop.call_later(self._idle_timeout, self._check_idle)
+            self._idle_timer = idle_timers(self._loop).call_at(
+                self._last_received + self._idle_timeout, self._check_idle)
 
     def _check_idle(self) -> None:
-        silent = self._loop.time() - self._last_received
-        if silent < self._idle_timeout:
-            self._idle_timer = self._loop.call_later(self._idle_timeout - silent, self._check_idle)
+        if self._loop.time() - self._last_received < self._idle_timeout:
+            self._idle_timer = idle_timers(self._loop).call_at(
+                self._last_received + self._idle_timeout, self._check_idle)
             return
         self._idle_timer = None
         if self.socket is not None:

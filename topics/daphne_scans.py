@@ -14,7 +14,8 @@ Same rules, same one- and two-second ticks, fewer visits:
   ``last_ping + ping_interval``, its ``websocket_timeout``), from a heap; ``last_ping`` only
   moves later (daphne sets it on every received message), so an entry that comes due early is
   checked and put back at its new deadline. Every other connection (HTTP, long-poll requests, a
-  handshake in progress) is still checked on every tick.
+  handshake in progress) is still checked on every tick, a new one from ``protocol_connected``
+  on. (Even a walk over every connection costs: daphne's protocols hash in Python.)
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import heapq
 import itertools
 import logging
 import time
+import weakref
 from typing import Any
 
 logger = logging.getLogger("daphne.server")  # daphne's own logger, as its checker logs
@@ -117,40 +119,67 @@ def _check_application(server: Any, protocol: Any, details: dict) -> bool:
 
 
 def _patch_timeout_checker(server_class: Any, websocket_class: Any) -> None:
-    def next_check(self, protocol) -> float | None:
-        """When ``protocol`` next has something due; None: check it on every tick."""
-        if not isinstance(protocol, websocket_class):
-            return None
-        if protocol.state != protocol.STATE_OPEN:
-            return None  # connecting (its connect timeout) or closing: every tick
-        due = protocol.last_ping + self.ping_interval
-        if self.websocket_timeout >= 0:
-            due = min(due, protocol.socket_opened + self.websocket_timeout)
-        return due
+    protocol_connected = server_class.protocol_connected
+
+    def protocol_connected_marked(self, protocol):
+        protocol_connected(self, protocol)
+        _timeouts(self).every_tick.add(protocol)  # until it is an open WebSocket
 
     def timeout_checker(self):
         """daphne's ``timeout_checker``: ``check_timeouts`` of each connection with something
         due, every two seconds."""
         from twisted.internet import reactor
 
-        heap = self.__dict__.get("_dps_timeouts")
-        if heap is None:
-            heap = self._dps_timeouts = []
-            self._dps_scheduled = set()
-        scheduled = self._dps_scheduled
+        timeouts = _timeouts(self)
+        connections = self.connections
+        visit = timeouts.every_tick
+        timeouts.every_tick = set()
+        heap = timeouts.heap
         now = time.time()
         while heap and heap[0][0] <= now:
-            scheduled.discard(heapq.heappop(heap)[2])
-        connections = self.connections
-        for protocol in list(connections):
-            if protocol in scheduled:
-                continue
+            protocol = heapq.heappop(heap)[2]()
+            if protocol is not None:
+                visit.add(protocol)
+        for protocol in visit:
+            if protocol not in connections:
+                continue  # gone: forgotten here too
             protocol.check_timeouts()
-            due = next_check(self, protocol)
-            if due is not None and protocol in connections:
-                heapq.heappush(heap, (due, next(_sequence), protocol))
-                scheduled.add(protocol)
-        # Entries of connections gone meanwhile leave the heap when they come due.
+            due = _next_check(self, protocol, websocket_class)
+            if due is None:
+                timeouts.every_tick.add(protocol)
+            else:
+                # A weak reference: a connection that goes away is not kept until its
+                # deadline (with a long ping interval, minutes).
+                heapq.heappush(heap, (due, next(_sequence), weakref.ref(protocol)))
         reactor.callLater(2, self.timeout_checker)
 
+    server_class.protocol_connected = protocol_connected_marked
     server_class.timeout_checker = timeout_checker
+
+
+class _Timeouts:
+    """A server's connections by when they are next checked: open WebSockets in a heap by
+    deadline, the others (HTTP, handshakes, closing sockets) on every tick."""
+
+    __slots__ = ("heap", "every_tick")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, weakref.ref]] = []
+        self.every_tick: set = set()
+
+
+def _timeouts(server: Any) -> _Timeouts:
+    timeouts = server.__dict__.get("_dps_timeouts")
+    if timeouts is None:
+        timeouts = server._dps_timeouts = _Timeouts()
+    return timeouts
+
+
+def _next_check(server: Any, protocol: Any, websocket_class: Any) -> float | None:
+    """When ``protocol`` next has something due; None: check it on every tick."""
+    if not isinstance(protocol, websocket_class) or protocol.state != protocol.STATE_OPEN:
+        return None  # HTTP, a handshake (its connect timeout), a closing socket
+    due = protocol.last_ping + server.ping_interval
+    if server.websocket_timeout >= 0:
+        due = min(due, protocol.socket_opened + server.websocket_timeout)
+    return due
