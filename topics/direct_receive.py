@@ -161,11 +161,20 @@ def _install_uvicorn(protocol_class: Any) -> None:
         def accept(message: str | bytes, payload: bytes, binary: bool) -> bool:
             if self.close_sent:
                 return True  # past websocket.close: uvicorn discards what arrives
-            if queue.qsize() or not receiver(message):
-                # uvicorn's own delivery: its queue, and reads paused until the app takes it
-                self.curr_msg_data_type = "bytes" if binary else "text"
-                self.frames = [payload]
-                self.send_receive_event_to_app()
+            waiting = queue.qsize()
+            if waiting or not receiver(message):
+                if not waiting:
+                    # The application has nothing queued: this one message goes in without
+                    # pausing the socket (uvicorn pauses after every message, resuming when
+                    # the application takes it: two epoll_ctl calls per frame). A second
+                    # message before the application took the first takes uvicorn's own
+                    # delivery below, which pauses reading as before.
+                    queue.put_nowait({"type": "websocket.receive",
+                                      ("bytes" if binary else "text"): message})
+                else:
+                    self.curr_msg_data_type = "bytes" if binary else "text"
+                    self.frames = [payload]
+                    self.send_receive_event_to_app()
             return conn.state is State.OPEN and not self.read_paused
 
         taken = _take_frames(data, _payload_limit(conn.max_message_size), accept)
