@@ -17,7 +17,7 @@ def unit(name: str) -> configparser.ConfigParser:
 
 
 @pytest.mark.parametrize(("name", "command", "restart"), [
-    ("dps-ws@.service", "daphne -b ${DPS_BIND} -p ${DPS_PORT} dps_site.asgi:application",
+    ("dps-ws@.service", "daphne -b ${DPS_BIND} -p ${DPS_PORT} --ping-interval 600 dps_site.asgi:application",
      "always"),
     # A removed topic server drains and exits 0: it must stay stopped.
     ("dps-ts@.service", "python manage.py topic_server", "on-failure"),

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
 from .daphne_compat import allow_protocol_close_codes
+from .daphne_scans import visit_only_due_connections
 from .handshake import enable_daphne_denial_response
 from .origin import OriginCheck
 from .routing import http_app, websocket_app
@@ -46,6 +47,7 @@ def websocket_application(urlpatterns: list | None = None) -> OriginCheck:
     """The ASGI app for ``"websocket"``: Origin check, session user, then ``urlpatterns``
     (default: DPS's Phoenix endpoint at ``/socket/websocket``)."""
     allow_protocol_close_codes()
+    visit_only_due_connections()
     enable_daphne_denial_response()
     quiet_client_protocol_errors()
     inner = websocket_app() if urlpatterns is None else URLRouter(urlpatterns)

@@ -49,6 +49,13 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent  # where manage.py lives
 SERVERS = ("daphne", "uvicorn")
 # The listen backlog of WS nodes (the kernel caps it at net.core.somaxconn, 4096 by default).
 LISTEN_BACKLOG = 4096
+# The servers' own keep-alive pings (daphne and uvicorn: every 20 s) are redundant on a Phoenix
+# socket: its client heartbeats every 30 s and the consumer closes a socket silent for
+# DPS_IDLE_TIMEOUT (60 s). They cost an idle node most of its CPU (10,000 sockets: 500 pings
+# and pongs a second, each with a timer), so WS nodes run without them: uvicorn's 0 turns them
+# off; daphne pings only a connection silent this long, which the idle timeout closes first.
+DAPHNE_PING_ARGS = ("--ping-interval", "600")
+UVICORN_PING_ARGS = ("--ws-ping-interval", "0")
 DEFAULT_READY_TIMEOUT = 60.0
 DEFAULT_STOP_TIMEOUT = 5.0
 _POLL_INTERVAL = 0.1
@@ -228,12 +235,12 @@ class LocalCluster:
         frame_limit = str(4 * int(self._base_env.get("DPS_MAX_FRAME_BYTES", 1024 * 1024)))
         if self.server == "uvicorn":
             return [sys.executable, "-m", "uvicorn", "--host", self.host, "--port", str(node.port),
-                    "--backlog", str(LISTEN_BACKLOG),
+                    "--backlog", str(LISTEN_BACKLOG), *UVICORN_PING_ARGS,
                     "--ws-max-size", frame_limit, "dps_site.asgi:application"]
         # An endpoint string, as -b/-p leave Twisted's listen backlog at 50: a connection storm
         # then waits on SYN retries (seconds) instead of the accept loop (milliseconds).
         endpoint = f"tcp:port={node.port}:interface={self.host}:backlog={LISTEN_BACKLOG}"
-        return [sys.executable, "-m", "daphne", "-e", endpoint,
+        return [sys.executable, "-m", "daphne", "-e", endpoint, *DAPHNE_PING_ARGS,
                 "--websocket-max-message-size", frame_limit, "--websocket-max-frame-size",
                 frame_limit, "dps_site.asgi:application"]
 

@@ -35,8 +35,10 @@ from .broadcasts import (
     is_binary,
 )
 from .direct_frames import NOT_OPEN, DirectFrames, direct_frames_for
+from .direct_receive import receive_directly, stop_receiving
 from .handlers import BoundHandler, Refused, Reply, SocketContext, topic_routes
 from .handshake import refuse
+from .idle_timers import IdleTimer, idle_timers
 from .protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_TOPICS,
@@ -119,7 +121,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
     """One client connection speaking Phoenix Channels over ``/socket/websocket``."""
 
     socket: PhoenixSocket | None = None
-    _idle_timer: asyncio.TimerHandle | None = None
+    _idle_timer: IdleTimer | None = None
     _idle_close: asyncio.Task | None = None
     _sender: OrderedSender | None = None
     _direct: DirectFrames | None = None
@@ -127,6 +129,9 @@ class PhoenixSocketConsumer(AsyncConsumer):
     # here, so the handler's reply goes out first (the publisher's reply precedes its copy).
     _busy = 0
     _held: list[dict] | None = None
+    # A client frame taken from ASGI receive and not yet handled: a frame read directly
+    # (topics.direct_receive) must not overtake it.
+    _taken = 0
     # Who the connect hook said this is (None until admitted), and each joined topic's handler
     # where it has something to run (the seed's has nothing: no entry, no cost).
     context: SocketContext | None = None
@@ -160,8 +165,12 @@ class PhoenixSocketConsumer(AsyncConsumer):
             turn = self._turn
             while True:
                 message = await receive()
-                async with turn:
-                    await self.dispatch(message)
+                self._taken += 1
+                try:
+                    async with turn:
+                        await self.dispatch(message)
+                finally:
+                    self._taken -= 1
         except StopConsumer:
             pass
         except asyncio.CancelledError:
@@ -270,6 +279,8 @@ class PhoenixSocketConsumer(AsyncConsumer):
             if (getattr(settings, "DPS_DIRECT_FRAMES", True)
                     and self.scope.get("dps.transport") != "longpoll"):
                 self._direct = direct_frames_for(self.base_send)
+                if self._direct is not None:
+                    receive_directly(self.base_send, self._receive_now)
             add_fastlane(self.channel_name, self._fastlane)
         self._start_idle_timer()
 
@@ -317,6 +328,26 @@ class PhoenixSocketConsumer(AsyncConsumer):
             frame = message.get("bytes") or b""
         await self._execute(self.socket.handle_frame(frame))
 
+    def _receive_now(self, frame: str | bytes) -> bool:
+        """A client frame handed over in the server's read callback (``topics.direct_receive``)
+        with nothing of this connection ahead of it: a heartbeat is answered here, with no
+        wake-up of this consumer (an idle node's main cost). Any other frame, or any frame
+        while this consumer is handling one, goes the usual way, through ASGI receive (False).
+        """
+        socket = self.socket
+        if self._busy or self._taken or socket is None or isinstance(frame, bytes):
+            return False
+        actions = socket.handle_heartbeat_frame(frame)
+        if actions is None:
+            return False
+        # A heartbeat changes no state: if its reply cannot be written here, the usual path
+        # answers it instead.
+        for action in actions:
+            if not (isinstance(action, SendFrame) and self._write_direct(b"", action.text.encode())):
+                return False
+        self._last_received = self._loop.time()
+        return True
+
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         self._connection_done = True
         await self._leave_everything()
@@ -329,6 +360,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
         remove_fastlane = getattr(self.channel_layer, "remove_fastlane", None)
         if remove_fastlane is not None:
             remove_fastlane(self.channel_name)
+        stop_receiving(self.base_send)
         if self.socket is not None:
             await self._execute(self.socket.handle_disconnect())
         context = self.context
@@ -574,7 +606,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
             # client either way; the layer's own expiry removes the stale membership.
             logger.warning("leave of %s failed: %s", what, type(exc).__name__)
 
-    # --- idle timeout: one timer per connection, re-armed from the last receive time ------
+    # --- idle timeout: on the loop's wheel (topics.idle_timers), re-armed from the last receive
 
     def _start_idle_timer(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -583,12 +615,13 @@ class PhoenixSocketConsumer(AsyncConsumer):
         self._idle_timeout = float(self.scope.get("dps.idle_timeout", getattr(
             settings, "DPS_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT)))
         if self._idle_timeout > 0:
-            self._idle_timer = self._loop.call_later(self._idle_timeout, self._check_idle)
+            self._idle_timer = idle_timers(self._loop).call_at(
+                self._last_received + self._idle_timeout, self._check_idle)
 
     def _check_idle(self) -> None:
-        silent = self._loop.time() - self._last_received
-        if silent < self._idle_timeout:
-            self._idle_timer = self._loop.call_later(self._idle_timeout - silent, self._check_idle)
+        if self._loop.time() - self._last_received < self._idle_timeout:
+            self._idle_timer = idle_timers(self._loop).call_at(
+                self._last_received + self._idle_timeout, self._check_idle)
             return
         self._idle_timer = None
         if self.socket is not None:

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import IO
 
 from channel_layer.embedded_redis import RedisProcess, free_port_block
-from topics.cluster_runner import PROJECT_DIR, LocalCluster, node_suffix
+from topics.cluster_runner import (
+    DAPHNE_PING_ARGS,
+    PROJECT_DIR,
+    UVICORN_PING_ARGS,
+    LocalCluster,
+    node_suffix,
+)
 
 BACKENDS = ("dps", "redis", "redis_pubsub", "local")
 _READY_TIMEOUT = 60.0
@@ -58,9 +64,10 @@ def _base_env(workdir: str) -> dict[str, str]:
 def _ws_command(server: str, port: int) -> list[str]:
     if server == "uvicorn":
         return [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port),
-                "--log-level", "warning", "--no-access-log", "dps_site.asgi:application"]
+                "--log-level", "warning", "--no-access-log", *UVICORN_PING_ARGS,
+                "dps_site.asgi:application"]
     return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-            "dps_site.asgi:application"]
+            *DAPHNE_PING_ARGS, "dps_site.asgi:application"]
 
 
 def _accepts(port: int) -> bool:
