@@ -21,7 +21,6 @@ from tests.support.traffic_cluster import (
     Cluster,
     check_exactly_once_in_order,
     collect,
-    keep,
     owned_by,
     recovery_gap,
 )
@@ -40,8 +39,7 @@ def test_a_topic_server_killed_for_good_fails_over_without_loss(tmp_path, redis_
         time.sleep(3)  # traffic flows before the fault
         cluster.procs["ts-a"].kill()
         fault_at = time.time()
-        reports = collect(clients)
-        keep(tmp_path, reports)
+        reports = collect(clients, tmp_path)
         assert "Traceback" not in cluster.log("ws-a") + cluster.log("ws-b")
     finally:
         cluster.stop()
@@ -74,8 +72,7 @@ def test_a_topic_server_paused_20s_fails_over_and_rejoins_without_duplicates(tmp
                             and s["boot"] != before["boot"]
                             and {f"topics.{t}" for t in paused_topics}
                             <= {g["group"] for g in s["groups"]} and s, timeout=15)
-        reports = collect(clients)
-        keep(tmp_path, reports)
+        reports = collect(clients, tmp_path)
         assert paused.poll() is None, "the paused server died"
     finally:
         cluster.stop()

@@ -19,7 +19,6 @@ from tests.support.traffic_cluster import (
     Cluster,
     check_exactly_once_in_order,
     collect,
-    keep,
     owned_by,
 )
 
@@ -27,7 +26,8 @@ pytestmark = pytest.mark.e2e
 
 # The defaults that matter here: heartbeat_interval 1 s, ring_settle_time 3 s.
 SETTINGS = json.dumps({"heartbeat_interval": 1.0, "stats_interval": 1.0})
-SKEW = 1.5  # seconds between the first WS node's notice and the second's
+SKEW = 1.5
+ALL_THREE = ["ts-a", "ts-b", "ts-c"]  # seconds between the first WS node's notice and the second's
 
 
 def edit_with_skew(cluster: Cluster, ts: list[str], servers: list[str]) -> float:
@@ -44,23 +44,21 @@ def edit_with_skew(cluster: Cluster, ts: list[str], servers: list[str]) -> float
 
 def test_adding_a_topic_server_noticed_1_5s_apart_loses_nothing(tmp_path, redis_factory):
     cluster = Cluster(tmp_path, redis_factory, spare_ts=("ts-c",), settings=SETTINGS)
-    moved = owned_by(Ring(["ts-a", "ts-b", "ts-c"]), "ts-c")
+    moved = owned_by(Ring(ALL_THREE), "ts-c")
     assert moved
     try:
         cluster.start()
         clients = cluster.traffic(seconds=13)
         time.sleep(3)
-        cluster.start_ts("ts-c", ["ts-a", "ts-b", "ts-c"])
+        cluster.start_ts("ts-c", ALL_THREE)
         # As an operator does: start it, then edit the cluster file (here: after its start-up
         # wait for snapshots has passed, so only the ring rules hold the publishes back).
         time.sleep(3)
-        edit_with_skew(cluster, ["ts-a", "ts-b", "ts-c"], ["ts-a", "ts-b"])
-        reports = collect(clients)
-        keep(tmp_path, reports)
+        edit_with_skew(cluster, ALL_THREE, ["ts-a", "ts-b"])
+        reports = collect(clients, tmp_path)
     finally:
         cluster.stop()
-    publishes = check_exactly_once_in_order(reports)
-    assert all(p["status"] == "ok" for p in publishes)
+    publishes = check_exactly_once_in_order(reports, all_ok=True)
     assert "ring is now ['ts-a', 'ts-b', 'ts-c']" in cluster.log("ts-a")
     print(f"ring add, WS nodes {SKEW}s apart: {len(publishes)} publishes, each delivered once "
           f"to both clients ({len(moved)} of {len(TOPICS)} topics moved)")
@@ -68,21 +66,19 @@ def test_adding_a_topic_server_noticed_1_5s_apart_loses_nothing(tmp_path, redis_
 
 def test_removing_a_topic_server_noticed_1_5s_apart_loses_nothing(tmp_path, redis_factory):
     cluster = Cluster(tmp_path, redis_factory, ts=("ts-a", "ts-b", "ts-c"), settings=SETTINGS)
-    moved = owned_by(Ring(["ts-a", "ts-b", "ts-c"]), "ts-c")
+    moved = owned_by(Ring(ALL_THREE), "ts-c")
     assert moved
     try:
         cluster.start()
         clients = cluster.traffic(seconds=11)
         time.sleep(3)
-        edit_with_skew(cluster, ["ts-a", "ts-b"], ["ts-a", "ts-b", "ts-c"])
+        edit_with_skew(cluster, ["ts-a", "ts-b"], ALL_THREE)
         removed = cluster.procs["ts-c"]
         assert removed.wait(20) == 0  # drained, then stopped cleanly on its own
-        reports = collect(clients)
-        keep(tmp_path, reports)
+        reports = collect(clients, tmp_path)
     finally:
         cluster.stop()
-    publishes = check_exactly_once_in_order(reports)
-    assert all(p["status"] == "ok" for p in publishes)
+    publishes = check_exactly_once_in_order(reports, all_ok=True)
     log = cluster.log("ts-c")
     assert "draining" in log and "drained" in log and "Traceback" not in log, log
     print(f"ring remove, WS nodes {SKEW}s apart: {len(publishes)} publishes, each delivered "

@@ -91,24 +91,25 @@ class Cluster:
         return path.read_text() if path.exists() else ""
 
 
-def collect(clients: dict[str, subprocess.Popen]) -> dict[str, dict]:
+def collect(clients: dict[str, subprocess.Popen], tmp_path: Path) -> dict[str, dict]:
+    """Every client's report, also kept in ``tmp_path`` for a failure's post-mortem."""
     reports = {}
     for name, proc in clients.items():
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out
         reports[name] = json.loads(out.strip().splitlines()[-1])
+    (tmp_path / "reports.json").write_text(json.dumps(reports))
     return reports
 
 
-def keep(tmp_path: Path, reports: dict[str, dict]) -> None:
-    (tmp_path / "reports.json").write_text(json.dumps(reports))  # for a failure's post-mortem
-
-
-def check_exactly_once_in_order(reports: dict[str, dict]) -> list[dict]:
+def check_exactly_once_in_order(reports: dict[str, dict], all_ok: bool = False) -> list[dict]:
     """Every ok'd publish delivered once to every client, per publisher in order; nothing
-    that was not ok'd delivered. Returns all publishes."""
+    that was not ok'd delivered (and, with ``all_ok``, every publish ok'd). Returns all
+    publishes."""
     publishes = [p for r in reports.values() for p in r["publishes"]]
     assert all(p["status"] is not None for p in publishes), "a publish got no reply"
+    if all_ok:
+        assert all(p["status"] == "ok" for p in publishes), "a publish was refused"
     ok = {(p["topic"], p["from"], p["seq"]) for p in publishes if p["status"] == "ok"}
     for name, report in reports.items():
         got = [(p["topic"], p["from"], p["seq"]) for p in report["pushes"]]
