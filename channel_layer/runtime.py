@@ -106,7 +106,7 @@ class NodeRuntime:
         if self.node is not None:
             self.origin = origin_of(self.node, self.boot)
             self.publish_log = PublishLog(self.origin, self.settings.unacked_limit,
-                                          self.counters)
+                                          self.counters, self.settings.unacked_bytes_limit)
         self._stop = asyncio.Event()
         if self.cluster.embedded:
             self.transport = MemoryTransport(self.settings.prefix, self.settings.inbox_cap)

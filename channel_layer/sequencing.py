@@ -51,12 +51,15 @@ class Unacked(NamedTuple):
 class PublishLog:
     """A WS node's publishes per topic server, numbered, kept until acknowledged."""
 
-    def __init__(self, origin: str, limit: int, counters: Counter[str]) -> None:
+    def __init__(self, origin: str, limit: int, counters: Counter[str],
+                 byte_limit: int = 16 * 1024 * 1024) -> None:
         self.origin = origin
         self.limit = limit  # unacknowledged publishes kept per topic server (unacked_limit)
+        self.byte_limit = byte_limit  # and their bytes (unacked_bytes_limit)
         self.counters = counters
         self._next: dict[str, int] = {}
         self._unacked: dict[str, deque[Unacked]] = {}
+        self._bytes: Counter[str] = Counter()
 
     def next_seq(self, ts: str) -> int:
         return self._next.get(ts, 1)
@@ -71,10 +74,11 @@ class PublishLog:
         log = self._unacked.get(ts)
         if log is None:
             log = self._unacked[ts] = deque()
-        if len(log) >= self.limit:
-            log.popleft()  # it can no longer be re-sent if its server dies
-            self.counters["unacked_overflow"] += 1
         log.append(Unacked(seq, group, expires_at, data, identity))
+        self._bytes[ts] += len(data)
+        while len(log) > self.limit or self._bytes[ts] > self.byte_limit and len(log) > 1:
+            self._bytes[ts] -= len(log.popleft().data)  # no longer re-sent if its server dies
+            self.counters["unacked_overflow"] += 1
         return seq, identity
 
     def forget(self, ts: str, seq: int) -> None:
@@ -83,18 +87,20 @@ class PublishLog:
         if log:
             for index in range(len(log) - 1, -1, -1):
                 if log[index].seq == seq:
+                    self._bytes[ts] -= len(log[index].data)
                     del log[index]
                     return
 
     def acknowledged(self, ts: str, through: int) -> None:
         log = self._unacked.get(ts)
         while log and log[0].seq <= through:
-            log.popleft()
+            self._bytes[ts] -= len(log.popleft().data)
 
     def take(self, ts: str) -> list[Unacked]:
         """Every unacknowledged publish to ``ts``, oldest first, to be re-sent (and kept again
         under its new number by ``record``)."""
         log = self._unacked.pop(ts, None)
+        self._bytes.pop(ts, None)
         return list(log) if log else []
 
     def pending(self, ts: str) -> int:
@@ -132,10 +138,11 @@ class OriginCursors:
         """Everything of ``snapshot`` is written out: it may be acknowledged."""
         self.flushed.update(snapshot)
 
-    def acks_due(self) -> list[tuple[str, int]]:
-        """(origin, through) for every origin with something new to acknowledge."""
+    def acks_due(self, at_least: int = 1) -> list[tuple[str, int]]:
+        """(origin, through) for every origin with at least ``at_least`` publishes to
+        acknowledge since the last ACK."""
         due = [(origin, expected - 1) for origin, expected in self.flushed.items()
-               if self._acked.get(origin) != expected - 1]
+               if expected - 1 - self._acked.get(origin, 0) >= at_least]
         for origin, through in due:
             self._acked[origin] = through
         return due

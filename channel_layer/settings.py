@@ -45,6 +45,7 @@ class LayerSettings:
     # re-registered, and how long a losing one keeps serving nodes that have not noticed.
     ring_settle_time: float = 3.0
     unacked_limit: int = 20_000       # publishes kept per topic server until it acknowledges
+    unacked_bytes_limit: int = 16 * 1024 * 1024  # and their bytes, per topic server
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LayerSettings:

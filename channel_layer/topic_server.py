@@ -37,6 +37,7 @@ from .settings import LayerSettings
 from .transport import LEASE_LAPSED, Transport, TransportError
 
 logger = logging.getLogger("channel_layer.topic_server")
+EAGER_ACK = 256  # publishes of one origin after which it is acknowledged without waiting
 
 
 @dataclass
@@ -234,11 +235,13 @@ class TopicServer:
         for outbox in self._outboxes.values():
             await outbox.drain()
         self.cursors.written(handled)
+        self._send_acks(EAGER_ACK)  # a busy origin's log stays short between heartbeats
 
-    def _send_acks(self) -> None:
+    def _send_acks(self, at_least: int = 1) -> None:
         """Tell each WS node which of its publishes are fanned out and written: it keeps
-        them until then, to re-send if this server dies (channel_layer.sequencing)."""
-        for origin, through in self.cursors.acks_due():
+        them until then, to re-send if this server dies (channel_layer.sequencing). Once a
+        heartbeat, and at once for an origin with ``at_least`` publishes unacknowledged."""
+        for origin, through in self.cursors.acks_due(at_least):
             node = node_of_origin(origin)
             if self.cluster.has_node(node):
                 self._outbox(node).put(wire.encode([wire.ACK, self.node, self.boot, origin,

@@ -35,6 +35,26 @@ def test_a_failed_write_is_never_resent_and_the_log_is_bounded():
     assert [e.seq for e in log.take("ts-a")] == [2]
 
 
+def test_the_log_is_bounded_in_bytes_too():
+    counters = Counter()
+    log = PublishLog("ws-a/b1", limit=100, counters=counters, byte_limit=250)
+    for _ in range(5):
+        log.record("ts-a", "g", 1.0, b"x" * 100)
+    assert [e.seq for e in log.take("ts-a")] == [4, 5] and counters["unacked_overflow"] == 3
+
+
+def test_a_busy_origin_is_acknowledged_before_the_heartbeat():
+    cursors = OriginCursors()
+    for seq in range(1, 300):
+        cursors.admit("o", seq)
+    cursors.written(cursors.snapshot())
+    assert cursors.acks_due(at_least=256) == [("o", 299)]
+    cursors.admit("o", 300)
+    cursors.written(cursors.snapshot())
+    assert cursors.acks_due(at_least=256) == []  # one more: it waits for the heartbeat
+    assert cursors.acks_due() == [("o", 300)]
+
+
 def test_a_server_skips_copies_older_than_a_snapshot_and_acknowledges_what_is_written():
     cursors = OriginCursors()
     assert cursors.admit("o", 5) and cursors.admit("o", 6)
