@@ -270,9 +270,10 @@ class Membership:
     def _member_envelope(self, group: str, count: int) -> bytes:
         return wire.encode([wire.MEMBER, group, self.node, self.boot, count])
 
-    def sync_envelope(self, ts: str, ring: str, first_seq: int) -> bytes:
+    def sync_envelope(self, ts: str, ring: str, first_seq: int,
+                      previous_ring: str | None) -> bytes:
         return wire.encode([wire.SYNC, self.node, self.boot, ts, self.snapshot_for(ts),
-                            self.presence_for(ts), ring, first_seq])
+                            self.presence_for(ts), ring, first_seq, previous_ring])
 
     def flush_counts(self) -> None:
         """Tell owners the counts that changed since the last heartbeat (0: unregister)."""

@@ -60,6 +60,7 @@ class NodeRuntime:
         self.capacity_for = capacity_for
         self.ring = Ring(n.name for n in cluster.ts_nodes)  # without the servers that are down
         self.ring_id = ring_id(self.ring)
+        self._previous_ring_id: str | None = None  # the ring before its last change (SYNC)
         self._down: set[str] = set()  # configured servers whose lease lapsed
         self.counters: Counter[str] = Counter()
         self.origin = ""  # this node's name and boot: what its publishes are numbered under
@@ -372,7 +373,8 @@ class NodeRuntime:
         # copies, all of them re-sent behind the snapshot. Without one, 0: nothing to skip
         # (a server may still hold publishes sent before the snapshot, and apply them after).
         outbox.put(self.membership.sync_envelope(ts, self.ring_id,
-                                                 log.next_seq(ts) if unacked else 0))
+                                                 log.next_seq(ts) if unacked else 0,
+                                                 self._previous_ring_id))
         self._failures_synced[ts] = outbox.failed
         if unacked:
             self._resend(unacked)
@@ -579,6 +581,8 @@ class NodeRuntime:
         if ring == self.ring:
             return
         old_ring, self.ring, self.ring_id = self.ring, ring, ring_id(ring)
+        if announce:
+            self._previous_ring_id = ring_id(old_ring)
         if went_down:
             logger.warning("topic server(s) %s down (lease lapsed); ring is now %s",
                            sorted(went_down), list(ring.nodes))

@@ -543,13 +543,17 @@ class TopicServer:
         self.presence.replace_node(ws_node, rest[0] if rest else {}, owned)
         if ring is not None:
             first_seq = rest[2]
-            previous, state.ring = state.ring, ring
+            # The ring it moved from: as this server last heard it, or else as it says
+            # (None: it has not moved since it started, a new WS node is no ring change).
+            previous = state.ring if state.ring is not None else \
+                (rest[3] if len(rest) > 3 else None)
+            state.ring = ring
             if first_seq:  # what it sends next is numbered from here: older copies are stale
                 self.cursors.restart_at(origin_of(ws_node, boot), int(first_seq))
             if ring != self.ring_id:
                 self._check_ring_soon()  # perhaps we are the one behind
-            if previous != ring and (previous is None  # (unknown: as if it gained)
-                                     or self._gains(previous.split(","), ring.split(",")))\
+            if previous is not None and previous != ring \
+                    and self._gains(previous.split(","), ring.split(",")) \
                     and not self._all_synced():
                 # A WS node moved to a ring that gives this server groups, and not every WS
                 # node is there yet: hold publishes until they are (or ring_settle_time

@@ -27,9 +27,10 @@ MEMBER = 4          # [MEMBER, group, ws_node, boot, local_count]            -> 
 HELLO = 5           # [HELLO, ws_node, boot]                                 -> every TS node
 RESYNC = 6          # [RESYNC, ts_node, ts_boot]                             -> a WS node
 SYNC = 7            # [SYNC, ws_node, boot, ts_node, {group: local_count},
-                    #   {group: [[key, ref, meta], ...]}, ring, first_seq]: counts, presence,
-                    #   the sender's ring (liveness.ring_id) and the number of its next
-                    #   publish to this server -> a TS node
+                    #   {group: [[key, ref, meta], ...]}, ring, first_seq, previous_ring]:
+                    #   counts, presence, the sender's ring (liveness.ring_id), the number of
+                    #   its next publish to this server, and the ring it last moved from
+                    #   (None: none since it started) -> a TS node
 BYE = 8             # [BYE, ws_node, boot]                                   -> every TS node
 WAKE = 9            # [WAKE]: ends a reader's blocking read when its process stops -> itself
 JOIN = 10           # [JOIN, ws_node, boot, [[group, local_count, token(, options)], ...]]
