@@ -65,7 +65,7 @@ class NodeRuntime:
         self.counters: Counter[str] = Counter()
         self.origin = ""  # this node's name and boot: what its publishes are numbered under
         self.publish_log: PublishLog | None = None  # a node's publishes until acknowledged
-        self.deliveries = DeliveryFilter(self.counters)
+        self.deliveries = DeliveryFilter(self.counters, settings.dedup_window)
         self._ts_boots: dict[str, str] = {}  # each topic server's boot, as last heard
         self.local = LocalChannels(self.counters)
         # Runtime loop only (the layer calls it through ``call``).

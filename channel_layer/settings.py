@@ -46,6 +46,10 @@ class LayerSettings:
     ring_settle_time: float = 3.0
     unacked_limit: int = 20_000       # publishes kept per topic server until it acknowledges
     unacked_bytes_limit: int = 16 * 1024 * 1024  # and their bytes, per topic server
+    ack_every: int = 256              # a TS acknowledges a busy origin this often, not only
+                                      # once a heartbeat (keeps the origin's log short)
+    dedup_window: int = 16_384        # publishes per origin and first server a WS node
+                                      # remembers, to drop re-sent copies
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> LayerSettings:

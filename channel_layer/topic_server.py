@@ -37,7 +37,6 @@ from .settings import LayerSettings
 from .transport import LEASE_LAPSED, Transport, TransportError
 
 logger = logging.getLogger("channel_layer.topic_server")
-EAGER_ACK = 256  # publishes of one origin after which it is acknowledged without waiting
 
 
 @dataclass
@@ -235,7 +234,7 @@ class TopicServer:
         for outbox in self._outboxes.values():
             await outbox.drain()
         self.cursors.written(handled)
-        self._send_acks(EAGER_ACK)  # a busy origin's log stays short between heartbeats
+        self._send_acks(self.settings.ack_every)  # a busy origin's log stays short
 
     def _send_acks(self, at_least: int = 1) -> None:
         """Tell each WS node which of its publishes are fanned out and written: it keeps
