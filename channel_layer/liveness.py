@@ -37,10 +37,15 @@ def down_servers(configured: Iterable[str], leases: Mapping[str, object],
     return down
 
 
-def live_ring(configured: Iterable[str], down: set[str]) -> Ring:
+def live_ring(configured: Iterable[str], down: set[str], current: Ring | None = None) -> Ring:
+    """The ring of the configured servers less those down; ``current`` itself when it already
+    has those servers (this runs every heartbeat on every node, and building a ring hashes
+    every point of it: that was a topic server's top item between publishes)."""
     configured = tuple(configured)
-    live = [node for node in configured if node not in down]
-    return Ring(live or configured)
+    live = [node for node in configured if node not in down] or list(configured)
+    if current is not None and current.nodes == tuple(sorted(set(live))):
+        return current
+    return Ring(live)
 
 
 def ring_id(ring: Ring) -> str:

@@ -577,7 +577,7 @@ class NodeRuntime:
         down = down_servers(configured, leases, self._down)
         went_down = down - self._down
         self._down = down
-        ring = live_ring(configured, down)
+        ring = live_ring(configured, down, self.ring)
         if ring == self.ring:
             return
         old_ring, self.ring, self.ring_id = self.ring, ring, ring_id(ring)

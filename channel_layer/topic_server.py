@@ -671,7 +671,7 @@ class TopicServer:
         others = [n for n in configured if n != self.node]
         leases = await self.transport.read_leases(others)
         self._down = down_servers(others, leases, self._down)
-        ring = live_ring(configured, self._down)
+        ring = live_ring(configured, self._down, self.ring)
         if ring == self.ring:
             return
         old_ring, self.ring, self.ring_id = self.ring, ring, ring_id(ring)

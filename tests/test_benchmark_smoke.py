@@ -75,6 +75,13 @@ def test_quick_many_topics_and_idle_on_dps(tmp_path):
             == (0, 0, 0, 0)
         assert {"ws", "ts", "redis"} <= set(step["cpu_us_per_publish_by_role"])
     assert many["marginal"]["from_rate"] == 20 and many["marginal"]["to_rate"] == 40
+    # Every publish wakes processes (at least the owner's Redis and the owner): counted, and
+    # priced by this machine's own wake-up cost.
+    for step in many["steps"]:
+        assert step["wakeups_per_publish"] >= 2
+        assert {"ws", "ts", "redis"} <= set(step["wakeups_per_s_by_role"])
+    assert "process wake-ups per publish" in stdout
+    assert data["machine"]["floor"]["us_per_wakeup"] > 0
     idle = results["idle"]
     assert idle["sockets"] == 200 and idle["topics"] == 20
     assert 0 <= idle["ws_node_core_share"] <= idle["all_servers_core_share"]

@@ -50,6 +50,8 @@ def test_marginal_cost_is_the_cpu_difference_over_the_publish_rate_difference() 
     assert marginal["cpu_us_per_publish"] == pytest.approx(200)
     assert marginal["cpu_us_per_publish_by_role"] == pytest.approx(
         {"ws": 120, "ts": 50, "redis": 30})
+    # Without the steps' wake-up counts (an older results file) there is no wake-up figure.
+    assert "wakeups_per_publish" not in marginal
     # A step that lost messages does not count; one clean step is no difference.
     assert marginal_cost([low, mt_step(300, 300, {"ws": 1.0}, lost=1)]) is None
 
@@ -77,3 +79,14 @@ def test_the_delivery_ratio_compares_the_highest_rate_both_delivered_cleanly() -
     results["dps"]["many_topics"]["steps"][1]["cpu_us_per_delivery"] = 160.0
     (verdict,) = [t for t in targets(results) if "RedisPubSub" in t["target"]]
     assert not verdict["holds"] and "ratio 0.16" in verdict["detail"]
+
+
+def test_marginal_wakeups_are_the_wakeup_rate_difference_over_the_publish_rate_difference():
+    low = {**mt_step(100, 100, {"ws": 0.1}),
+           "wakeups_per_s_by_role": {"ws": 1000 + 250, "ts": 50 + 120, "redis": 200 + 260}}
+    high = {**mt_step(300, 300, {"ws": 0.3}),
+            "wakeups_per_s_by_role": {"ws": 1000 + 750, "ts": 50 + 360, "redis": 200 + 780}}
+    marginal = marginal_cost([low, high])
+    assert marginal["wakeups_per_publish"] == pytest.approx(6.3)
+    assert marginal["wakeups_per_publish_by_role"] == pytest.approx(
+        {"ws": 2.5, "ts": 1.2, "redis": 2.6})

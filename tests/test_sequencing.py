@@ -100,3 +100,18 @@ def test_a_server_is_down_only_when_its_own_redis_says_so():
     assert ring_id(live_ring(configured, {"ts-b"})) == "ts-a,ts-c"
     # All down: route to all of them (their backlogs hold what comes).
     assert ring_id(live_ring(configured, set(configured))) == "ts-a,ts-b,ts-c"
+
+
+def test_an_unchanged_ring_is_kept_not_rebuilt():
+    # Every node computes its ring every heartbeat: the same servers give back the same ring
+    # object (its lookup cache intact); a change gives a new one.
+    configured = ["ts-a", "ts-b", "ts-c"]
+    current = live_ring(configured, {"ts-b"})
+    assert current.owner_of("topics.x") in ("ts-a", "ts-c")
+    assert live_ring(configured, {"ts-b"}, current) is current
+    assert live_ring(list(reversed(configured)), {"ts-b"}, current) is current
+    changed = live_ring(configured, set(), current)
+    assert changed is not current and ring_id(changed) == "ts-a,ts-b,ts-c"
+    # All down routes to all of them, which is the full ring too.
+    full = live_ring(configured, set(configured), changed)
+    assert full is changed

@@ -1,6 +1,9 @@
 """What the benchmark measures on the server side, and how latency histograms merge.
 
 - CPU: user+system seconds of every server process (and its children), by pid, via psutil.
+- Wake-ups: voluntary context switches of the same processes (a process that sleeps in
+  ``epoll_wait`` and is woken by a message counts one): what a publish costs in process
+  wake-ups, whose own price on this machine ``topics.benchmark.floor`` measures.
 - RSS: resident memory of the WS processes.
 - Redis: ``INFO commandstats`` (calls per command, the INFO calls themselves excluded) and
   ``INFO stats`` (total_net_input_bytes / total_net_output_bytes) summed over every Redis.
@@ -48,6 +51,16 @@ class CpuMeter:
             except psutil.NoSuchProcess:
                 pass
         return seconds
+
+    def wakeups(self) -> dict[int, int]:
+        """Voluntary context switches of each process (all its threads)."""
+        counts = {}
+        for proc in self.procs:
+            try:
+                counts[proc.pid] = proc.num_ctx_switches().voluntary
+            except psutil.NoSuchProcess:
+                pass
+        return counts
 
     @staticmethod
     def delta(before: dict[int, float], after: dict[int, float]) -> float:

@@ -45,9 +45,10 @@ def fanout_table(results: dict) -> list[str]:
     return lines
 
 
-def other_tables(results: dict) -> list[str]:
+def other_tables(results: dict, machine: dict | None = None) -> list[str]:
     lines: list[str] = []
     rows = [(b, r["many_topics"]) for b, r in results.items() if r.get("many_topics")]
+    wakeup_us = (machine or {}).get("floor", {}).get("us_per_wakeup")
     if rows:
         lines += ["", "many_topics (2 members per topic, one per WS node; publishers on both "
                       "nodes). Server CPU us per publish and per delivery, all processes and "
@@ -78,6 +79,14 @@ def other_tables(results: dict) -> list[str]:
                 lines.append(f"{'':24s} marginal {marginal['from_rate']:.0f} -> "
                              f"{marginal['to_rate']:.0f} msg/s: "
                              f"{marginal['cpu_us_per_publish']:.0f} us per publish ({by_role})")
+                wakeups = marginal.get("wakeups_per_publish")
+                if wakeups is not None:
+                    by_role = ", ".join(f"{role} {n:.1f}" for role, n in
+                                        marginal["wakeups_per_publish_by_role"].items())
+                    floor = (f" = {wakeups * wakeup_us:.0f} us at {wakeup_us:.0f} us each"
+                             if wakeup_us else "")
+                    lines.append(f"{'':24s} process wake-ups per publish: {wakeups:.1f} "
+                                 f"({by_role}){floor}")
     rows = [(b, r["idle"]) for b, r in results.items() if r.get("idle")]
     if rows:
         lines += ["", "idle (sockets on one WS node, joined, heartbeats only)",

@@ -105,12 +105,14 @@ class Run:
 
     def sample(self) -> dict:
         return {"t": time.monotonic(), "cpu": self.cpu.snapshot(),
+                "wakeups": self.cpu.wakeups(),
                 "redis": self.redis.snapshot() if self.redis else None}
 
     def measure(self, before: dict, after: dict) -> dict:
         out = {"seconds": after["t"] - before["t"],
                "cpu_s": CpuMeter.delta(before["cpu"], after["cpu"]),
-               "cpu_s_by_role": self.cpu.delta_by_role(before["cpu"], after["cpu"])}
+               "cpu_s_by_role": self.cpu.delta_by_role(before["cpu"], after["cpu"]),
+               "wakeups_by_role": self.cpu.delta_by_role(before["wakeups"], after["wakeups"])}
         if self.redis:
             delta = RedisMeter.delta(before["redis"], after["redis"])
             delta["in"] = max(0, delta["in"] - self.redis_overhead["in"])
@@ -242,6 +244,10 @@ class Bench:
             "cpu_per_s_by_role": {role: s / measured["seconds"]
                                   for role, s in measured["cpu_s_by_role"].items()},
             "published_per_s": published / measured["seconds"],
+            "wakeups_per_s_by_role": {role: n / measured["seconds"]
+                                      for role, n in measured["wakeups_by_role"].items()},
+            "wakeups_per_publish": (sum(measured["wakeups_by_role"].values()) / published
+                                    if published else None),
         }
         if "redis" in measured and published:
             r = measured["redis"]
@@ -465,11 +471,17 @@ def marginal_cost(steps: list[dict]) -> dict | None:
     extra = high["published_per_s"] - low["published_per_s"]
     if extra <= 0:
         return None
-    return {"from_rate": low["rate"], "to_rate": high["rate"],
-            "cpu_us_per_publish": (high["cpu_per_s"] - low["cpu_per_s"]) * 1e6 / extra,
-            "cpu_us_per_publish_by_role": {
-                role: (high["cpu_per_s_by_role"].get(role, 0.0) - cpu) * 1e6 / extra
-                for role, cpu in low["cpu_per_s_by_role"].items()}}
+    marginal = {"from_rate": low["rate"], "to_rate": high["rate"],
+                "cpu_us_per_publish": (high["cpu_per_s"] - low["cpu_per_s"]) * 1e6 / extra,
+                "cpu_us_per_publish_by_role": {
+                    role: (high["cpu_per_s_by_role"].get(role, 0.0) - cpu) * 1e6 / extra
+                    for role, cpu in low["cpu_per_s_by_role"].items()}}
+    if "wakeups_per_s_by_role" in low and "wakeups_per_s_by_role" in high:
+        by_role = {role: (high["wakeups_per_s_by_role"].get(role, 0.0) - n) / extra
+                   for role, n in low["wakeups_per_s_by_role"].items()}
+        marginal["wakeups_per_publish"] = sum(by_role.values())
+        marginal["wakeups_per_publish_by_role"] = by_role
+    return marginal
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from topics.benchmark import report
+from topics.benchmark import floor, report
 from topics.benchmark.scenarios import Bench
 from topics.benchmark.servers import BACKENDS
 
@@ -95,6 +95,7 @@ class Command(BaseCommand):
 
         bench = Bench(options["server"], say, log)
         results: dict[str, dict] = {b: {} for b in backends}
+        machine: dict[str, dict] = {}  # what this machine's own floor is (topics.benchmark.floor)
         started = time.monotonic()
         try:
             for scenario in scenarios:
@@ -107,6 +108,11 @@ class Command(BaseCommand):
                             backend, members, rates, duration, stop_at_limit=not quick,
                             cpu_rate=options["cpu_rate"], cpu_duration=cpu_duration)
                     elif scenario == "many_topics":
+                        if "floor" not in machine:
+                            machine["floor"] = floor.wakeup_cost(200 if quick else 3000)
+                            say(f"  this machine: one process wake-up (a loopback message "
+                                f"between two sleeping processes) costs "
+                                f"{machine['floor']['us_per_wakeup']:.0f} us of CPU")
                         results[backend]["many_topics"] = bench.many_topics(
                             backend, sizes["mt_topics"], sizes["mt_rates"], duration * 2)
                     elif scenario == "idle":
@@ -131,7 +137,7 @@ class Command(BaseCommand):
                      "fanout_rates": rates, "cpu_rate": options["cpu_rate"],
                      "cpu_duration_s": cpu_duration, "sizes": sizes, "python": platform.python_version(),
                      "cpus": _cpus(), "wall_s": time.monotonic() - started},
-            "results": results, "targets": found,
+            "results": results, "targets": found, "machine": machine,
         }
         report.write_json(out / "results.json", data)
         plots = []
@@ -140,7 +146,7 @@ class Command(BaseCommand):
         if "many_topics" in scenarios and report.plot_publish_cost(
                 out / "many_topics_cpu.png", results, options["server"]):
             plots.append(str(out / "many_topics_cpu.png"))
-        lines = ["", *report.fanout_table(results), *report.other_tables(results),
+        lines = ["", *report.fanout_table(results), *report.other_tables(results, machine),
                  *report.target_lines(found), "",
                  f"results: {out / 'results.json'}" + "".join(f", plot: {p}" for p in plots)]
         say("\n".join(lines))
