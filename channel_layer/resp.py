@@ -47,6 +47,7 @@ class RespConnection:
         self._parser = hiredis.Reader()
         # CommandPipe's batches sent on this connection and awaiting their replies.
         self.batches: deque[tuple[int, list, asyncio.Future]] = deque()
+        self._callback_mode = False
 
     async def open(self) -> None:
         params = parse_url(self.url)
@@ -112,6 +113,16 @@ class RespConnection:
             raise RespError("Redis closed the connection")
         self._parser.feed(data)
 
+    def answer_in_read_callback(self, on_lost) -> None:
+        """From now on, match each received reply to its batch (``batches``) in the
+        connection's read callback and resolve the batch's future there: no reader task,
+        whose wake-up per reply was a hop of every publish and every fan-out write. Once the
+        connection is gone, ``on_lost(self, error)`` is called (after every waiting batch has
+        failed). Only for a connection that nothing reads with ``next_reply`` any more."""
+        transport = self._writer.transport
+        self._callback_mode = True
+        transport.set_protocol(_ReplyMatcher(self, on_lost))
+
     def abort(self) -> None:
         """Drop the connection now, with whatever it has not sent yet (a reset, not a FIN
         behind unsent data): commands given up on must not reach Redis later, after a
@@ -129,12 +140,72 @@ class RespConnection:
     async def close(self) -> None:
         writer, self._writer = self._writer, None
         self._reader = None
+        if writer is not None and self._callback_mode:
+            # The stream's protocol no longer sees this connection: its wait_closed would
+            # wait for ever. The transport's own close is all there is.
+            writer.transport.close()
+            return
         if writer is not None:
             writer.close()
             try:
                 await writer.wait_closed()
             except (OSError, RuntimeError):
                 pass  # best effort: the loop may be going away
+
+
+class _ReplyMatcher(asyncio.Protocol):
+    """A command pipe's connection after its setup (``answer_in_read_callback``)."""
+
+    def __init__(self, conn: RespConnection, on_lost) -> None:
+        self.conn = conn
+        self.on_lost = on_lost
+        self.failure: Exception = RespError("Redis closed the connection")
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        parser, waiting = conn._parser, conn.batches
+        parser.feed(data)
+        while True:
+            try:
+                reply = parser.gets()
+            except hiredis.ProtocolError as exc:
+                self._broken(f"Redis sent what is not RESP: {exc}")
+                return
+            if reply is False:
+                return
+            if not waiting:  # a reply to nothing sent: this connection is out of step
+                self._broken("a reply to no command")
+                return
+            count, replies, done = waiting[0]  # replies come back in the order sent
+            replies.append(reply)
+            if len(replies) == count:
+                waiting.popleft()
+                if not done.done():
+                    done.set_result(replies)
+
+    def _broken(self, why: str) -> None:
+        self.failure = RespError(why)
+        self.conn.abort()
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        failure = RespError(f"connection failed: {exc}") if exc is not None else self.failure
+        waiting = self.conn.batches
+        while waiting:
+            _, _, done = waiting.popleft()
+            if not done.done():
+                done.set_exception(failure)
+                done.exception()  # its caller may have given up on it already
+        self.conn._writer = None
+        self.on_lost(self.conn, failure)
+
+    def pause_writing(self) -> None:  # writes are bounded by the outboxes, not by drain()
+        pass
+
+    def resume_writing(self) -> None:
+        pass
 
 
 class CommandPipe:
@@ -145,7 +216,6 @@ class CommandPipe:
         self.timeout = timeout
         self._conn: RespConnection | None = None
         self._connecting: asyncio.Future | None = None
-        self._reader_task: asyncio.Task | None = None
 
     async def execute(self, commands: list[list[bytes]]) -> list:
         """Send the batch in one write; its replies, in order (``hiredis.ReplyError`` values
@@ -157,8 +227,10 @@ class CommandPipe:
         try:
             # A Redis that does not answer within the timeout is as good as unreachable (a
             # partition drops packets silently; TCP alone would wait for many minutes).
+            # (Not shielded: a caller that gives up cancels its own batch's future, which the
+            # reply matcher then skips; the other batches on the connection are untouched.)
             async with asyncio.timeout(self.timeout):
-                return await asyncio.shield(done)
+                return await done
         except TimeoutError:
             self._give_up(conn)
             raise RespError(f"no reply from Redis within {self.timeout:g}s") from None
@@ -168,7 +240,7 @@ class CommandPipe:
         if self._conn is not conn:
             return
         self._conn = None
-        conn.abort()  # the reader task sees the closed connection and fails the waiters
+        conn.abort()  # its connection_lost fails the waiters
 
     async def _connect(self) -> RespConnection:
         if self._connecting is not None:  # another batch is connecting: wait for it
@@ -184,41 +256,17 @@ class CommandPipe:
             self._connecting = None
             raise
         self._conn = conn
-        self._reader_task = asyncio.get_running_loop().create_task(self._read_replies(conn))
+        conn.answer_in_read_callback(self._lost)
         self._connecting.set_result(conn)
         self._connecting = None
         return conn
 
-    async def _read_replies(self, conn: RespConnection) -> None:
-        waiting = conn.batches
-        failure: Exception = RespError("the connection was closed")
-        try:
-            while True:
-                reply = await conn.next_reply()
-                count, replies, done = waiting[0]  # replies come back in the order sent
-                replies.append(reply)
-                if len(replies) == count:
-                    waiting.popleft()
-                    if not done.done():
-                        done.set_result(replies)
-        except RespError as exc:
-            failure = exc
-        finally:
-            # Every batch still waiting fails; the next execute connects again.
-            if self._conn is conn:
-                self._conn = None
-            while waiting:
-                _, _, done = waiting.popleft()
-                if not done.done():
-                    done.set_exception(failure)
-                    done.exception()  # its caller may have given up on it already
-            await conn.close()
+    def _lost(self, conn: RespConnection, failure: Exception) -> None:
+        """``conn`` is gone (every batch on it has failed): the next execute connects again."""
+        if self._conn is conn:
+            self._conn = None
 
     async def close(self) -> None:
-        task, self._reader_task = self._reader_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
         if self._conn is not None:
             await self._conn.close()
             self._conn = None

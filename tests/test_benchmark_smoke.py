@@ -85,5 +85,6 @@ def test_quick_many_topics_and_idle_on_dps(tmp_path):
     idle = results["idle"]
     assert idle["sockets"] == 200 and idle["topics"] == 20
     assert 0 <= idle["ws_node_core_share"] <= idle["all_servers_core_share"]
+    assert idle["ws_node_wakeups_per_s"] > 0  # 200 sockets' heartbeats at least
     png = out / "many_topics_cpu.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

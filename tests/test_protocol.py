@@ -666,3 +666,28 @@ def test_closing_leaves_every_topic_first():
     actions = socket.handle_frame(b"\xff\xfe not utf-8")
     assert actions == [Unsubscribe("topics:one"), Unsubscribe("topics:two"), Close(1007)]
     assert socket.topics == frozenset() and socket.handle_disconnect() == []
+
+
+@pytest.mark.parametrize("frame, read_without_decoding", [
+    ('[null,"17","phoenix","heartbeat",{}]', "17"),  # phoenix.js's own frame
+    ('[null,"ab12","phoenix","heartbeat",{}]', "ab12"),
+    ('[null,"a\\"b","phoenix","heartbeat",{}]', None),  # something to unescape: decoded
+    ('[null, "17", "phoenix", "heartbeat", {}]', None),  # other spacing: decoded
+    ('[null,"","phoenix","heartbeat",{}]', None),
+    ('[null,17,"phoenix","heartbeat",{}]', None),  # an integer ref: decoded
+])
+def test_a_heartbeat_read_without_decoding_gets_the_reply_a_decoded_one_gets(
+        frame, read_without_decoding):
+    assert v2_json.heartbeat_ref(frame) == read_without_decoding
+    decoded = v2_json.decode(frame)
+    socket = PhoenixSocket(v2_json, routes=lambda topic: True)
+    [reply] = socket.handle_heartbeat_frame(frame)
+    assert json.loads(reply.text) == [None, decoded.ref, "phoenix", "phx_reply", OK]
+    assert reply.text == v2_json.encode(Message(None, decoded.ref, "phoenix", "phx_reply", OK))
+
+
+def test_v1_heartbeats_are_always_decoded():
+    frame = json.dumps({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "3"})
+    assert v1_json.heartbeat_ref(frame) is None
+    [reply] = PhoenixSocket(v1_json, routes=lambda topic: True).handle_heartbeat_frame(frame)
+    assert json.loads(reply.text)["ref"] == "3"

@@ -365,8 +365,10 @@ class Bench:
             loaded = CpuMeter({"ws": run.ws_pids[:1]})
             time.sleep(2.0)  # the joins' aftermath (confirmations, stats of the new topics)
             before, node_before = run.sample(), loaded.snapshot()
+            node_wakeups_before = loaded.wakeups()
             time.sleep(duration)
             after, node_after = run.sample(), loaded.snapshot()
+            node_wakeups = CpuMeter.delta(node_wakeups_before, loaded.wakeups())
             measured = run.measure(before, after)
             seconds = measured["seconds"]
             node_share = CpuMeter.delta(node_before, node_after) / seconds
@@ -374,6 +376,7 @@ class Bench:
                       "connect_seconds": conn["seconds"],
                       "reconnects": conn["reconnects"],
                       "ws_node_core_share": node_share,
+                      "ws_node_wakeups_per_s": node_wakeups / seconds,
                       "all_servers_core_share": measured["cpu_s"] / seconds,
                       "core_share_by_role": {role: s / seconds for role, s in
                                              measured["cpu_s_by_role"].items()},
@@ -381,8 +384,8 @@ class Bench:
             if "redis" in measured:
                 result["redis_commands_per_s"] = measured["redis"]["commands"] / seconds
             self.say(f"  {backend:13s} idle: {sockets} sockets on {topics} topics: the WS node "
-                     f"{node_share * 100:.2f}% of a core, all servers "
-                     f"{result['all_servers_core_share'] * 100:.2f}%")
+                     f"{node_share * 100:.2f}% of a core ({result['ws_node_wakeups_per_s']:.0f} "
+                     f"wake-ups/s), all servers {result['all_servers_core_share'] * 100:.2f}%")
             return result
         finally:
             self.close_run(run)

@@ -20,6 +20,10 @@ class Serializer(Protocol):
 
     def encode(self, message: Message) -> str: ...
 
+    def heartbeat_ref(self, text: str) -> str | None:
+        """A heartbeat's ref read without a decode, where the format allows it; None means
+        "decode it" (any other frame, or a heartbeat written some other way)."""
+
     def broadcast_prefix(self, join_ref: Ref, topic: str, ref: Ref = None) -> str: ...
 
     def broadcast_tail(self, event_json: str, payload_json: str) -> str: ...

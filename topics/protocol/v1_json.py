@@ -55,3 +55,9 @@ def broadcast_tail(event_json: str, payload_json: str) -> str:
 def render_broadcast(prefix: str, event_json: str, payload_json: str) -> str:
     """A broadcast frame from a join's prefix and the already-encoded event and payload."""
     return prefix + broadcast_tail(event_json, payload_json)
+
+
+def heartbeat_ref(text: str) -> str | None:
+    """V1 objects have no fixed key order to read a ref from without decoding: None (the
+    heartbeat is decoded)."""
+    return None

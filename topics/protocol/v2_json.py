@@ -31,6 +31,22 @@ def decode(text: str) -> Message:
     return message_from_fields(*value)
 
 
+_HEARTBEAT_HEAD = '[null,"'
+_HEARTBEAT_TAIL = '","phoenix","heartbeat",{}]'
+
+
+def heartbeat_ref(text: str) -> str | None:
+    """The ref of a heartbeat written as phoenix.js writes it,
+    ``[null,"<ref>","phoenix","heartbeat",{}]``, read without decoding JSON (what an idle
+    node does most); None for any other frame, which :func:`decode` then reads. Only a ref of
+    ASCII letters and digits is taken here: it has nothing to unescape."""
+    if text.startswith(_HEARTBEAT_HEAD) and text.endswith(_HEARTBEAT_TAIL):
+        ref = text[len(_HEARTBEAT_HEAD):-len(_HEARTBEAT_TAIL)]
+        if ref.isascii() and ref.isalnum():
+            return ref
+    return None
+
+
 def encode(message: Message) -> str:
     """The text frame for a message."""
     return dumps([message.join_ref, message.ref, message.topic, message.event, message.payload])
