@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterable, Mapping
 
 import psutil
@@ -53,13 +55,21 @@ class CpuMeter:
         return seconds
 
     def wakeups(self) -> dict[int, int]:
-        """Voluntary context switches of each process (all its threads)."""
+        """Voluntary context switches of each process, summed over all its threads (psutil's
+        ``num_ctx_switches`` reads the main thread's alone)."""
         counts = {}
         for proc in self.procs:
+            total = 0
             try:
-                counts[proc.pid] = proc.num_ctx_switches().voluntary
-            except psutil.NoSuchProcess:
-                pass
+                for task in os.scandir(f"/proc/{proc.pid}/task"):
+                    with contextlib.suppress(OSError), open(f"{task.path}/status") as status:
+                        for line in status:
+                            if line.startswith("voluntary_ctxt_switches:"):
+                                total += int(line.split()[1])
+                                break
+            except OSError:
+                continue  # the process is gone
+            counts[proc.pid] = total
         return counts
 
     @staticmethod
