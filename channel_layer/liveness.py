@@ -43,7 +43,7 @@ def live_ring(configured: Iterable[str], down: set[str], current: Ring | None = 
     every point of it: that was a topic server's top item between publishes)."""
     configured = tuple(configured)
     live = [node for node in configured if node not in down] or list(configured)
-    if current is not None and current.nodes == tuple(sorted(set(live))):
+    if current is not None and current.nodes == Ring.normalized(live):
         return current
     return Ring(live)
 

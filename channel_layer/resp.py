@@ -15,11 +15,14 @@ import socket
 import ssl as ssl_module
 import struct
 from collections import deque
+from collections.abc import Callable
 
 import hiredis
 from redis.asyncio.connection import SSLConnection, parse_url
 
 READ_CHUNK = 1 << 16
+# Told that a connection is gone, with the error its waiting batches failed with.
+LostCallback = Callable[["RespConnection", Exception], None]
 
 
 class RespError(ConnectionError):
@@ -113,7 +116,7 @@ class RespConnection:
             raise RespError("Redis closed the connection")
         self._parser.feed(data)
 
-    def answer_in_read_callback(self, on_lost) -> None:
+    def answer_in_read_callback(self, on_lost: LostCallback) -> None:
         """From now on, match each received reply to its batch (``batches``) in the
         connection's read callback and resolve the batch's future there: no reader task,
         whose wake-up per reply was a hop of every publish and every fan-out write. Once the
@@ -156,7 +159,7 @@ class RespConnection:
 class _ReplyMatcher(asyncio.Protocol):
     """A command pipe's connection after its setup (``answer_in_read_callback``)."""
 
-    def __init__(self, conn: RespConnection, on_lost) -> None:
+    def __init__(self, conn: RespConnection, on_lost: LostCallback) -> None:
         self.conn = conn
         self.on_lost = on_lost
         self.failure: Exception = RespError("Redis closed the connection")

@@ -17,13 +17,18 @@ class Ring:
     """Maps a full group name to the name of the topic-server node that owns it."""
 
     def __init__(self, ts_nodes: Iterable[str], cache_size: int = 65536) -> None:
-        self.nodes: tuple[str, ...] = tuple(sorted(set(ts_nodes)))
+        self.nodes: tuple[str, ...] = self.normalized(ts_nodes)
         if not self.nodes:
             raise ValueError("a ring needs at least one topic-server node")
         hash_ring = self._hash_ring = HashRing(nodes=list(self.nodes))
         # uhashring costs ~1 µs a lookup; group_send happens per publish, so cache the answer.
         # The cache belongs to this ring value and dies with it when membership changes.
         self.owner_of = lru_cache(maxsize=cache_size)(hash_ring.get_node)
+
+    @staticmethod
+    def normalized(ts_nodes: Iterable[str]) -> tuple[str, ...]:
+        """The ``nodes`` of a ring of ``ts_nodes``: each once, in order."""
+        return tuple(sorted(set(ts_nodes)))
 
     def position_of(self, group: str) -> int:
         """Where ``group`` hashes on the ring, in [0, HASH_SPACE): its owner is the node of the

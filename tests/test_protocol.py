@@ -691,3 +691,12 @@ def test_v1_heartbeats_are_always_decoded():
     assert v1_json.heartbeat_ref(frame) is None
     [reply] = PhoenixSocket(v1_json, routes=lambda topic: True).handle_heartbeat_frame(frame)
     assert json.loads(reply.text)["ref"] == "3"
+
+
+def test_a_heartbeat_over_the_frame_limit_is_not_answered_in_the_read_callback():
+    # Its ref is read without decoding, but the frame limit still applies: the usual path
+    # closes the socket for it.
+    frame = '[null,"' + "1" * 100 + '","phoenix","heartbeat",{}]'
+    socket = PhoenixSocket(v2_json, max_frame_bytes=64)
+    assert socket.handle_heartbeat_frame(frame) is None
+    assert socket.handle_frame(frame) == [Close(CLOSE_TOO_BIG)]

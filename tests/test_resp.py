@@ -60,3 +60,22 @@ async def test_a_connection_with_a_wrong_password_is_refused(redis_factory):
     await good.open()
     assert await good.command([b"PING"]) == b"PONG"
     await good.close()
+
+
+async def test_a_batch_its_caller_gave_up_on_is_skipped_and_the_next_gets_its_own_reply(
+        redis_factory):
+    # Replies are matched in the read callback: a cancelled caller's batch still takes its
+    # reply off the connection (in order), and the batch behind it gets the right one.
+    server = redis_factory()
+    pipe = CommandPipe(server.url, timeout=5)
+    try:
+        assert await pipe.execute([[b"PING"]]) == [b"PONG"]
+        slow = asyncio.ensure_future(pipe.execute([[b"BLPOP", b"never", b"1"]]))
+        await asyncio.sleep(0.1)
+        slow.cancel()
+        behind = await pipe.execute([[b"SET", b"k", b"v"], [b"GET", b"k"]])
+        assert behind == [b"OK", b"v"]
+        assert slow.cancelled()
+        assert await pipe.execute([[b"PING"]]) == [b"PONG"]
+    finally:
+        await pipe.close()

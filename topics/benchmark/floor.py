@@ -15,6 +15,7 @@ before any of its work is done.
 from __future__ import annotations
 
 import os
+import resource
 import selectors
 import socket
 import time
@@ -22,10 +23,9 @@ import time
 MESSAGE = b"x" * 200
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _echo(port: int) -> None:
@@ -42,7 +42,10 @@ def _echo(port: int) -> None:
 
 
 def wakeup_cost(round_trips: int = 2000, pause: float = 0.003) -> dict:
-    """CPU µs per hop between two sleeping processes (a hop: one message, one wake-up)."""
+    """CPU µs per hop between two sleeping processes (a hop: one message, one wake-up).
+
+    The echoing child's CPU is its whole life's (``wait4``'s usage: its connect, then only the
+    hops); this side's is taken around the round trips, less its pauses' own timer wake-ups."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
@@ -60,7 +63,7 @@ def wakeup_cost(round_trips: int = 2000, pause: float = 0.003) -> dict:
         selector.register(conn, selectors.EVENT_READ)
         pause_cost = _pause_cost(round_trips // 4, pause)
         started = time.monotonic()
-        before = _cpu_seconds(child) + _cpu_seconds(os.getpid())
+        before = _own_cpu_seconds()
         for _ in range(round_trips):
             conn.sendall(MESSAGE)
             received = 0
@@ -68,13 +71,12 @@ def wakeup_cost(round_trips: int = 2000, pause: float = 0.003) -> dict:
                 selector.select()
                 received += len(conn.recv(65536))
             time.sleep(pause)
-        after = _cpu_seconds(child) + _cpu_seconds(os.getpid())
+        own = _own_cpu_seconds() - before - pause_cost * round_trips
         seconds = time.monotonic() - started
     finally:
         conn.close()
-        os.waitpid(child, 0)
-    # The pause's own wake-up (the measuring side's timer) is not a hop: taken out.
-    per_hop = ((after - before) - pause_cost * round_trips) / (2 * round_trips)
+        _, _, usage = os.wait4(child, 0)
+    per_hop = (own + usage.ru_utime + usage.ru_stime) / (2 * round_trips)
     return {"round_trips": round_trips, "seconds": seconds,
             "us_per_wakeup": max(per_hop, 0.0) * 1e6,
             "us_per_timer_wakeup": pause_cost * 1e6}
@@ -82,7 +84,7 @@ def wakeup_cost(round_trips: int = 2000, pause: float = 0.003) -> dict:
 
 def _pause_cost(count: int, pause: float) -> float:
     """CPU seconds of one ``time.sleep(pause)`` wake-up of this process."""
-    before = _cpu_seconds(os.getpid())
+    before = _own_cpu_seconds()
     for _ in range(count):
         time.sleep(pause)
-    return (_cpu_seconds(os.getpid()) - before) / count
+    return (_own_cpu_seconds() - before) / count

@@ -92,13 +92,11 @@ class PhoenixSocket:
         then goes through :meth:`handle_frame`. A heartbeat changes no state, so an adapter
         can answer it in its read callback, and the substring test keeps that cheap for
         every other frame."""
-        if self.closed or "heartbeat" not in frame:
+        if self.closed or "heartbeat" not in frame or self._utf8_size_exceeds(frame):
             return None
         ref = self.serializer.heartbeat_ref(frame)
         if ref is not None:
             return [self._ok(None, ref, SOCKET_TOPIC)]
-        if self._utf8_size_exceeds(frame):
-            return None
         try:
             message = self.serializer.decode(frame)
         except MalformedFrame:
