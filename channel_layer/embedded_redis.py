@@ -117,6 +117,20 @@ def free_port_block(count: int, host: str = LOOPBACK) -> int:
     raise OSError(f"no block of {count} consecutive free ports found on {host}")
 
 
+def accepts_connections(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:
+    """Whether a server listens on ``host:port``: a TCP connection opens, and not to itself.
+
+    Our ports come from the kernel's ephemeral range, which connect() also draws from: a probe
+    of a port nobody listens on yet can be given that very port as its own and "connect" to
+    itself (TCP simultaneous open), which would call a node ready before it binds.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            return conn.getsockname() != conn.getpeername()
+    except OSError:
+        return False
+
+
 def redis_ping(port: int, host: str = LOOPBACK, timeout: float = 1.0) -> bool:
     """Whether a Redis server at ``host:port`` answers PING (raw RESP; no client library needed)."""
     try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from channel_layer.embedded_redis import (
     RedisProcess,
     RedisServerNotFound,
     RedisStartError,
+    accepts_connections,
     find_redis_server,
     free_port,
     free_port_block,
@@ -168,3 +170,21 @@ def test_free_ports() -> None:
     first = free_port_block(3)
     assert all(port_is_free(p) for p in range(first, first + 3))
     assert RESERVED_PORT not in range(first, first + 3)
+
+
+def test_accepts_connections_means_a_listener_not_a_self_connection(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        assert accepts_connections(listener.getsockname()[1])
+    port = free_port()
+    assert not accepts_connections(port)  # nothing listens: refused
+    # A probe the kernel gives the destination port as its own source port connects to itself
+    # (TCP simultaneous open) though nothing listens: forced here, by chance in the wild.
+    def self_connected(address, timeout=None):
+        conn = socket.socket()
+        conn.bind(address)
+        conn.connect(address)
+        assert conn.getsockname() == conn.getpeername()
+        return conn
+    monkeypatch.setattr(socket, "create_connection", self_connected)
+    assert not accepts_connections(port)

@@ -23,7 +23,7 @@ import pytest
 from django.core.management import CommandError
 
 from channel_layer.cluster import NODE_NAME, parse_cluster
-from channel_layer.embedded_redis import free_port_block, port_is_free, redis_ping
+from channel_layer.embedded_redis import accepts_connections, free_port_block, port_is_free, redis_ping
 from channel_layer.ring import Ring
 from topics.cluster_runner import (
     LISTEN_BACKLOG,
@@ -92,11 +92,7 @@ def count(lines: list[str], text: str) -> int:
 
 
 def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
+    return accepts_connections(port, timeout=1)
 
 
 # -- naming and configuration --------------------------------------------------------------

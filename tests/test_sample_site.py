@@ -19,7 +19,6 @@ import os
 import random
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ import pytest
 import websockets
 from django.core import signing
 
-from channel_layer.embedded_redis import RedisProcess, port_is_free
+from channel_layer.embedded_redis import RedisProcess, accepts_connections, port_is_free
 from topics.auth import TOKEN_SALT
 
 pytestmark = pytest.mark.e2e
@@ -143,7 +142,7 @@ class SampleCluster:
             self._spawn(ws, [sys.executable, "-m", *server, "sample_site.asgi:application"],
                         self.env(ws, **extra))
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while not all(self._listens(p) for p in self.ports) or not self._serving():
+        while not all(accepts_connections(p) for p in self.ports) or not self._serving():
             self.check_running()
             assert time.monotonic() < deadline, self.logs()
             time.sleep(0.2)
@@ -152,14 +151,6 @@ class SampleCluster:
         log = open(self.workdir / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
         self.procs.append((name, subprocess.Popen(command, cwd=SITE_DIR, env=env, stdout=log,
                                                   stderr=subprocess.STDOUT)))
-
-    @staticmethod
-    def _listens(port: int) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            return False
 
     def _serving(self) -> bool:
         return all("serving" in (self.workdir / f"{ts}.log").read_text() for ts in ("ts-a", "ts-b"))

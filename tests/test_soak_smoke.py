@@ -10,10 +10,17 @@ pytestmark = pytest.mark.e2e
 
 def test_a_short_soak_kills_and_restarts_a_topic_server_and_a_ws_node() -> None:
     lines: list[str] = []
-    report = soak(0.3, say=lines.append)
+
+    def say(line: str) -> None:
+        lines.append(line)
+        print(line)  # pytest shows it when the test fails: supervision's account of the run
+
+    report = soak(0.3, say=say)
     assert [f.split(" at ")[0] for f in report.faults] == ["SIGKILL ts-a", "SIGKILL ws-a"]
     for node in ("ts-a", "ws-a"):
         assert any(f"{node} exited with exit code -9 (SIGKILL)" in line for line in lines)
+    exits = [line for line in lines if " exited with " in line]
+    assert len(exits) == 2, exits  # no process exited but the two killed
     assert report.published_ok > 500 and report.expected > 1000
     assert report.stayers_dropped == 0, report.lines()
     assert (report.duplicated, report.out_of_order) == (0, 0), report.lines()

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from channel_layer.embedded_redis import (
     RedisProcess,
     RedisServerNotFound,
     RedisStartError,
+    accepts_connections,
     free_port,
     port_is_free,
 )
@@ -390,11 +390,8 @@ class LocalCluster:
         return self._accepts_connections(node) if node.role == WS else node.name in self._serving
 
     def _accepts_connections(self, node: LocalNode) -> bool:
-        try:
-            with socket.create_connection((self.host, node.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
+        assert node.port is not None
+        return accepts_connections(node.port, self.host)
 
     # -- one node at a time (failure tests) -------------------------------------------------
 

@@ -182,7 +182,7 @@ async def _run(cluster: LocalCluster, minutes: float, report: SoakReport, say) -
     stayers = [Stayer(urls[1], t) for t in topics for _ in range(STAYERS_PER_TOPIC)]
     readies = [asyncio.Event() for _ in stayers]
     stayer_tasks = [asyncio.ensure_future(s.run(r, stop)) for s, r in zip(stayers, readies, strict=True)]
-    await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
+    await _all_joined(stayer_tasks, readies, timeout=60)
     publisher = Publisher(urls[1], topics)
     publishing = asyncio.ensure_future(publisher.run(stop))
     churning = asyncio.ensure_future(churn(urls, topics, stop, report.churn))
@@ -213,6 +213,22 @@ async def _run(cluster: LocalCluster, minutes: float, report: SoakReport, say) -
         report.lost += sum(1 for seq in expected if seq not in got)
         report.duplicated += sum(n - 1 for n in got.values() if n > 1)
         report.out_of_order += sum(1 for a, b in itertools.pairwise(stayer.received) if b <= a)
+
+
+async def _all_joined(tasks: list[asyncio.Future], readies: list[asyncio.Event],
+                      timeout: float) -> None:
+    """Return once every stayer has joined; a stayer that failed first fails the soak with
+    its own error, not a timeout."""
+    waits = [asyncio.ensure_future(r.wait()) for r in readies]
+    try:
+        async with asyncio.timeout(timeout):
+            for task, joined in zip(tasks, waits, strict=True):
+                await asyncio.wait([task, joined], return_when=asyncio.FIRST_COMPLETED)
+                if not joined.done():
+                    raise RuntimeError(f"a stayer ended before it joined: {task.exception()!r}")
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 def soak(minutes: float, say=print) -> SoakReport:

@@ -93,7 +93,7 @@ def start_ws_node(cluster_file: Path, node: str, port: int, log: Path,
                   **extra: str) -> subprocess.Popen:
     """A WS node under daphne on 127.0.0.1:``port``, its output in ``log``; returns once it
     accepts connections."""
-    import socket
+    from channel_layer.embedded_redis import accepts_connections
 
     env = node_env(cluster_file, node, DPS_ALLOW_ANONYMOUS="1", **extra)
     with open(log, "w") as out:
@@ -101,15 +101,12 @@ def start_ws_node(cluster_file: Path, node: str, port: int, log: Path,
                                  str(port), "dps_site.asgi:application"], cwd=ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"WS node {node} did not start: {log.read_text()}") from None
-            time.sleep(0.1)
+    while not accepts_connections(port, timeout=1):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"WS node {node} did not start: {log.read_text()}")
+        time.sleep(0.1)
+    return proc
 
 
 def start_traffic(cluster_file: Path, port: int, topics: list[str], name: str,

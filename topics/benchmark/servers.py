@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from channel_layer.embedded_redis import RedisProcess, free_port_block
+from channel_layer.embedded_redis import RedisProcess, accepts_connections, free_port_block
 from topics.cluster_runner import (
     DAPHNE_PING_ARGS,
     PROJECT_DIR,
@@ -68,14 +67,6 @@ def _ws_command(server: str, port: int) -> list[str]:
                 "dps_site.asgi:application"]
     return [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
             *DAPHNE_PING_ARGS, "dps_site.asgi:application"]
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 class BenchServers:
@@ -159,7 +150,7 @@ class BenchServers:
                                            f"{self._log_tails()}")
             if time.monotonic() > deadline:
                 raise BenchServerError(f"WS ports {waiting} not ready: {self._log_tails()}")
-            waiting = [p for p in waiting if not _accepts(p)]
+            waiting = [p for p in waiting if not accepts_connections(p)]
             if waiting:
                 time.sleep(0.1)
 

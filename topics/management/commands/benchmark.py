@@ -59,6 +59,8 @@ class Command(BaseCommand):
         parser.add_argument("--mt-rates", default=None,
                             help="many_topics publish rates, comma-separated (100,300); the "
                                  "marginal cost is taken between the lowest and the highest")
+        parser.add_argument("--mt-topics", type=int, default=None,
+                            help="many_topics: how many topics, two members each (2000)")
         parser.add_argument("--idle-sockets", type=int, default=None,
                             help="idle scenario: sockets on one WS node (10000)")
         parser.add_argument("--cpu-duration", type=float, default=None,
@@ -77,7 +79,7 @@ class Command(BaseCommand):
         rates = _rates(options["rates"]) or \
             ([20.0, 40.0] if quick else [float(r) for r in FULL_RATES])
         sizes = dict(
-            mt_topics=40 if quick else 2000,
+            mt_topics=options["mt_topics"] or (40 if quick else 2000),
             mt_rates=_rates(options["mt_rates"]) or ([20.0, 40.0] if quick else [100.0, 300.0]),
             idle_sockets=options["idle_sockets"] or (200 if quick else 10000),
             idle_topics=20 if quick else 1000, idle_seconds=3.0 if quick else 30.0,
