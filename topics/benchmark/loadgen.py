@@ -40,6 +40,12 @@ _HASH_MASK = (1 << 61) - 1
 LATENCY_BUCKET_S = 1e-4  # histograms in 0.1 ms buckets (they merge across generators)
 
 
+def phoenix_js_json(value: object) -> str:
+    """A frame as phoenix.js writes it (``JSON.stringify``: no spaces), so that servers see
+    what real clients send, heartbeats included."""
+    return json.dumps(value, separators=(",", ":"))
+
+
 class Member:
     __slots__ = ("last", "seen", "dups", "reorders", "order_hash", "count")
 
@@ -209,7 +215,8 @@ class Generator:
                 if ws is None:
                     continue  # still connecting
                 try:
-                    ws.send_text(json.dumps([None, self.next_ref(), "phoenix", "heartbeat", {}]))
+                    ws.send_text(phoenix_js_json([None, self.next_ref(), "phoenix", "heartbeat",
+                                                  {}]))
                 except ConnectionError:
                     pass
             slot = (slot + 1) % slots
@@ -227,7 +234,7 @@ class Generator:
             ref = self.next_ref()
             self.join_refs[(sock, topic)] = ref
             by_socket.setdefault(sock, []).append(
-                json.dumps([ref, ref, topic, "phx_join", {}]))
+                phoenix_js_json([ref, ref, topic, "phx_join", {}]))
             self.pending_joins[ref] = started
 
         for sock, frames in by_socket.items():
@@ -249,7 +256,7 @@ class Generator:
         seqs: dict[int, int] = getattr(self, "seqs", {})
         self.seqs = seqs
         sockets = self.sockets
-        dumps = json.dumps
+        dumps = phoenix_js_json
         join_refs = self.join_refs
         n = len(publishers)
         sent = 0
