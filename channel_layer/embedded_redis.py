@@ -8,6 +8,7 @@ is configured, and it never touches the well-known port 6379: a developer's own 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -24,6 +25,8 @@ RESERVED_PORT = 6379  # a developer's own Redis; never started on, never probed
 BINARY_ENV_VAR = "DPS_REDIS_SERVER"
 DEFAULT_START_TIMEOUT = 10.0
 DEFAULT_STOP_TIMEOUT = 5.0
+# Below: well-known services (5432, 6379, 8000...) and the last port browsers refuse (10080).
+_LOWEST_PICKED_PORT = 10_100
 _PORT_RETRIES = 3  # another process may grab a free port between our probe and redis' bind
 _LOG_TAIL_LINES = 20
 
@@ -106,15 +109,33 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 def free_port_block(count: int, host: str = LOOPBACK) -> int:
-    """Return the first of ``count`` consecutive free ports (WS nodes listen on P, P+1, ...)."""
+    """Return the first of ``count`` consecutive free ports (WS nodes listen on P, P+1, ...).
+
+    Taken below the kernel's ephemeral range where there is room: ports inside it are also
+    handed to outgoing connections (Linux gives connect() the even ones), so one of a block
+    could be taken as some client's local port between this probe and the node's bind."""
+    low, _ = _ephemeral_range()
+    rng = random.Random()
     for _ in range(100):
-        first = free_port(host)
+        if low - count > _LOWEST_PICKED_PORT:
+            first = rng.randrange(_LOWEST_PICKED_PORT, low - count)
+        else:
+            first = free_port(host)
         block = range(first, first + count)
         if block[-1] <= 65535 and RESERVED_PORT not in block and all(
             port_is_free(p, host) for p in block
         ):
             return first
     raise OSError(f"no block of {count} consecutive free ports found on {host}")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as file:
+            low, high = (int(n) for n in file.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 0, 0  # unknown (not Linux): fall back to the kernel's own choice
 
 
 def accepts_connections(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:

@@ -170,6 +170,10 @@ def test_free_ports() -> None:
     first = free_port_block(3)
     assert all(port_is_free(p) for p in range(first, first + 3))
     assert RESERVED_PORT not in range(first, first + 3)
+    # Outside the range the kernel hands to outgoing connections, which could take a port
+    # of the block before the node binds it.
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    assert 10_100 <= first and first + 2 < ephemeral_low
 
 
 def test_accepts_connections_means_a_listener_not_a_self_connection(
