@@ -12,6 +12,7 @@ from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from dps_site.asgi import application
+from topics import connections
 from topics.protocol import v2_binary
 
 OK = {"status": "ok", "response": {}}
@@ -309,6 +310,8 @@ async def test_a_protocol_error_close_leaves_every_topic_first():
     await client.send_to(bytes_data=b"\xff\xfe")  # invalid UTF-8
     assert (await client.receive_output(2))["code"] == 1007
     assert not members_of(layer, "topics.aa") and not members_of(layer, "topics.bb")
+    await client.disconnect()  # the server's disconnect after the close: the slot is free
+    assert connections.open_sockets() == 0
 
 
 async def test_a_message_sent_to_the_consumers_channel_is_handled_by_its_listener():

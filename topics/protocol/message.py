@@ -74,7 +74,7 @@ def loads(text: str) -> Any:
     A number too large for a float (``1e400``) decodes to infinity, which ``dumps`` refuses:
     the frame is readable, so its sender gets an error reply rather than a closed socket."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_int=_parse_int)
+        return _STRICT_JSON.decode(text)
     except RecursionError as exc:  # nesting deep enough to exhaust the stack is not a message
         raise ValueError("JSON nested too deeply") from exc
 
@@ -84,7 +84,14 @@ def dumps(value: Any) -> str:
     input) would otherwise make the text frame unencodable for every subscriber. A
     non-finite float raises ``ValueError``: Python would write ``Infinity``, which no other
     JSON parser reads, and every member's client would fail on the frame."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return _COMPACT_JSON.encode(value)
+
+
+# One encoder and one decoder for every call: json.dumps and json.loads with any non-default
+# option build a new one each time, which costs more than encoding a ref or a topic name, and
+# half of decoding a small frame (every frame, every reply, every join).
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_STRICT_JSON = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_parse_int)
 
 
 def is_encodable(text: str) -> bool:
