@@ -197,18 +197,22 @@ class TopicServer:
     async def _housekeeping(self, stop: asyncio.Event) -> None:
         interval = min(self.settings.heartbeat_interval, self.settings.stats_interval)
         last_stats = 0.0
+        checked_at = time.monotonic()
         while not stop.is_set():
-            slept_from = time.monotonic()
             await asyncio.sleep(interval)
-            overslept = time.monotonic() - slept_from - interval
             if not await self._renew_lease():
                 continue  # it had lapsed: rejoined as a new boot
-            if overslept > 2 * self.settings.heartbeat_interval:
-                self.excuse_pause(overslept, time.time())
             await self._follow_ring()
             self._send_acks()
             if self._drop_unowned_at and time.monotonic() >= self._drop_unowned_at:
                 self._drop_unowned_groups()
+            # Measured from the last check to just before the judgement, every await of the
+            # round included: a pause that began in a Redis round trip rather than in the
+            # sleep would otherwise go unnoticed, and the nodes be judged on a stale view.
+            now = time.monotonic()
+            overslept, checked_at = now - checked_at - interval, now
+            if overslept > 2 * self.settings.heartbeat_interval:
+                self.excuse_pause(overslept, time.time())
             self.expire_silent_nodes(time.time())
             self.expire_plain_members(time.time())
             if self.is_drained(time.time()):
