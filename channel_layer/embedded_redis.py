@@ -114,7 +114,7 @@ def free_port_block(count: int, host: str = LOOPBACK) -> int:
     Taken below the kernel's ephemeral range where there is room: ports inside it are also
     handed to outgoing connections (Linux gives connect() the even ones), so one of a block
     could be taken as some client's local port between this probe and the node's bind."""
-    low, _ = _ephemeral_range()
+    low = _ephemeral_range_start()
     rng = random.Random()
     for _ in range(100):
         if low - count > _LOWEST_PICKED_PORT:
@@ -129,21 +129,21 @@ def free_port_block(count: int, host: str = LOOPBACK) -> int:
     raise OSError(f"no block of {count} consecutive free ports found on {host}")
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def _ephemeral_range_start() -> int:
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as file:
-            low, high = (int(n) for n in file.read().split())
-            return low, high
-    except (OSError, ValueError):
-        return 0, 0  # unknown (not Linux): fall back to the kernel's own choice
+            return int(file.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0  # unknown (not Linux): the kernel's own choice, below
 
 
 def accepts_connections(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:
     """Whether a server listens on ``host:port``: a TCP connection opens, and not to itself.
 
-    Our ports come from the kernel's ephemeral range, which connect() also draws from: a probe
-    of a port nobody listens on yet can be given that very port as its own and "connect" to
-    itself (TCP simultaneous open), which would call a node ready before it binds.
+    A probe of a port in the kernel's ephemeral range (Redis's ports, any port where
+    ``free_port_block`` has no room below it) that nobody listens on yet can be given that
+    very port as its own source port by connect() and "connect" to itself (TCP simultaneous
+    open), which would call a node ready before it binds.
     """
     try:
         with socket.create_connection((host, port), timeout=timeout) as conn:

@@ -56,7 +56,7 @@ def down_after(stats_interval: float) -> float:
 
 
 def encode_snapshot(snapshot: Mapping[str, Any]) -> bytes:
-    return json.dumps(snapshot, separators=(",", ":")).encode()
+    return _COMPACT.encode(snapshot).encode()
 
 
 def decode_snapshot(raw: bytes | str | Mapping | None) -> dict[str, Any] | None:

@@ -201,7 +201,9 @@ class TopicServer:
         while not stop.is_set():
             await asyncio.sleep(interval)
             if not await self._renew_lease():
-                continue  # it had lapsed: rejoined as a new boot
+                # It had lapsed: rejoined as a new boot, with no view left to excuse.
+                checked_at = time.monotonic()
+                continue
             await self._follow_ring()
             self._send_acks()
             if self._drop_unowned_at and time.monotonic() >= self._drop_unowned_at:

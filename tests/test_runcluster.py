@@ -91,10 +91,6 @@ def count(lines: list[str], text: str) -> int:
     return sum(text in line for line in list(lines))
 
 
-def accepts(port: int) -> bool:
-    return accepts_connections(port, timeout=1)
-
-
 # -- naming and configuration --------------------------------------------------------------
 
 
@@ -198,7 +194,7 @@ def test_cluster_starts_every_node_with_its_own_redis_and_stops_cleanly() -> Non
         assert len(set(urls)) == 4
         redis_ports = [int(url.rsplit(":", 1)[1].split("/")[0]) for url in urls]
         assert all(redis_ping(port) for port in redis_ports)
-        assert all(accepts(n.port) for n in cluster.ws_nodes)
+        assert all(accepts_connections(n.port) for n in cluster.ws_nodes)
         assert cluster.env_for(cluster.nodes[2])["DPS_NODE"] == "ts-a"
         assert cluster.poll() is None
     finally:
@@ -328,7 +324,7 @@ def test_a_supervised_node_that_exits_is_restarted_while_the_rest_keeps_serving(
             wait_until(lambda name=name: count(lines, f"[{name}] fake {name} sees") == 2)
             assert count(lines, f"[runcluster] {name} exited with exit code {code} after") == 1
             assert count(lines, f"[runcluster] {name} started (pid") == 2
-        assert accepts(ws_port)  # the WS node was never touched
+        assert accepts_connections(ws_port)  # the WS node was never touched
         assert cluster.poll() is None  # every process runs again
     assert count(lines, "exited with") == 2  # the stop is not reported as a death
 
@@ -339,7 +335,7 @@ def test_a_sigkilled_node_and_a_killed_redis_are_restarted(tmp_path: Path) -> No
         ws = cluster.ws_nodes[0]
         first_pid = cluster.pid_of("ws-a")
         os.kill(first_pid, signal.SIGKILL)
-        wait_until(lambda: cluster.pid_of("ws-a") not in (None, first_pid) and accepts(ws.port))
+        wait_until(lambda: cluster.pid_of("ws-a") not in (None, first_pid) and accepts_connections(ws.port))
         assert count(lines, "[runcluster] ws-a exited with exit code -9 (SIGKILL)") == 1
         redis_url = cluster.cluster_config()["nodes"][1]["redis"]
         redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
@@ -458,7 +454,7 @@ def test_runcluster_end_to_end(runcluster: callable, server: str) -> None:
     cluster_file = lines.wait_for("cluster file: ", 30).split("cluster file: ", 1)[1]
     workdir = os.path.dirname(cluster_file)
     lines.wait_for(READY_LINE, 120)
-    assert accepts(port) and accepts(port + 1)
+    assert accepts_connections(port) and accepts_connections(port + 1)
     assert f"ws://127.0.0.1:{port + 1}/socket/websocket?vsn=2.0.0" in "\n".join(lines.all)
     time.sleep(1)  # TS nodes need not have logged by the time the WS ports listen
     output = lines.drain()

@@ -225,7 +225,8 @@ async def _all_joined(tasks: list[asyncio.Future], readies: list[asyncio.Event],
             for task, joined in zip(tasks, waits, strict=True):
                 await asyncio.wait([task, joined], return_when=asyncio.FIRST_COMPLETED)
                 if not joined.done():
-                    raise RuntimeError(f"a stayer ended before it joined: {task.exception()!r}")
+                    why = task.exception() or "the server closed it"
+                    raise RuntimeError(f"a stayer ended before it joined: {why!r}")
     finally:
         for wait in waits:
             wait.cancel()
