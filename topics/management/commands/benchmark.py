@@ -61,6 +61,9 @@ class Command(BaseCommand):
                                  "marginal cost is taken between the lowest and the highest")
         parser.add_argument("--mt-topics", type=int, default=None,
                             help="many_topics: how many topics, two members each (2000)")
+        parser.add_argument("--mt-topics-per-socket", type=int, default=10,
+                            help="many_topics: topics joined on one socket (10; 1: a socket "
+                                 "per member)")
         parser.add_argument("--idle-sockets", type=int, default=None,
                             help="idle scenario: sockets on one WS node (10000)")
         parser.add_argument("--cpu-duration", type=float, default=None,
@@ -116,7 +119,8 @@ class Command(BaseCommand):
                                 f"between two sleeping processes) costs "
                                 f"{machine['floor']['us_per_wakeup']:.0f} us of CPU")
                         results[backend]["many_topics"] = bench.many_topics(
-                            backend, sizes["mt_topics"], sizes["mt_rates"], duration * 2)
+                            backend, sizes["mt_topics"], sizes["mt_rates"], duration * 2,
+                            options["mt_topics_per_socket"])
                     elif scenario == "idle":
                         results[backend]["idle"] = bench.idle(
                             backend, sizes["idle_sockets"], sizes["idle_topics"],
