@@ -1,5 +1,5 @@
 """DPS channel layer: consistent-hash routing of groups to topic servers over per-node Redis."""
-from .wire import MessageTooLarge
+from channel_layer.wire import MessageTooLarge
 
 __all__ = ["DPSChannelLayer", "MessageTooLarge"]
 
@@ -7,7 +7,7 @@ __all__ = ["DPSChannelLayer", "MessageTooLarge"]
 def __getattr__(name: str):
     # Lazy, so that `import channel_layer.cluster` does not import Channels and Django.
     if name == "DPSChannelLayer":
-        from .layer import DPSChannelLayer
+        from channel_layer.layer import DPSChannelLayer
 
         return DPSChannelLayer
     raise AttributeError(name)

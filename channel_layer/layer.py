@@ -18,12 +18,12 @@ from typing import Any
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 
-from . import wire
-from .cluster import Cluster, current_node_name, load_cluster
-from .history import HistoryPatterns, HistoryPolicy
-from .local_channels import Fastlane, Wakeups
-from .runtime import NodeRuntime, acquire_runtime, node_of_channel, release_runtime
-from .settings import LayerSettings
+from channel_layer import wire
+from channel_layer.cluster import Cluster, current_node_name, load_cluster
+from channel_layer.history import HistoryPatterns, HistoryPolicy
+from channel_layer.local_channels import Fastlane, Wakeups
+from channel_layer.runtime import NodeRuntime, acquire_runtime, node_of_channel, release_runtime
+from channel_layer.settings import LayerSettings
 
 _CHANNEL_NAME = re.compile(r"[a-zA-Z\d\-_.]+(![\d\w\-_.]*)?", re.ASCII)
 _GROUP_NAME = re.compile(r"[a-zA-Z\d\-_.]+", re.ASCII)

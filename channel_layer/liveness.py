@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .ring import Ring
-from .transport import LEASE_UNKNOWN
+from channel_layer.ring import Ring
+from channel_layer.transport import LEASE_UNKNOWN
 
 
 def down_servers(configured: Iterable[str], leases: Mapping[str, object],

@@ -37,10 +37,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from . import wire
-from .outbox import Outbox
-from .ring import Ring
-from .transport import TransportError
+from channel_layer import wire
+from channel_layer.outbox import Outbox
+from channel_layer.ring import Ring
+from channel_layer.transport import TransportError
 
 logger = logging.getLogger("channel_layer.membership")
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .settings import LayerSettings
-from .transport import Transport, TransportError
+from channel_layer.settings import LayerSettings
+from channel_layer.transport import Transport, TransportError
 
 logger = logging.getLogger("channel_layer.outbox")
 

@@ -20,18 +20,18 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from . import wire
-from .cluster import EMBEDDED_TS, WS, Cluster, ClusterConfigError, ClusterFileWatcher
-from .liveness import down_servers, live_ring, ring_id
-from .local_channels import LocalChannels, Wakeups
-from .loop_home import LoopHome
-from .membership import Membership
-from .outbox import Outbox
-from .ring import Ring
-from .sequencing import DeliveryFilter, PublishLog, Unacked, origin_of
-from .settings import LayerSettings
-from .topic_server import TopicServer
-from .transport import MemoryTransport, RedisTransport, Transport, TransportError
+from channel_layer import wire
+from channel_layer.cluster import EMBEDDED_TS, WS, Cluster, ClusterConfigError, ClusterFileWatcher
+from channel_layer.liveness import down_servers, live_ring, ring_id
+from channel_layer.local_channels import LocalChannels, Wakeups
+from channel_layer.loop_home import LoopHome
+from channel_layer.membership import Membership
+from channel_layer.outbox import Outbox
+from channel_layer.ring import Ring
+from channel_layer.sequencing import DeliveryFilter, PublishLog, Unacked, origin_of
+from channel_layer.settings import LayerSettings
+from channel_layer.topic_server import TopicServer
+from channel_layer.transport import MemoryTransport, RedisTransport, Transport, TransportError
 
 logger = logging.getLogger("channel_layer.runtime")
 T = TypeVar("T")

@@ -61,7 +61,7 @@ class LayerSettings:
         if value.runtime_loop not in RUNTIME_LOOPS:
             raise ValueError(f"runtime_loop must be one of {', '.join(RUNTIME_LOOPS)}, "
                              f"not {value.runtime_loop!r}")
-        from .history import HistoryPatterns
+        from channel_layer.history import HistoryPatterns
 
         HistoryPatterns(value.history)  # a bad pattern fails at start, not at the first join
         return value

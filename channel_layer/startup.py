@@ -4,7 +4,7 @@ from __future__ import annotations
 import redis
 from redis.exceptions import RedisError
 
-from .cluster import Cluster, ClusterConfigError
+from channel_layer.cluster import Cluster, ClusterConfigError
 
 
 def check_reachable(cluster: Cluster, timeout: float = 2.0) -> None:
@@ -38,7 +38,7 @@ def check_ws_node() -> None:
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
 
-    from .cluster import WS, current_node_name, load_cluster
+    from channel_layer.cluster import WS, current_node_name, load_cluster
 
     backend = settings.CHANNEL_LAYERS.get("default", {}).get("BACKEND", "")
     if not backend.startswith("channel_layer"):

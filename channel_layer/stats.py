@@ -29,7 +29,7 @@ from typing import Any
 
 import hiredis
 
-from .resp import CommandPipe, RespError
+from channel_layer.resp import CommandPipe, RespError
 
 VERSION = "0.11.0"           # DPS's version, as every node reports it
 WINDOW_SECONDS = 60.0        # rates and per-topic history cover the last minute

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .resp import RespConnection, RespError
+from channel_layer.resp import RespConnection, RespError
 
 
 class InboxSubscription:

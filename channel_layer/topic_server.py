@@ -24,17 +24,17 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from . import stats, wire
-from .cluster import TS, Cluster, ClusterConfigError, ClusterFileWatcher, Node
-from .history import HistoryPatterns, HistoryStore
-from .liveness import down_servers, live_ring, ring_id
-from .outbox import Outbox
-from .presence import PresenceBook
-from .resp import CommandPipe
-from .ring import Ring
-from .sequencing import OriginCursors, node_of_origin, origin_of
-from .settings import LayerSettings
-from .transport import LEASE_LAPSED, Transport, TransportError
+from channel_layer import stats, wire
+from channel_layer.cluster import TS, Cluster, ClusterConfigError, ClusterFileWatcher, Node
+from channel_layer.history import HistoryPatterns, HistoryStore
+from channel_layer.liveness import down_servers, live_ring, ring_id
+from channel_layer.outbox import Outbox
+from channel_layer.presence import PresenceBook
+from channel_layer.resp import CommandPipe
+from channel_layer.ring import Ring
+from channel_layer.sequencing import OriginCursors, node_of_origin, origin_of
+from channel_layer.settings import LayerSettings
+from channel_layer.transport import LEASE_LAPSED, Transport, TransportError
 
 logger = logging.getLogger("channel_layer.topic_server")
 

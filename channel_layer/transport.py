@@ -29,9 +29,9 @@ from dataclasses import replace
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .cluster import Cluster, redact_url
-from .resp import CommandPipe, RespError
-from .subscriber import InboxSubscription
+from channel_layer.cluster import Cluster, redact_url
+from channel_layer.resp import CommandPipe, RespError
+from channel_layer.subscriber import InboxSubscription
 
 logger = logging.getLogger("channel_layer.transport")
 

@@ -2,7 +2,7 @@
 
 Run with ``daphne dps_site.asgi:application`` (or any ASGI server). WebSocket handshakes and
 ``/socket/longpoll`` sessions pass the Origin check and the connect hook (``topics.asgi``,
-``topics.auth``).
+``topics.hooks.auth``).
 """
 import os
 
@@ -14,13 +14,13 @@ django_asgi_app = get_asgi_application()
 
 from channel_layer.startup import check_ws_node  # noqa: E402
 from topics.asgi import application_for  # noqa: E402
-from topics.auth import announce_anonymous, check_secret_key  # noqa: E402
+from topics.hooks.auth import announce_anonymous, check_secret_key  # noqa: E402
 
 check_ws_node()  # a bad cluster file or an unreachable Redis stops the server here, clearly
 check_secret_key()  # DEBUG off with the public development key: refuse to serve, say why
 announce_anonymous()
 
-from topics.node_report import start_for_this_process  # noqa: E402
+from topics.operator.node_report import start_for_this_process  # noqa: E402
 
 start_for_this_process()  # this WS node's snapshot for the admin, every stats_interval
 

@@ -31,7 +31,7 @@ DEVELOPMENT_SECRET_KEY = "dps-development-only-not-secret"
 DEBUG = _flag("DJANGO_DEBUG", True)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or DEVELOPMENT_SECRET_KEY
 # Decided here, once: a WS node refuses to start with it (dps_site/asgi.py) and no token is
-# signed with it (topics.auth), while manage.py's other commands (migrate, createsuperuser) work.
+# signed with it (topics.hooks.auth), while manage.py's other commands (migrate, createsuperuser) work.
 DPS_INSECURE_SECRET_KEY = not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY
 # Empty unless set: Django then serves no host with DEBUG off, and its local ones under DEBUG.
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",")
@@ -103,7 +103,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Bearer token a Prometheus scrape must send to /metrics (WS nodes and topic servers); unset,
 # /metrics is open. Keep it out of world-readable files: the environment, not settings.
 DPS_METRICS_TOKEN = os.environ.get("DPS_METRICS_TOKEN", "")
-# The admin pages (topics.admin): rows per topics page, hot topics on the ring, the Redis
+# The admin pages (topics.operator.admin_pages): rows per topics page, hot topics on the ring, the Redis
 # timeout per node, and the most name-search matches read per topic server.
 DPS_ADMIN_PAGE_SIZE = int(os.environ.get("DPS_ADMIN_PAGE_SIZE", "100"))
 DPS_ADMIN_TOP_TOPICS = int(os.environ.get("DPS_ADMIN_TOP_TOPICS", "50"))
@@ -112,7 +112,7 @@ DPS_ADMIN_SEARCH_LIMIT = int(os.environ.get("DPS_ADMIN_SEARCH_LIMIT", "10000"))
 
 # The DPS layer. Cluster membership and Redis addresses come from DPS_CLUSTER / DPS_NODE
 # (or the DPS_CLUSTER setting); CONFIG holds the layer's limits (see README "Settings").
-# Phoenix socket limits (topics/consumers.py); the environment may override them.
+# Phoenix socket limits (topics/transport/consumer.py); the environment may override them.
 DPS_IDLE_TIMEOUT = float(os.environ.get("DPS_IDLE_TIMEOUT", "60"))
 DPS_MAX_FRAME_BYTES = int(os.environ.get("DPS_MAX_FRAME_BYTES", str(1024 * 1024)))
 DPS_MAX_TOPICS_PER_SOCKET = int(os.environ.get("DPS_MAX_TOPICS_PER_SOCKET", "100"))
@@ -127,7 +127,7 @@ DPS_DIRECT_FRAMES = os.environ.get("DPS_DIRECT_FRAMES", "1") != "0"
 # Bytes of received frames daphne may queue for a consumer before it stops reading the socket.
 DPS_MAX_INBOUND_BUFFER_BYTES = int(os.environ.get("DPS_MAX_INBOUND_BUFFER_BYTES",
                                                   str(1024 * 1024)))
-# The long-poll transport (topics/longpoll.py; README "Settings").
+# The long-poll transport (topics/transport/longpoll.py; README "Settings").
 DPS_LONGPOLL_WINDOW = float(os.environ.get("DPS_LONGPOLL_WINDOW", "10"))
 DPS_LONGPOLL_IDLE_TIMEOUT = float(os.environ.get("DPS_LONGPOLL_IDLE_TIMEOUT", "20"))
 DPS_LONGPOLL_MAX_BUFFER_BYTES = int(os.environ.get("DPS_LONGPOLL_MAX_BUFFER_BYTES",
@@ -137,18 +137,18 @@ DPS_LONGPOLL_MAX_BODY_BYTES = int(os.environ.get("DPS_LONGPOLL_MAX_BODY_BYTES",
                                                  str(4 * 1024 * 1024)))
 DPS_LONGPOLL_MAX_PENDING_FRAMES = int(os.environ.get("DPS_LONGPOLL_MAX_PENDING_FRAMES", "100"))
 
-# Who may connect (topics/auth.py) and what each topic namespace means (topics/handlers.py).
-DPS_CONNECT = os.environ.get("DPS_CONNECT", "topics.auth.default_connect")
+# Who may connect (topics/hooks/auth.py) and what each topic namespace means (topics/hooks/handlers.py).
+DPS_CONNECT = os.environ.get("DPS_CONNECT", "topics.hooks.auth.default_connect")
 DPS_ALLOW_ANONYMOUS = _flag("DPS_ALLOW_ANONYMOUS", True)
 DPS_TOKEN_TTL = float(os.environ.get("DPS_TOKEN_TTL", "3600"))
 # The seed's topics, and the demo chat's rooms (presence and history below), with the seed's rules.
-DPS_TOPICS = {"topics:*": "topics.handlers.SeedTopic", "rooms:*": "topics.handlers.SeedTopic"}
+DPS_TOPICS = {"topics:*": "topics.hooks.handlers.SeedTopic", "rooms:*": "topics.hooks.handlers.SeedTopic"}
 # Browser origins allowed to open sockets; unset: the hosts of ALLOWED_HOSTS.
 DPS_ALLOWED_ORIGINS = [o.strip() for o in os.environ.get("DPS_ALLOWED_ORIGINS", "").split(",")
                        if o.strip()]
 # Keys of POST /dps/api/publish (comma-separated in the environment); none: the API is closed.
 DPS_API_KEYS = [k.strip() for k in os.environ.get("DPS_API_KEYS", "").split(",") if k.strip()]
-# Limits of a WS node (topics/limits.py).
+# Limits of a WS node (topics/hooks/limits.py).
 DPS_MAX_CONNECTIONS = int(os.environ.get("DPS_MAX_CONNECTIONS", "10000"))
 DPS_MAX_CONNECTIONS_PER_IDENTITY = int(os.environ.get("DPS_MAX_CONNECTIONS_PER_IDENTITY", "100"))
 DPS_PUBLISH_RATE = float(os.environ.get("DPS_PUBLISH_RATE", "100"))
@@ -159,7 +159,7 @@ DPS_MAX_PAYLOAD_BYTES = int(os.environ.get("DPS_MAX_PAYLOAD_BYTES", str(256 * 10
 # JSON in the environment so that one cluster file + one env var configure every node.
 DPS_LAYER = json.loads(os.environ.get("DPS_LAYER", "{}"))
 
-# Topics whose members are tracked (topics.presence): the demo's rooms; history at the owner
+# Topics whose members are tracked (topics.transport.presence_tracking): the demo's rooms; history at the owner
 # (size, ttl) for recovery is the layer's ``history`` setting below.
 DPS_PRESENCE = [p for p in os.environ.get("DPS_PRESENCE", "rooms:*").split(",") if p]
 DPS_PRESENCE_NAME_CHARS = int(os.environ.get("DPS_PRESENCE_NAME_CHARS", "32"))
@@ -186,7 +186,7 @@ elif _bench_backend == "redis_pubsub":
     CHANNEL_LAYERS["default"] = {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
                                  "CONFIG": {"hosts": [_bench_redis]}}
 elif _bench_backend == "local":
-    CHANNEL_LAYERS["default"] = {"BACKEND": "channel_layer.local_broadcast.LocalBroadcastLayer"}
+    CHANNEL_LAYERS["default"] = {"BACKEND": "topics.devtools.local_broadcast.LocalBroadcastLayer"}
 elif _bench_backend != "dps":
     raise ValueError(f"DPS_BENCH_BACKEND must be dps, redis, redis_pubsub or local, not {_bench_backend!r}")
 

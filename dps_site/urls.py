@@ -3,12 +3,12 @@ statistics, the node's Prometheus metrics, and DPS's token and publish endpoints
 from django.contrib import admin
 from django.urls import include, path
 
-from topics import views
+from topics.operator import views
 
 urlpatterns = [
     path("", views.demo, name="demo"),
     path("metrics", views.metrics, name="metrics"),
-    path("admin/dps/", include("topics.admin")),  # before admin/: its catch-all would match
+    path("admin/dps/", include("topics.operator.admin_pages")),  # before admin/: its catch-all would match
     path("admin/", admin.site.urls),
     path("dps/", include("topics.urls")),
 ]

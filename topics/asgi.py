@@ -5,10 +5,10 @@ using DPS build it::
     application = application_for(get_asgi_application())
 
 WebSocket handshakes (and long-poll sessions, which run the same WebSocket app) pass, in this
-order: the Origin check (``topics.origin``), the session and user of Channels'
+order: the Origin check (``topics.hooks.origin``), the session and user of Channels'
 ``AuthMiddlewareStack`` (only for requests that carry a session cookie: the others are
 anonymous to Django, and need no thread hop to find that out), then the routes; the consumer
-runs the connect hook (``topics.auth``).
+runs the connect hook (``topics.hooks.auth``).
 """
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ from channels.routing import ProtocolTypeRouter, URLRouter
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
-from .daphne_compat import allow_protocol_close_codes
-from .daphne_scans import visit_only_due_connections
-from .handshake import enable_daphne_denial_response
-from .origin import OriginCheck
-from .routing import http_app, websocket_app
-from .uvicorn_compat import quiet_client_protocol_errors
+from topics.adapters.daphne_close_codes import allow_protocol_close_codes
+from topics.adapters.daphne_scans import visit_only_due_connections
+from topics.adapters.uvicorn_log import quiet_client_protocol_errors
+from topics.hooks.origin import OriginCheck
+from topics.transport.handshake import enable_daphne_denial_response
+from topics.transport.routing import http_app, websocket_app
 
 
 class SessionUser:

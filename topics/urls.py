@@ -1,9 +1,9 @@
 """DPS's HTTP routes; a site mounts them with ``path("dps/", include("topics.urls"))``."""
 from django.urls import path
 
-from . import api_views
+from topics.api import views
 
 urlpatterns = [
-    path("token/", api_views.token, name="dps-token"),
-    path("api/publish", api_views.publish, name="dps-api-publish"),
+    path("token/", views.token, name="dps-token"),
+    path("api/publish", views.publish, name="dps-api-publish"),
 ]

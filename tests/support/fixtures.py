@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from channel_layer.embedded_redis import RedisProcess
 from tests.support.redis import RedisFactory
+from topics.devtools.embedded_redis import RedisProcess
 
 
 @pytest.fixture(scope="session")

@@ -93,7 +93,7 @@ def start_ws_node(cluster_file: Path, node: str, port: int, log: Path,
                   **extra: str) -> subprocess.Popen:
     """A WS node under daphne on 127.0.0.1:``port``, its output in ``log``; returns once it
     accepts connections."""
-    from channel_layer.embedded_redis import accepts_connections
+    from topics.devtools.embedded_redis import accepts_connections
 
     env = node_env(cluster_file, node, DPS_ALLOW_ANONYMOUS="1", **extra)
     with open(log, "w") as out:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from channel_layer.embedded_redis import RedisProcess, find_redis_server
+from topics.devtools.embedded_redis import RedisProcess, find_redis_server
 
 
 class RedisFactory:

@@ -1,12 +1,12 @@
 """The Phoenix Channels protocol, sans I/O: serializers, topic rules and the socket state
-machine. Nothing here touches sockets, event loops, clocks or Django; ``topics.consumers``
+machine. Nothing here touches sockets, event loops, clocks or Django; ``topics.transport.consumer``
 is the adapter that does.
 """
-from . import v2_binary
-from .actions import Action, Close, Publish, PublishBinary, SendFrame, Subscribe, Unsubscribe
-from .message import MalformedFrame, Message, Ref, encode_event
-from .serializers import DEFAULT_VSN, SERIALIZERS, Serializer, serializer_for_query_string
-from .socket import (
+from topics.protocol import v2_binary
+from topics.protocol.actions import Action, Close, Publish, PublishBinary, SendFrame, Subscribe, Unsubscribe
+from topics.protocol.message import MalformedFrame, Message, Ref, encode_event
+from topics.protocol.serializers import DEFAULT_VSN, SERIALIZERS, Serializer, serializer_for_query_string
+from topics.protocol.socket import (
     CLOSE_INVALID_DATA,
     CLOSE_NORMAL,
     CLOSE_TOO_BIG,
@@ -16,7 +16,7 @@ from .socket import (
     PhoenixSocket,
     publish_error,
 )
-from .topics import INVALID_NAME, group_for_topic, is_valid_topic
+from topics.protocol.topic_names import INVALID_NAME, group_for_topic, is_valid_topic
 
 __all__ = [
     "Action", "Close", "Publish", "PublishBinary", "SendFrame", "Subscribe", "Unsubscribe",

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .message import Ref
-from .topics import group_for_topic
+from topics.protocol.message import Ref
+from topics.protocol.topic_names import group_for_topic
 
 
 @dataclass(frozen=True, slots=True)

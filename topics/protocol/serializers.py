@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Protocol
 from urllib.parse import parse_qs
 
-from . import v1_json, v2_json
-from .message import Message, Ref
+from topics.protocol import v1_json, v2_json
+from topics.protocol.message import Message, Ref
 
 DEFAULT_VSN = v2_json.VSN
 

@@ -3,7 +3,7 @@ what each received frame means.
 
 Frames go in, :mod:`actions <topics.protocol.actions>` come out; there is no I/O, clock or
 framework here, so every rule of the protocol is testable without a server. The adapter
-(``topics.consumers``) executes the actions and reports back on the two-step ones.
+(``topics.transport.consumer``) executes the actions and reports back on the two-step ones.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import v2_binary
-from .actions import Action, Close, Publish, PublishBinary, SendFrame, Subscribe, Unsubscribe
-from .message import MalformedFrame, Message, Ref, dumps, encode_event, is_encodable
-from .serializers import Serializer
-from .topics import INVALID_NAME, is_topics_topic, is_valid_site_topic, is_valid_topic
+from topics.protocol import v2_binary
+from topics.protocol.actions import Action, Close, Publish, PublishBinary, SendFrame, Subscribe, Unsubscribe
+from topics.protocol.message import MalformedFrame, Message, Ref, dumps, encode_event, is_encodable
+from topics.protocol.serializers import Serializer
+from topics.protocol.topic_names import INVALID_NAME, is_topics_topic, is_valid_site_topic, is_valid_topic
 
 DEFAULT_MAX_FRAME_BYTES = 1024 * 1024
 DEFAULT_MAX_TOPICS = 100

@@ -7,7 +7,7 @@ from one for its current join.
 """
 from __future__ import annotations
 
-from .message import (
+from topics.protocol.message import (
     MalformedFrame,
     Message,
     Ref,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .message import MalformedFrame, Message, Ref
+from topics.protocol.message import MalformedFrame, Message, Ref
 
 PUSH = 0
 REPLY = 1

@@ -5,7 +5,7 @@ once, each member keeps a prefix carrying its own join_ref, and rendering is con
 """
 from __future__ import annotations
 
-from .message import (
+from topics.protocol.message import (
     MalformedFrame,
     Message,
     Ref,

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from topics.handlers import Broadcast, Refuse, TopicHandler
-
-from .models import Room
+from tests.sample_site.rooms.models import Room
+from topics.hooks.handlers import Broadcast, Refuse, TopicHandler
 
 
 class RoomTopic(TopicHandler):

@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.test import RequestFactory, override_settings
 from django.urls import resolve
 
-from topics.benchmark import admin_pages
+from topics.devtools.benchmark import admin_pages
 
 TARGET_SECONDS = 1.0
 

@@ -1,7 +1,7 @@
 """``python manage.py benchmark``: DPS side by side with channels_redis and an in-process baseline.
 
-For every back end and scenario a FRESH cluster is started (see ``topics/benchmark/servers``),
-loaded by one generator process per WS node (``topics/benchmark/loadgen``), and measured: the
+For every back end and scenario a FRESH cluster is started (see ``topics/devtools/benchmark/servers``),
+loaded by one generator process per WS node (``topics/devtools/benchmark/loadgen``), and measured: the
 delivered rate, delivery latency, server CPU per delivery (WS, TS and Redis processes), Redis
 commands and bytes per publish, RSS per connection. Every delivery is checked: no loss, no
 duplicate, one order per topic. Writes ``results.json`` and ``fanout_p99.png`` to ``--out`` and
@@ -17,9 +17,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from topics.benchmark import floor, report
-from topics.benchmark.scenarios import Bench
-from topics.benchmark.servers import BACKENDS
+from topics.devtools.benchmark import floor, report
+from topics.devtools.benchmark.scenarios import Bench
+from topics.devtools.benchmark.servers import BACKENDS
 
 SCENARIOS = ("fanout", "many_topics", "idle", "join_storm", "node_scale")
 # Steps of about x1.4: fine enough to compare limits a few times apart.
@@ -100,7 +100,7 @@ class Command(BaseCommand):
 
         bench = Bench(options["server"], say, log)
         results: dict[str, dict] = {b: {} for b in backends}
-        machine: dict[str, dict] = {}  # what this machine's own floor is (topics.benchmark.floor)
+        machine: dict[str, dict] = {}  # what this machine's own floor is (topics.devtools.benchmark.floor)
         started = time.monotonic()
         try:
             for scenario in scenarios:

@@ -1,12 +1,12 @@
 """``python manage.py benchmark_handlers``: what a topic handler costs per publish (in one
-process; see topics/benchmark/handler_cost.py)."""
+process; see topics/devtools/benchmark/handler_cost.py)."""
 from __future__ import annotations
 
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from topics.benchmark.handler_cost import measure
+from topics.devtools.benchmark.handler_cost import measure
 
 
 class Command(BaseCommand):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
-from topics.benchmark.presence_cost import CONFIGS, run_all
+from topics.devtools.benchmark.presence_cost import CONFIGS, run_all
 
 
 class Command(BaseCommand):

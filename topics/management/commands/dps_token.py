@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from topics.auth import check_secret_key, issue_token
+from topics.hooks.auth import check_secret_key, issue_token
 
 
 class Command(BaseCommand):

@@ -1,6 +1,6 @@
 """``python manage.py runcluster``: a whole local DPS cluster in one command.
 
-A thin command-line face over :class:`topics.cluster_runner.LocalCluster`; the orchestration
+A thin command-line face over :class:`topics.devtools.local_cluster.LocalCluster`; the orchestration
 lives there so that tests and benchmarks start exactly the same cluster.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from topics.admin_account import ensure_admin_account
-from topics.cluster_runner import (
+from topics.devtools.admin_account import ensure_admin_account
+from topics.devtools.local_cluster import (
     SERVERS,
     ClusterError,
     ClusterInterrupted,

@@ -1,6 +1,6 @@
 """``python manage.py soak --minutes N``: churn and faults on a supervised local cluster.
 
-A thin face over :mod:`topics.soak` (not part of the default test run; a short smoke run is).
+A thin face over :mod:`topics.devtools.soak` (not part of the default test run; a short smoke run is).
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from topics.soak import soak
+from topics.devtools.soak import soak
 
 
 class Command(BaseCommand):

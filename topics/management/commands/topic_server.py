@@ -18,7 +18,7 @@ from channel_layer.settings import LayerSettings
 from channel_layer.startup import check_reachable
 from channel_layer.topic_server import TopicServer
 from channel_layer.transport import RedisTransport
-from topics.prometheus import TopicServerCollector, registry_for, serve_metrics
+from topics.operator.prometheus_export import TopicServerCollector, registry_for, serve_metrics
 
 
 class Command(BaseCommand):

@@ -1,0 +1,357 @@
+"""Connect authentication, the Origin check, topic handlers and the per-socket limits, through
+the ASGI app in process (on DPS's embedded cluster). What the same rules look like across real
+processes, with phoenix.js, is tests/e2e/test_sample_site.py."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.core import signing
+
+from dps_site.asgi import application
+from topics import api
+from topics.hooks.auth import TOKEN_SALT, issue_token, verify_token
+from topics.hooks.handlers import Broadcast, Refuse, Reply, TopicHandler
+from topics.transport import connections
+
+OK = {"status": "ok", "response": {}}
+PATH = "/socket/websocket?vsn=2.0.0"
+USER = SimpleNamespace(pk=42)
+
+
+def error(reason: str) -> dict:
+    return {"status": "error", "response": {"reason": reason}}
+
+
+@pytest.fixture(autouse=True)
+def dps_layer(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channel_layer.DPSChannelLayer"}}
+    settings.DPS_ALLOW_ANONYMOUS = False
+    settings.DPS_PRESENCE = []  # these rooms test handlers; presence has its own tests
+    yield
+    layer = channel_layers.backends.get("default")
+    if layer is not None:
+        async_to_sync(layer.close)()
+
+
+async def connect(query: str = "", headers: list | None = None) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(application, PATH + query, headers=headers)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def refused(query: str = "", headers: list | None = None) -> bool:
+    communicator = WebsocketCommunicator(application, PATH + query, headers=headers)
+    connected, _ = await communicator.connect()
+    await communicator.disconnect()
+    return not connected
+
+
+async def send(client, *frame) -> None:
+    await client.send_to(text_data=json.dumps(list(frame)))
+
+
+async def receive(client) -> list:
+    return json.loads(await client.receive_from(timeout=5))
+
+
+def token_query(user=USER, **kwargs) -> str:
+    return "&token=" + issue_token(user, **kwargs)
+
+
+# --- connect -------------------------------------------------------------------------------
+
+
+def test_a_token_names_its_user_until_it_expires_and_not_once_tampered_with():
+    token = issue_token(USER, ttl=60)
+    assert verify_token(token).user_id == "42"
+    assert verify_token(token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]) is None
+    expired = signing.dumps({"u": "42", "exp": time.time() - 1}, salt=TOKEN_SALT)
+    assert verify_token(expired) is None
+    other_salt = signing.dumps({"u": "42", "exp": time.time() + 60}, salt="something else")
+    assert verify_token(other_salt) is None
+    with pytest.raises(ValueError):
+        issue_token(USER, ttl=0)
+
+
+async def test_anonymous_sockets_are_refused_unless_allowed(settings):
+    assert await refused()
+    settings.DPS_ALLOW_ANONYMOUS = True
+    client = await connect()
+    await client.disconnect()
+
+
+async def test_a_valid_token_is_accepted_and_a_bad_one_refused_even_with_anonymous_on(settings):
+    client = await connect(token_query())
+    assert connections.open_sockets_by_identity().get("user:42") == 1
+    await client.disconnect()
+    settings.DPS_ALLOW_ANONYMOUS = True
+    assert await refused("&token=not-a-token")
+    expired = signing.dumps({"u": "42", "exp": time.time() - 1}, salt=TOKEN_SALT)
+    assert await refused("&token=" + expired)
+    assert connections.refused_handshakes()["unauthenticated"] >= 2
+
+
+def hook_returning_a_user(params, scope):
+    # A sync hook: it runs off the loop (it may use the ORM).
+    assert threading.current_thread() is not threading.main_thread()
+    return api.Identity(params["who"]) if "who" in params else None
+
+
+def hook_that_raises(params, scope):
+    raise RuntimeError("boom")
+
+
+async def test_a_custom_connect_hook_decides(settings, caplog):
+    settings.DPS_CONNECT = "tests.unit.test_auth_and_handlers.hook_returning_a_user"
+    client = await connect("&who=7")
+    assert connections.open_sockets_of("user:7") == 1
+    await client.disconnect()
+    assert await refused()
+    settings.DPS_CONNECT = "tests.unit.test_auth_and_handlers.hook_that_raises"
+    with caplog.at_level(logging.ERROR, logger="topics.hooks.auth"):
+        assert await refused("&who=7")
+    assert sum("connect hook raised" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_origin_is_checked_against_allowed_hosts_or_dps_allowed_origins(settings):
+    settings.DPS_ALLOW_ANONYMOUS = True
+    settings.ALLOWED_HOSTS = ["app.example.com"]
+    settings.DPS_ALLOWED_ORIGINS = []
+    assert await refused(headers=[(b"origin", b"https://evil.example.net")])
+    assert await refused(headers=[(b"origin", b"null")])
+    for good in (b"https://app.example.com", b"http://app.example.com:8000"):
+        await (await connect(headers=[(b"origin", good)])).disconnect()
+    await (await connect()).disconnect()  # no Origin: the connect hook alone decides
+    settings.DPS_ALLOWED_ORIGINS = ["https://other.example.org"]
+    assert await refused(headers=[(b"origin", b"https://app.example.com")])
+    await (await connect(headers=[(b"origin", b"https://other.example.org")])).disconnect()
+    assert connections.refused_handshakes()["origin"] >= 3
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+calls: list[tuple] = []
+
+
+class GuardedTopic(TopicHandler):
+    """Sync methods (they run off the loop): joins need {"pass": "word"}."""
+
+    def join(self, socket, topic, payload):
+        calls.append(("join", socket.identity.user_id, topic))
+        if payload.get("pass") == "forbidden":
+            raise Refuse("you may not")
+        if payload.get("pass") != "word":
+            raise Refuse()
+        socket.assigns["joined_at"] = topic
+        return {"welcome": topic}
+
+    def handle_in(self, socket, event, payload):
+        if event == "shout":
+            return Broadcast({"text": payload["text"].upper(), "by": socket.identity.user_id})
+        if event == "ping":
+            return Reply({"pong": socket.assigns["joined_at"]})
+        if event == "boom":
+            raise KeyError("a bug in the handler")
+        if event == "secret":
+            raise Refuse("not here")
+        if event == "reserved":
+            return Broadcast({}, event="phx_reply")  # not allowed: clients would misread it
+        return None
+
+    def leave(self, socket, topic):
+        calls.append(("leave", socket.identity.user_id, topic))
+
+
+class AsyncTopic(TopicHandler):
+    async def handle_in(self, socket, event, payload):
+        await asyncio.sleep(0)
+        return Broadcast({**payload, "seen": True}, event="seen")
+
+
+@pytest.fixture
+def handler_routes(settings):
+    settings.DPS_TOPICS = {
+        "rooms:*": "tests.unit.test_auth_and_handlers.GuardedTopic",
+        "async:*": AsyncTopic,
+        "topics:*": "topics.hooks.handlers.SeedTopic",
+    }
+    calls.clear()
+
+
+async def test_a_handler_refuses_accepts_transforms_replies_and_fails_alone(
+        handler_routes, caplog):
+    alice, bob = await connect(token_query(SimpleNamespace(pk=1))), await connect(token_query())
+    await send(alice, "1", "1", "rooms:lobby", "phx_join", {})
+    assert await receive(alice) == ["1", "1", "rooms:lobby", "phx_reply", error("unauthorized")]
+    await send(alice, "1", "2", "rooms:lobby", "phx_join", {"pass": "forbidden"})
+    assert await receive(alice) == ["1", "2", "rooms:lobby", "phx_reply", error("you may not")]
+    await send(alice, "1", "3", "rooms:lobby", "phx_join", {"pass": "word"})
+    assert await receive(alice) == ["1", "3", "rooms:lobby", "phx_reply",
+                                    {"status": "ok", "response": {"welcome": "rooms:lobby"}}]
+    await send(bob, "9", "9", "rooms:lobby", "phx_join", {"pass": "word"})
+    assert (await receive(bob))[4]["status"] == "ok"
+    assert calls[:3] == [("join", "1", "rooms:lobby")] * 3
+
+    await send(alice, "1", "4", "rooms:lobby", "publish", ["shout", {"text": "hi"}])
+    assert await receive(alice) == ["1", "4", "rooms:lobby", "phx_reply", OK]
+    expected = {"text": "HI", "by": "1"}
+    assert await receive(alice) == ["1", None, "rooms:lobby", "shout", expected]
+    assert await receive(bob) == ["9", None, "rooms:lobby", "shout", expected]
+
+    await send(alice, "1", "5", "rooms:lobby", "publish", ["ping", {}])
+    assert await receive(alice) == ["1", "5", "rooms:lobby", "phx_reply",
+                                    {"status": "ok", "response": {"pong": "rooms:lobby"}}]
+    await send(alice, "1", "6", "rooms:lobby", "publish", ["secret", {}])
+    assert await receive(alice) == ["1", "6", "rooms:lobby", "phx_reply", error("not here")]
+    await send(alice, "1", "6", "rooms:lobby", "publish", ["reserved", {}])
+    assert await receive(alice) == ["1", "6", "rooms:lobby", "phx_reply", error("internal error")]
+    with caplog.at_level(logging.ERROR, logger="topics.hooks.handlers"):
+        await send(alice, "1", "7", "rooms:lobby", "publish", ["boom", {}])
+        assert await receive(alice) == ["1", "7", "rooms:lobby", "phx_reply",
+                                        error("internal error")]
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1 and "a bug in the handler" in str(tracebacks[0].exc_info[1])
+    assert await bob.receive_nothing()  # the others saw nothing of the refusals or the error
+
+    # The join and the socket are unaffected: a plain publish still reaches both.
+    await send(alice, "1", "8", "rooms:lobby", "publish", ["say", {"text": "still here"}])
+    assert await receive(alice) == ["1", "8", "rooms:lobby", "phx_reply", OK]
+    assert await receive(alice) == ["1", None, "rooms:lobby", "say", {"text": "still here"}]
+    assert await receive(bob) == ["9", None, "rooms:lobby", "say", {"text": "still here"}]
+
+    await send(alice, "1", "9", "rooms:lobby", "phx_leave", {})
+    assert (await receive(alice))[3] == "phx_reply"
+    assert (await receive(alice))[3] == "phx_close"
+    await bob.disconnect()
+    await alice.disconnect()
+    assert ("leave", "1", "rooms:lobby") in calls and ("leave", "42", "rooms:lobby") in calls
+
+
+async def test_async_handlers_unmatched_and_invalid_site_topics(handler_routes, settings):
+    client = await connect(token_query())
+    await send(client, "1", "1", "async:feed", "phx_join", {})
+    assert await receive(client) == ["1", "1", "async:feed", "phx_reply", OK]
+    await send(client, "1", "2", "async:feed", "publish", ["x", {"a": 1}])
+    assert await receive(client) == ["1", "2", "async:feed", "phx_reply", OK]
+    assert await receive(client) == ["1", None, "async:feed", "seen", {"a": 1, "seen": True}]
+    await send(client, "1", "3", "other:x", "phx_join", {})
+    assert await receive(client) == [None, "3", "other:x", "phx_reply", error("unmatched topic")]
+    await send(client, "1", "4", "rooms:bad name!", "phx_join", {"pass": "word"})
+    assert await receive(client) == ["1", "4", "rooms:bad name!", "phx_reply",
+                                     error("invalid topic name")]
+    await client.disconnect()
+
+
+# --- publishing and control from Django code -------------------------------------------------
+
+
+async def test_abroadcast_reaches_members_and_adisconnect_closes_only_that_identity(settings):
+    settings.DPS_ALLOW_ANONYMOUS = True
+    target, other, anonymous = (await connect(token_query()),
+                                await connect(token_query(SimpleNamespace(pk=2))), await connect())
+    for client in (target, other, anonymous):
+        await send(client, "1", "1", "topics:news", "phx_join", {})
+        assert await receive(client) == ["1", "1", "topics:news", "phx_reply", OK]
+    await api.abroadcast("topics:news", "headline", {"text": "hello"})
+    for client in (target, other, anonymous):
+        assert await receive(client) == ["1", None, "topics:news", "headline", {"text": "hello"}]
+    for bad in (("topics:x", "e", {}), ("nowhere:x", "e", {}), ("topics:news", "phx_x", {}),
+                ("topics:news", "e", ["not", "an object"])):
+        with pytest.raises(api.BroadcastError):
+            await api.abroadcast(*bad)
+    await api.adisconnect(USER)
+    assert await target.receive_output(timeout=5) == {"type": "websocket.close", "code": 1000}
+    assert await other.receive_nothing() and await anonymous.receive_nothing()
+    await send(other, None, "2", "phoenix", "heartbeat", {})
+    assert await receive(other) == [None, "2", "phoenix", "phx_reply", OK]
+    for client in (target, other, anonymous):
+        await client.disconnect()
+
+
+# --- limits --------------------------------------------------------------------------------
+
+
+async def test_publishes_past_the_token_bucket_are_rate_limited_and_the_socket_stays(settings):
+    settings.DPS_PUBLISH_RATE = 0.001  # no refill within the test
+    settings.DPS_PUBLISH_BURST = 2
+    client = await connect(token_query())
+    await send(client, "1", "1", "topics:matrix", "phx_join", {})
+    await receive(client)
+    for ref in ("2", "3"):
+        await send(client, "1", ref, "topics:matrix", "publish", ["e", {}])
+        assert await receive(client) == ["1", ref, "topics:matrix", "phx_reply", OK]
+        assert (await receive(client))[3] == "e"
+    await send(client, "1", "4", "topics:matrix", "publish", ["e", {}])
+    assert await receive(client) == ["1", "4", "topics:matrix", "phx_reply", error("rate limited")]
+    await send(client, None, "5", "phoenix", "heartbeat", {})
+    assert await receive(client) == [None, "5", "phoenix", "phx_reply", OK]
+    await client.disconnect()
+
+
+async def test_a_payload_over_the_limit_gets_an_error_reply(settings):
+    settings.DPS_MAX_PAYLOAD_BYTES = 100
+    client = await connect(token_query())
+    await send(client, "1", "1", "topics:matrix", "phx_join", {})
+    await receive(client)
+    await send(client, "1", "2", "topics:matrix", "publish", ["e", {"pad": "x" * 120}])
+    reply = await receive(client)
+    assert reply[4] == error("payload too large (130 bytes, limit 100)")
+    await send(client, "1", "3", "topics:matrix", "publish", ["e", {"pad": "x" * 80}])
+    assert await receive(client) == ["1", "3", "topics:matrix", "phx_reply", OK]
+    await client.disconnect()
+
+
+async def test_connections_per_node_and_per_identity_are_limited(settings):
+    settings.DPS_MAX_CONNECTIONS_PER_IDENTITY = 1
+    first = await connect(token_query())
+    assert await refused(token_query())  # the same user again
+    second = await connect(token_query(SimpleNamespace(pk=2)))
+    settings.DPS_MAX_CONNECTIONS = 2
+    assert await refused(token_query(SimpleNamespace(pk=3)))  # the node is full
+    await first.disconnect()
+    third = await connect(token_query(SimpleNamespace(pk=3)))
+    refusals = connections.refused_handshakes()
+    assert any("DPS_MAX_CONNECTIONS_PER_IDENTITY" in r for r in refusals)
+    assert any(r.endswith("at DPS_MAX_CONNECTIONS") for r in refusals)
+    await second.disconnect()
+    await third.disconnect()
+    assert connections.open_sockets() == 0
+
+
+async def test_a_refusal_uses_the_denial_response_where_the_server_offers_it():
+    from topics.transport.handshake import refuse
+
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await refuse({"extensions": {"websocket.http.response": {}}}, send, 503, "full")
+    assert sent[0]["type"] == "websocket.http.response.start" and sent[0]["status"] == 503
+    assert sent[1] == {"type": "websocket.http.response.body", "body": b"full"}
+    sent.clear()
+    await refuse({}, send, 503, "full")  # no extension: the close that every server makes a 403
+    assert sent == [{"type": "websocket.close"}]
+
+
+def test_dps_publish_refuses_without_a_cluster_and_for_bad_input(monkeypatch, settings):
+    from django.core.management import CommandError, call_command
+
+    monkeypatch.delenv("DPS_CLUSTER", raising=False)
+    with pytest.raises(CommandError, match="no cluster configured"):
+        call_command("dps_publish", "topics:news", "e", "{}")
+    settings.DPS_CLUSTER = {"nodes": [{"name": "ws-a", "role": "ws", "redis": "redis://x/0"}]}
+    with pytest.raises(CommandError, match="PAYLOAD is not JSON"):
+        call_command("dps_publish", "topics:news", "e", "{nope")
+    with pytest.raises(CommandError, match="payload must be a JSON object"):
+        call_command("dps_publish", "topics:news", "e", "[1]")

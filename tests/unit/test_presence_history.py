@@ -1,0 +1,236 @@
+"""Presence and history at the owner, without I/O: the presence book's coalescing, the
+topic server's join answers and recovery, the socket's join options, and ``topics.api`` on the
+embedded cluster."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from channel_layer import wire
+from channel_layer.history import HistoryPatterns
+from channel_layer.presence import DIFF_TYPE, STATE_TYPE, PresenceBook
+from channel_layer.settings import LayerSettings
+from channel_layer.topic_server import TopicServer
+from channel_layer.transport import MemoryTransport
+from tests.unit.test_topic_server import CLUSTER, feed
+from topics.protocol import PhoenixSocket
+from topics.protocol.serializers import SERIALIZERS
+from topics.protocol.v2_json import VSN as V2
+from topics.transport import presence_tracking as socket_presence
+
+HISTORY = {"rooms.*": {"size": 5, "ttl": 60}}
+
+
+def book_with(*tracks: tuple[str, str, str]) -> PresenceBook:
+    book = PresenceBook()
+    for node, key, ref in tracks:
+        book.track("g", node, key, ref, {"n": ref})
+    return book
+
+
+def payload(message: dict) -> dict:
+    return json.loads(message["payload"])
+
+
+# --- the presence book ----------------------------------------------------------------------
+
+def test_changes_leave_as_one_diff_per_group_in_phoenix_format():
+    book = book_with(("ws-a", "ada", "r1"), ("ws-b", "ada", "r2"), ("ws-b", "bob", "r3"))
+    book.untrack("g", "r3")  # tracked and untracked within one window: nobody hears of it
+    [(group, message)] = book.take_messages()
+    assert group == "g" and message["type"] == DIFF_TYPE
+    assert payload(message) == {"joins": {"ada": {"metas": [{"n": "r1", "phx_ref": "r1"},
+                                                            {"n": "r2", "phx_ref": "r2"}]}},
+                                "leaves": {}}
+    assert book.take_messages() == []  # nothing new
+    book.untrack("g", "r1")
+    [(_, message)] = book.take_messages()
+    assert payload(message) == {"joins": {}, "leaves": {"ada": {"metas": [
+        {"n": "r1", "phx_ref": "r1"}]}}}
+
+
+def test_a_new_member_starts_from_the_state_as_sent_and_the_pending_diff_follows():
+    book = book_with(("ws-a", "ada", "r1"))
+    book.take_messages()
+    book.track("g", "ws-b", "bob", "r2", {})
+    book.untrack("g", "r1")
+    assert json.loads(book.state_json("g")) == {  # as sent
+        "ada": {"metas": [{"n": "r1", "phx_ref": "r1"}]}}
+    assert book.current("g") == {"bob": {"metas": [{"phx_ref": "r2"}]}}  # the truth now
+    [(_, message)] = book.take_messages()
+    assert payload(message)["joins"] == {"bob": {"metas": [{"phx_ref": "r2"}]}}
+    assert payload(message)["leaves"] == {"ada": {"metas": [{"n": "r1", "phx_ref": "r1"}]}}
+
+
+def test_a_dead_node_takes_its_entries_and_snapshots_rebuild_the_state():
+    book = book_with(("ws-a", "ada", "r1"), ("ws-b", "bob", "r2"))
+    book.take_messages()
+    book.drop_node("ws-b")
+    [(_, message)] = book.take_messages()
+    assert payload(message)["leaves"] == {"bob": {"metas": [{"n": "r2", "phx_ref": "r2"}]}}
+    # A snapshot of a group the owner knows: the difference, as a diff.
+    book.replace_node("ws-a", {"g": [["ada", "r1", {"n": "r1"}], ["cy", "r9", {}]]})
+    [(_, message)] = book.take_messages()
+    assert message["type"] == DIFF_TYPE and set(payload(message)["joins"]) == {"cy"}
+    # A restarted owner learns the group from snapshots: its members get the whole state.
+    fresh = PresenceBook()
+    fresh.replace_node("ws-a", {"g": [["ada", "r1", {"n": "r1"}]]})
+    fresh.replace_node("ws-b", {"g": [["cy", "r9", {}]]})
+    [(_, message)] = fresh.take_messages()
+    assert message["type"] == STATE_TYPE and set(payload(message)) == {"ada", "cy"}
+
+
+# --- the owner ------------------------------------------------------------------------------
+
+def owner(**settings) -> TopicServer:
+    ts = TopicServer(CLUSTER, "ts-a", MemoryTransport(), LayerSettings(history=HISTORY,
+                                                                       **settings))
+    ts._warm_until = 0.0
+    ts.history._own = lambda: None  # memory only: these tests are about the rules, not Redis
+    ts.history._others = lambda: []
+    return ts
+
+
+def joined_answers(ts: TopicServer, node: str = "ws-a") -> list:
+    pending = ts._outboxes[node]._pending
+    return [wire.decode(e)[1] for e in pending if wire.decode(e)[0] == wire.JOINED]
+
+
+async def test_a_join_storm_of_5000_costs_a_few_diffs_not_5000():
+    """5,000 joins in JOIN envelopes of 50 (what one loop iteration of a WS node sends), the
+    owner flushing after every envelope as its run loop does: diffs leave at most every
+    ``presence_interval``, so the storm costs each member a handful of diffs."""
+    ts = owner(presence_interval=0.1)
+    sent = []
+    started = time.monotonic()
+    for batch in range(100):
+        entries = [["lobby.storm", batch * 50 + i + 1, batch * 50 + i,
+                    {"presence": [f"k{batch * 50 + i}", f"r{batch * 50 + i}", {}]}]
+                   for i in range(50)]
+        feed(ts, [wire.JOIN, "ws-a", "b1", entries])
+        if ts._presence_wait() <= 0:
+            ts._send_presence()
+            sent.append(time.monotonic())
+        time.sleep(0.002)
+    while ts.presence.changed:
+        time.sleep(max(0.0, ts._presence_wait()))
+        ts._send_presence()
+        sent.append(time.monotonic())
+    elapsed = time.monotonic() - started
+    assert ts.counters["presence_messages"] == len(sent) <= elapsed / 0.1 + 2
+    assert len(sent) < 5000 / 50  # fewer diffs than even JOIN envelopes
+    print(f"5,000 joins in {elapsed:.2f}s: {len(sent)} diffs, at most {len(sent) * 5000} "
+          "frames to members")
+    assert len(ts.presence.current("lobby.storm")) == 5000
+
+
+async def test_join_answers_carry_position_and_recover_what_followed_it():
+    ts = owner()
+    feed(ts, [wire.JOIN, "ws-a", "b1", [["rooms.x", 1, 1, {}]]])
+    assert ts._history_loads == {"rooms.x"}  # held until its history is read
+    await ts._release_held()
+    [[answer]] = joined_answers(ts)
+    token, response = answer
+    epoch = response["history"]["position"]["epoch"]
+    assert token == 1 and response["history"] == {
+        "position": {"offset": 0, "epoch": epoch}, "recovered": False, "messages": []}
+    for i in range(4):
+        feed(ts, [wire.PUBLISH, "rooms.x", 10**10, f"m{i}".encode()])
+    feed(ts, [wire.JOIN, "ws-a", "b1", [["rooms.x", 2, 2, {"recover": [1, epoch]}]]])
+    feed(ts, [wire.JOIN, "ws-a", "b1", [["rooms.x", 3, 3, {"recover": [1, "other"]}]]])
+    feed(ts, [wire.JOIN, "ws-a", "b1", [["rooms.x", 4, 4, {"recover": [9, epoch]}]]])
+    recovered, wrong_epoch, ahead = (a[0][1]["history"] for a in joined_answers(ts)[1:])
+    assert recovered["recovered"] is True
+    assert recovered["messages"] == [[2, b"m1"], [3, b"m2"], [4, b"m3"]]
+    assert recovered["position"]["offset"] == 4
+    assert wrong_epoch["recovered"] is False and wrong_epoch["messages"] == []
+    assert ahead["recovered"] is False
+
+
+async def test_history_is_bounded_by_its_size_and_too_old_a_position_is_not_recovered():
+    ts = owner()
+    await ts.history.load({"rooms.y"})
+    for _ in range(8):
+        feed(ts, [wire.PUBLISH, "rooms.y", 10**10, b"m"], now=time.time())
+    history = ts.history.loaded("rooms.y")
+    assert [o for o, _, _ in history.recent] == [4, 5, 6, 7, 8]
+    assert not ts.history.since("rooms.y", 2, history.epoch, time.time()).recovered
+    assert ts.history.since("rooms.y", 3, history.epoch, time.time()).recovered
+    # Older than the ttl: gone, even within the size.
+    assert not ts.history.since("rooms.y", 3, history.epoch, time.time() + 61).recovered
+
+
+async def test_broadcasts_of_a_history_group_carry_their_position_to_ws_nodes():
+    ts = owner()
+    await ts.history.load({"rooms.z"})
+    feed(ts, [wire.MEMBER, "rooms.z", "ws-a", "b1", 1], [wire.PUBLISH, "rooms.z", 10**10, b"m"])
+    delivery = wire.decode(ts._outboxes["ws-a"]._pending[-1])
+    assert delivery[:4] == [wire.GROUP_DELIVER, "rooms.z", 10**10, b"m"]
+    assert delivery[4] == [1, ts.history.loaded("rooms.z").epoch]
+
+
+def test_history_patterns_are_checked():
+    with pytest.raises(ValueError, match="size"):
+        HistoryPatterns({"rooms.*": {"size": 0, "ttl": 5}})
+    with pytest.raises(ValueError):
+        LayerSettings.from_config({"history": {"rooms.*": {"size": 5}}})
+    assert HistoryPatterns(HISTORY).policy_of("rooms.a").size == 5
+    assert HistoryPatterns(HISTORY).policy_of("topics.a") is None
+
+
+# --- the socket side ------------------------------------------------------------------------
+
+def test_recover_requests_are_validated():
+    assert socket_presence.recover_request({"recover": {"offset": 3, "epoch": "e"}}) == [3, "e"]
+    for bad in ({"recover": {"offset": -1, "epoch": "e"}}, {"recover": {"offset": True,
+                "epoch": "e"}}, {"recover": {"offset": 1}}, {"recover": "x"}, [], None):
+        assert socket_presence.recover_request(bad) is None
+
+
+def test_an_anonymous_socket_is_tracked_under_its_own_key_with_a_clean_name():
+    key = socket_presence.new_socket_key()
+    tracked_key, ref, meta = socket_presence.track({}, key, {"name": " Ada\u0007\n "})
+    assert tracked_key == key and key.startswith("anon-") and len(ref) == 16
+    assert meta["name"] == "Ada" and isinstance(meta["online_at"], int)
+
+
+def test_the_join_reply_carries_the_response_and_opted_in_broadcasts_their_position():
+    socket = PhoenixSocket(SERIALIZERS[V2], routes=lambda topic: topic.startswith(("topics:", "rooms:")))
+    [subscribe] = socket.handle_frame(json.dumps(["1", "1", "rooms:xy", "phx_join",
+                                                  {"offsets": True}]))
+    [reply] = socket.joined(subscribe, {"recovered": True}, offsets=True)
+    assert json.loads(reply.text)[4] == {"status": "ok", "response": {"recovered": True}}
+    frame = socket.render_broadcast("rooms:xy", "message", "{}", "ep:7")
+    assert json.loads(frame) == ["1", "ep:7", "rooms:xy", "message", {}]
+    plain = PhoenixSocket(SERIALIZERS[V2])
+    [refused] = plain.handle_frame(json.dumps(["1", "1", "rooms:xy", "phx_join", {}]))
+    assert json.loads(refused.text)[4]["response"] == {"reason": "unmatched topic"}
+
+
+# --- topics.api on the embedded cluster -----------------------------------------------------
+
+async def test_topics_api_reads_presence_and_history_from_the_owner(settings):
+    from channels.layers import channel_layers
+
+    from topics import api
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channel_layer.DPSChannelLayer",
+                                           # its own runtime (one per node and prefix in a
+                                           # process), so its topic server has this history
+                                           "CONFIG": {"history": HISTORY, "prefix": "apitest"}}}
+    channel_layers.backends.clear()
+    try:
+        layer = channel_layers["default"]
+        channel = await layer.new_channel()
+        await layer.group_join("rooms.api", channel, {"presence": ["ada", "r1", {}]})
+        await layer.group_send("rooms.api", {"type": "phx.broadcast", "topic": "rooms:api",
+                                             "event": "message", "payload": "{\"a\":1}"})
+        assert await api.apresence("rooms:api") == {"ada": {"metas": [{"phx_ref": "r1"}]}}
+        history = await api.ahistory("rooms:api", since=0)
+        assert history["messages"] == [{"offset": 1, "event": "message", "payload": "{\"a\":1}"}]
+        assert await api.ahistory("topics:nohistory") is None
+        await layer.close()
+    finally:
+        channel_layers.backends.clear()
