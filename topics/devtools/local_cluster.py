@@ -45,7 +45,7 @@ from topics.devtools.embedded_redis import (
 )
 from topics.devtools.supervisor import Backoff, RestartPolicy, describe_exit
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent  # where manage.py lives
+PROJECT_DIR = Path(__file__).resolve().parents[2]  # where manage.py lives
 SERVERS = ("daphne", "uvicorn")
 # The listen backlog of WS nodes (the kernel caps it at net.core.somaxconn, 4096 by default).
 LISTEN_BACKLOG = 4096
