@@ -13,6 +13,7 @@ has seen every copy of the message that was going to be delivered before it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import os
@@ -28,6 +29,7 @@ from channel_layer.ring import Ring
 from tests.support.phoenix_client import PhoenixClient, socket_url
 from topics.devtools.embedded_redis import free_port_block
 from topics.devtools.local_cluster import ClusterError, LocalCluster
+from topics.protocol import v2_binary
 
 pytestmark = pytest.mark.e2e
 
@@ -532,6 +534,34 @@ async def test_a_v1_client_joins_and_receives_a_publish_from_a_v2_client(
                                           "event": "phx_reply", "payload": OK}
         [push] = await v2.pushes(topic, 1)
         assert push.as_list() == [v2.join_refs[topic], None, topic, "back", {"from": "v1"}]
+
+
+@pytest.mark.parametrize("v1_node", [0, 1], ids=["same-node", "other-node"])
+async def test_a_binary_push_reaches_v1_members_as_base64_and_v2_members_as_binary(
+    closing_cluster: E2ECluster, v1_node: int,
+) -> None:
+    data = bytes(range(256))
+    async with clients(closing_cluster, v1_node, vsn="1.0.0") as (v1,), \
+            clients(closing_cluster, 0, 1) as (publisher, v2):
+        topic = fresh_topic()
+        for member in (v1, publisher, v2):
+            await member.join_ok(topic)
+        ref = await publisher.push_binary(topic, "blob", data)
+        assert (await publisher.reply(ref)).status == "ok"
+        await publish_and_mark(publisher, topic, "after", {})
+        frames = await v1.pushes_until(topic, "end")
+        assert [json.loads(f.raw) for f in frames] == [
+            {"join_ref": v1.join_refs[topic], "ref": None, "topic": topic, "event": "blob",
+             "payload": {"binary": base64.b64encode(data).decode()}},
+            {"join_ref": v1.join_refs[topic], "ref": None, "topic": topic, "event": "after",
+             "payload": {}},
+            {"join_ref": v1.join_refs[topic], "ref": None, "topic": topic, "event": "end",
+             "payload": {}},
+        ]
+        for member in (publisher, v2):
+            first, *_ = await member.pushes_until(topic, "end")
+            assert (first.raw, first.payload) == (v2_binary.encode_broadcast(topic, "blob", data), data)
+    assert not [line for line in closing_cluster.log if "fastlane delivery failed" in line]
 
 
 # --- 5. idle timeout ----------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from topics.protocol import v2_binary
+
 DEFAULT_TIMEOUT = 10.0
 SOCKET_TOPIC = "phoenix"
 
@@ -164,7 +166,18 @@ class PhoenixClient:
 
     # --- receiving ------------------------------------------------------------------------
 
+    async def push_binary(self, topic: str, event: str, data: bytes) -> str:
+        """A V2 binary push of ``data`` on the joined ``topic``; returns the ref."""
+        ref = self.next_ref()
+        await self.send_bytes(v2_binary.encode_push(self.join_refs.get(topic), ref, topic,
+                                                    event, data))
+        return ref
+
     def decode(self, raw: str | bytes) -> Frame:
+        """A text frame, or a binary one (a V2 binary broadcast's payload is its bytes)."""
+        if isinstance(raw, bytes) and v2_binary.is_binary_frame(raw):
+            topic, event, data = v2_binary.decode_broadcast(raw)
+            return Frame(None, None, topic, event, data, raw)
         value = json.loads(raw)
         if isinstance(value, dict):
             return Frame(value.get("join_ref"), value.get("ref"), value.get("topic"),

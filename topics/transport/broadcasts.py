@@ -23,12 +23,16 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from topics.protocol import v2_binary
+from topics.protocol import Serializer, encode_event, v2_binary
 from topics.protocol.message import dumps
 from topics.transport import ws_counters
 
 BROADCAST_TYPE = "phx.broadcast"
+# What the first member of a node computes from a message and the others reuse: the layer hands
+# one message object to all of a node's members, so each is built once per node (and serializer).
 _BINARY_FRAME = "_dps_binary_frame"
+_PAYLOAD_JSON = "_dps_payload_json"
+_ENCODED_TAILS = "_dps_encoded_tails"
 
 
 def broadcast_message(topic: str, event: str, payload: str | bytes) -> dict[str, Any]:
@@ -49,6 +53,32 @@ def binary_frame(message: dict[str, Any]) -> bytes:
         frame = message[_BINARY_FRAME] = v2_binary.encode_broadcast(
             message["topic"], message["event"], message["payload"])
     return frame
+
+
+def payload_json(message: dict[str, Any]) -> str:
+    """The broadcast's payload as JSON text: a JSON payload as published; a binary one as
+    :func:`binary_as_json` (for a member that takes no binary frames), encoded once per node."""
+    payload = message["payload"]
+    if not isinstance(payload, bytes):
+        return payload
+    text = message.get(_PAYLOAD_JSON)
+    if text is None:
+        text = message[_PAYLOAD_JSON] = binary_as_json(payload)
+    return text
+
+
+def encoded_tail(message: dict[str, Any], serializer: Serializer) -> bytes:
+    """The UTF-8 part of a JSON broadcast frame after a member's join prefix (the serializer's
+    ``broadcast_tail``): the same for every member with that serializer, so built once per node
+    and serializer. A binary payload is in its base64 form here (a V1 member's frame)."""
+    tails = message.get(_ENCODED_TAILS)
+    if tails is None:
+        tails = message[_ENCODED_TAILS] = {}
+    tail = tails.get(serializer)
+    if tail is None:
+        tail = tails[serializer] = serializer.broadcast_tail(
+            encode_event(message["event"]), payload_json(message)).encode()
+    return tail
 
 
 def binary_as_json(data: bytes) -> str:

@@ -38,20 +38,19 @@ from topics.protocol import (
     Publish,
     PublishBinary,
     SendFrame,
-    Serializer,
     Subscribe,
     Unsubscribe,
-    encode_event,
     serializer_for_query_string,
 )
 from topics.protocol.topic_names import topic_for_group
 from topics.transport import connections, presence_tracking, ws_counters
 from topics.transport.broadcasts import (
     BROADCAST_TYPE,
-    binary_as_json,
     binary_frame,
     broadcast_message,
+    encoded_tail,
     is_binary,
+    payload_json,
 )
 from topics.transport.handshake import refuse
 from topics.transport.idle_timers import IdleTimer, idle_timers
@@ -67,23 +66,8 @@ CLOSE_TRY_AGAIN_LATER = 1013  # a client too slow to take what it subscribed to
 DISCONNECT_TYPE = "dps.disconnect"
 # Frames (by ASGI message type) that found their connection closed or closing, on this node.
 SENDS_AFTER_CLOSE: Counter[str] = Counter()
-_ENCODED_TAILS = "_dps_encoded_tails"
 _AS_BROADCAST = "_dps_as_broadcast"
 PRESENCE_EVENTS = {DIFF_TYPE: "presence_diff", STATE_TYPE: "presence_state"}
-
-
-def _encoded_tail(message: dict[str, Any], serializer: Serializer) -> bytes:
-    """The UTF-8 part of a broadcast frame that every member shares, encoded by the first
-    member that needs it and kept on the message: the layer hands one message object to all of
-    a node's members, so this runs once per node and serializer, not once per member."""
-    tails = message.get(_ENCODED_TAILS)
-    if tails is None:
-        tails = message[_ENCODED_TAILS] = {}
-    tail = tails.get(serializer)
-    if tail is None:
-        tail = tails[serializer] = serializer.broadcast_tail(
-            encode_event(message["event"]), message["payload"]).encode()
-    return tail
 
 
 def _presence_broadcast(message: dict[str, Any]) -> dict[str, Any]:
@@ -95,12 +79,6 @@ def _presence_broadcast(message: dict[str, Any]) -> dict[str, Any]:
             "type": BROADCAST_TYPE, "topic": topic_for_group(message["group"]),
             "event": PRESENCE_EVENTS[message["type"]], "payload": message["payload"]}
     return broadcast
-
-
-def _text_payload(message: dict[str, Any]) -> str:
-    """A broadcast's payload as JSON text (binary as JSON: a V1 member, or a position)."""
-    payload = message["payload"]
-    return binary_as_json(payload) if isinstance(payload, bytes) else payload
 
 
 UNAVAILABLE = "unavailable"
@@ -399,7 +377,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
     def _deliver_broadcast(self, message: dict[str, Any]) -> None:
         """Send the broadcast with this member's join_ref; nothing is delivered for a topic no
         longer joined. On the direct path the frame is this join's prefix plus the rest of the
-        frame, encoded once per node for all members (see :func:`_encoded_tail`)."""
+        frame, encoded once per node for all members (see :func:`topics.transport.broadcasts.encoded_tail`)."""
         socket = self.socket
         if socket is None or self._sender is None:
             return
@@ -414,11 +392,11 @@ class PhoenixSocketConsumer(AsyncConsumer):
             prefix = socket.broadcast_prefix_bytes(message["topic"])
             if prefix is None:
                 return
-            if self._write_direct(prefix, _encoded_tail(message, socket.serializer)):
+            if self._write_direct(prefix, encoded_tail(message, socket.serializer)):
                 ws_counters.record_delivery(message)
                 return
         text = socket.render_broadcast(message["topic"], message["event"],
-                                       _text_payload(message))
+                                       payload_json(message))
         if text is not None:
             self._queue_frame({"type": "websocket.send", "text": text}, message)
 
@@ -443,7 +421,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
                          position: list) -> None:
         """A broadcast to a join that asked for offsets: its own frame, with the position."""
         text = socket.render_broadcast(message["topic"], message["event"],
-                                       _text_payload(message), presence_tracking.position_ref(position))
+                                       payload_json(message), presence_tracking.position_ref(position))
         if text is None:
             return
         if self._direct is not None and self._write_direct(b"", text.encode()):
