@@ -114,7 +114,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
     # where it has something to run (the seed's has nothing: no entry, no cost).
     context: SocketContext | None = None
     _handlers: dict[str, BoundHandler]
-    _bucket: limits.PublishBucket | None = None
+    _publish_gate: limits.PublishGate | None = None
 
     # Set once the client's connection is gone or this side sent its close: what is sent
     # after that goes nowhere (see _send_to_client).
@@ -243,7 +243,8 @@ class PhoenixSocketConsumer(AsyncConsumer):
             routes=self._routes.routes,
         )
         self._presence_key = presence_tracking.new_socket_key()
-        self._bucket = limits.publish_bucket(asyncio.get_running_loop().time())
+        self._publish_gate = limits.publish_gate(self.context.identity,
+                                                 asyncio.get_running_loop().time())
         self._max_payload_bytes = limits.max_payload_bytes()
         await self.send({"type": "websocket.accept"})
         self._max_send_buffer = int(getattr(
@@ -544,8 +545,8 @@ class PhoenixSocketConsumer(AsyncConsumer):
 
     async def _publish(self, socket: PhoenixSocket,
                        action: Publish | PublishBinary) -> list[Action]:
-        bucket = self._bucket
-        if bucket is not None and not bucket.take(self._loop.time()):
+        gate = self._publish_gate
+        if gate is not None and not gate(self._loop.time()):
             return socket.publish_failed(action, limits.RATE_LIMITED)
         payload = action.data if isinstance(action, PublishBinary) else action.payload_json
         too_large = limits.payload_too_large(payload, self._max_payload_bytes)
