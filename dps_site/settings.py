@@ -141,8 +141,8 @@ DPS_LONGPOLL_MAX_PENDING_FRAMES = int(os.environ.get("DPS_LONGPOLL_MAX_PENDING_F
 DPS_CONNECT = os.environ.get("DPS_CONNECT", "topics.hooks.auth.default_connect")
 DPS_ALLOW_ANONYMOUS = _flag("DPS_ALLOW_ANONYMOUS", True)
 DPS_TOKEN_TTL = float(os.environ.get("DPS_TOKEN_TTL", "3600"))
-# The seed's topics, and the demo chat's rooms (presence and history below), with the seed's rules.
-DPS_TOPICS = {"topics:*": "topics.hooks.handlers.SeedTopic", "rooms:*": "topics.hooks.handlers.SeedTopic"}
+# The seed's topics, and the demo chat's rooms (presence and history below; Phoenix's idiom, dps_site.chat).
+DPS_TOPICS = {"topics:*": "topics.hooks.handlers.SeedTopic", "rooms:*": "dps_site.chat.ChatRoom"}
 # Browser origins allowed to open sockets; unset: the hosts of ALLOWED_HOSTS.
 DPS_ALLOWED_ORIGINS = [o.strip() for o in os.environ.get("DPS_ALLOWED_ORIGINS", "").split(",")
                        if o.strip()]

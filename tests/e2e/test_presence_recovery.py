@@ -228,6 +228,24 @@ def test_the_epoch_changes_after_the_owners_redis_restarts(cluster, js):
     assert js.online("e1", topic)["recovered"] is False
 
 
+def test_phoenix_js_pushes_an_event_the_rooms_handler_broadcasts_to_both_nodes(cluster, js):
+    # Phoenix's idiom: channel.push("new_msg", {...}), handle_in broadcasts it (dps_site.chat).
+    topic = "rooms:idiom1"
+    js.connect("i0", url=endpoint(cluster, 0))
+    js.connect("i1", url=endpoint(cluster, 1))
+    for client in ("i0", "i1"):
+        js.join(client, topic)
+        js.listen(client, topic, event="new_msg")
+    assert js.push("i0", topic, event="new_msg", payload={"name": "Ada", "text": " hi "}) == {}
+    said = [{"name": "Ada", "text": "hi"}]
+    wait_until(lambda: js.heard("i0", topic, event="new_msg") == said
+               and js.heard("i1", topic, event="new_msg") == said, 5, "both nodes' members")
+    # topics:* keeps the seed's convention: only publish with [event, payload] broadcasts.
+    js.join("i0", "topics:idiom1")
+    with pytest.raises(DriverError, match="unknown event"):
+        js.push("i0", "topics:idiom1", event="new_msg", payload={"text": "hi"})
+
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

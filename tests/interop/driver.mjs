@@ -6,8 +6,10 @@
 //   < {"id": 1, "ok": true, "result": null}
 //
 // Commands: connect, join {topic, payload}, leave, presence, received, replies, publish
-// {topic, count, start}, offline (socket.disconnect()), online (socket.connect(), resolved by
-// the topic's next join reply), quit. A join with {"offsets": true} keeps the position of the
+// {topic, count, start}, push {topic, event, payload} (channel.push as Phoenix's guides write
+// it; the ok reply's response, or an error), listen {topic, event} then heard {topic, event}
+// (the payloads of that event's broadcasts), offline (socket.disconnect()), online
+// (socket.connect(), resolved by the topic's next join reply), quit. A join with {"offsets": true} keeps the position of the
 // last broadcast (the frame's ref, "EPOCH:OFFSET") and rejoins with {"recover": position}, as
 // the demo page does.
 import { Presence, Socket } from "phoenix";
@@ -111,6 +113,20 @@ const commands = {
     await Promise.all(pushes);
     return null;
   },
+
+  async push({client: name, topic, event, payload = {}}) {
+    return await pushOk(joined(name, topic).channel.push(event, payload), `${name} pushes ${event}`);
+  },
+
+  async listen({client: name, topic, event}) {
+    const state = joined(name, topic);
+    state.heard = state.heard || {};
+    state.heard[event] = [];
+    state.channel.on(event, (body) => state.heard[event].push(body));
+    return null;
+  },
+
+  async heard({client: name, topic, event}) { return joined(name, topic).heard[event]; },
 
   async offline({client: name}) {
     const {socket} = client(name);

@@ -368,6 +368,27 @@ def test_unknown_event_on_a_joined_topic_gets_an_error_reply(wire):
     assert client.socket.topics == {"topics:matrix"}
 
 
+def test_a_topic_that_takes_client_events_publishes_any_event(wire):
+    # Phoenix's idiom: channel.push("new_msg", {...}) on a topic whose handler takes it.
+    client = joined_client(wire, "rooms:lobby", routes=lambda topic: True,
+                           client_events=lambda topic: topic.startswith("rooms:"))
+    assert client.send("1", "2", "rooms:lobby", "new_msg", {"body": "hi"}) == [
+        ["1", "2", "rooms:lobby", "phx_reply", OK]]
+    assert client.published == [Publish("rooms:lobby", "new_msg", '{"body":"hi"}', "1", "2")]
+    # ``publish`` keeps its meaning there, and the events' rules are the publish's rules.
+    client.send("1", "3", "rooms:lobby", "publish", ["said", {}])
+    assert client.published[-1].event == "said"
+    for event, payload, reason in [("new_msg", ["not", "an object"], "payload must be a JSON object"),
+                                   ("phx_fake", {}, "event names starting with phx_ are reserved")]:
+        assert client.send("1", "4", "rooms:lobby", event, payload) == [
+            ["1", "4", "rooms:lobby", "phx_reply", error(reason)]]
+    assert len(client.published) == 2
+    # A topic whose handler does not take them answers as before.
+    client.send("7", "7", "topics:matrix", "phx_join", {})
+    assert client.send("7", "8", "topics:matrix", "new_msg", {}) == [
+        ["7", "8", "topics:matrix", "phx_reply", error("unknown event")]]
+
+
 def test_payload_with_a_lone_surrogate_is_encoded_as_ascii(wire):
     client = joined_client(wire)
     client.send_raw(wire.frame("1", "2", "topics:matrix", "publish", ["e", {"t": "\ud800é"}]))

@@ -11,6 +11,13 @@ gets ``unmatched topic``. A handler class has any of::
                                       Broadcast(payload, event=None) (broadcast this instead),
                                       Reply(response) (answer the publisher only), or Refuse
     leave(socket, topic)              the socket left the topic (or went away)
+    client_events = True              a class attribute: every event a client pushes on the
+                                      topic (``channel.push("new_msg", {...})``, Phoenix's
+                                      idiom) goes to handle_in like a publish; without it only
+                                      ``publish`` with ``[event, payload]`` does (the seed's
+                                      convention, kept by ``topics:*``)
+
+docs/handlers.md has the whole contract with examples.
 
 Each method may be sync (it runs off the event loop, so it may use the ORM) or async. One
 instance per join: it may keep per-join state on ``self``; per-socket state goes in
@@ -84,6 +91,9 @@ class SocketContext:
 
 class TopicHandler:
     """The base class: joins are accepted, publishes broadcast unchanged."""
+
+    # True: any client event (not only ``publish``) is a publish of that event, for handle_in.
+    client_events: bool = False
 
     def join(self, socket: SocketContext, topic: str, payload: Any) -> dict[str, Any] | None:
         return None
@@ -236,6 +246,10 @@ class TopicRoutes:
     def routes(self, topic: str) -> bool:
         """Whether some pattern serves ``topic`` (else: ``unmatched topic``)."""
         return self.handler_class(topic) is not None
+
+    def client_events(self, topic: str) -> bool:
+        """Whether ``topic``'s handler takes any client event (``TopicHandler.client_events``)."""
+        return bool(getattr(self.handler_class(topic), "client_events", False))
 
     def bind(self, topic: str) -> BoundHandler | None:
         """A new handler for one join of ``topic`` (None when no pattern serves it)."""

@@ -52,9 +52,13 @@ class PhoenixSocket:
     def __init__(self, serializer: Serializer, *,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
                  max_topics: int = DEFAULT_MAX_TOPICS,
-                 routes: Callable[[str], bool] = is_topics_topic) -> None:
+                 routes: Callable[[str], bool] = is_topics_topic,
+                 client_events: Callable[[str], bool] = lambda topic: False) -> None:
         self.serializer = serializer
         self.routes = routes  # whether a topic is served at all (else "unmatched topic")
+        # Whether a joined topic takes any client event as a broadcast (Phoenix's handle_in)
+        # besides ``publish`` (else "unknown event").
+        self.client_events = client_events
         self.max_frame_bytes = max_frame_bytes
         self.max_topics = max_topics
         self.closed = False
@@ -118,6 +122,8 @@ class PhoenixSocket:
             return [self._unmatched(message.ref, message.topic)]
         if message.event == "publish":
             return self.handle_publish(message, join)
+        if self.client_events(message.topic):
+            return self.handle_client_event(message, join)
         return [self._error(join.join_ref, message.ref, message.topic, UNKNOWN_EVENT)]
 
     def handle_heartbeat(self, message: Message) -> list[Action]:
@@ -178,16 +184,31 @@ class PhoenixSocket:
     def handle_publish(self, message: Message, join: _Join) -> list[Action]:
         """Validate a publish and encode its payload once for every member."""
         reason = publish_error(message.payload)
-        if reason is None:
-            event, payload = message.payload
-            try:
-                payload_json = dumps(payload)
-            except RecursionError:
-                reason = "payload is nested too deeply"
-            except ValueError:  # a number that overflowed to infinity (1e400)
-                reason = "payload numbers must be finite"
-            else:
-                return [Publish(message.topic, event, payload_json, join.join_ref, message.ref)]
+        if reason is not None:
+            return [self._error(join.join_ref, message.ref, message.topic, reason)]
+        event, payload = message.payload
+        return self._publish(message, join, event, payload)
+
+    def handle_client_event(self, message: Message, join: _Join) -> list[Action]:
+        """Any other event on a topic that takes client events (``channel.push("new_msg",
+        {...})``): a publish of that event and payload, under the same rules."""
+        reason = event_error(message.event)
+        if reason is None and not isinstance(message.payload, dict):
+            reason = "payload must be a JSON object"
+        if reason is not None:
+            return [self._error(join.join_ref, message.ref, message.topic, reason)]
+        return self._publish(message, join, message.event, message.payload)
+
+    def _publish(self, message: Message, join: _Join, event: str, payload: dict) -> list[Action]:
+        """Encode a valid publish's payload once for every member."""
+        try:
+            payload_json = dumps(payload)
+        except RecursionError:
+            reason = "payload is nested too deeply"
+        except ValueError:  # a number that overflowed to infinity (1e400)
+            reason = "payload numbers must be finite"
+        else:
+            return [Publish(message.topic, event, payload_json, join.join_ref, message.ref)]
         return [self._error(join.join_ref, message.ref, message.topic, reason)]
 
     def handle_binary_push(self, message: Message) -> list[Action]:

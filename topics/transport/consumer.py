@@ -241,6 +241,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
             max_frame_bytes=getattr(settings, "DPS_MAX_FRAME_BYTES", DEFAULT_MAX_FRAME_BYTES),
             max_topics=getattr(settings, "DPS_MAX_TOPICS_PER_SOCKET", DEFAULT_MAX_TOPICS),
             routes=self._routes.routes,
+            client_events=self._routes.client_events,
         )
         self._presence_key = presence_tracking.new_socket_key()
         self._publish_gate = limits.publish_gate(self.context.identity,

@@ -54,7 +54,7 @@
       position ? {name, offsets: true, recover: position} : {name, offsets: true}));
     presence = new Presence(channel);
     presence.onSync(renderPresence);
-    channel.on("message", (payload, ref) => {
+    channel.on("new_msg", (payload, ref) => {
       const [epoch, offset] = typeof ref === "string" ? ref.split(":") : [null, null];
       const at = Number(offset);
       const recovered = recoveredTo !== null && at <= recoveredTo;
@@ -101,7 +101,7 @@
     event.preventDefault();
     const text = $("text").value.trim();
     if (!channel || !text) return;
-    channel.push("publish", ["message", {name: $("name").value, text}]);
+    channel.push("new_msg", {name: $("name").value, text});  // dps_site/chat.py broadcasts it
     $("text").value = "";
   });
   $("offline").addEventListener("click", () => {
