@@ -7,8 +7,8 @@ import json
 import pytest
 
 from topics.protocol import (
-    CLOSE_INVALID_DATA,
     CLOSE_GOING_AWAY,
+    CLOSE_INVALID_DATA,
     CLOSE_TOO_BIG,
     CLOSE_UNSUPPORTED_DATA,
     INVALID_NAME,
