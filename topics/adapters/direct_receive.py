@@ -130,8 +130,9 @@ def _install_uvicorn(protocol_class: Any) -> None:
     websockets consumes a frame's header, extended length and mask as they arrive, so an empty
     buffer is no frame boundary: the parser may be waiting for a payload whose header it
     already read (read as new frames here, those bytes would be smuggled past it). It is at a
-    boundary only while it waits in ``StreamReader.at_eof``, the first step of each frame, with
-    nothing buffered and no fragmented message in progress. (With permessage-deflate, a frame
+    boundary only while it waits in ``StreamReader.at_eof``, the first step of each frame (the
+    innermost generator of its ``yield from`` chain), with nothing buffered and no fragmented
+    message in progress. (With permessage-deflate, a frame
     without RSV1 is not compressed: the extension passes it on.)
     """
     from websockets.protocol import State
@@ -143,10 +144,9 @@ def _install_uvicorn(protocol_class: Any) -> None:
     def data_received(self, data: bytes) -> None:
         receiver = self.__dict__.get("_dps_receiver")
         conn = self.conn
-        waiting_in = getattr(conn.parser, "gi_yieldfrom", None)
-        if (receiver is None or conn.state is not State.OPEN or waiting_in is None
-                or waiting_in.gi_code is not at_frame_boundary or conn.reader.buffer
-                or conn.expect_continuation_frame or self.frames or conn.parser_exc):
+        if (receiver is None or conn.state is not State.OPEN or conn.reader.buffer
+                or conn.expect_continuation_frame or self.frames or conn.parser_exc
+                or _innermost(conn.parser).gi_code is not at_frame_boundary):
             original(self, data)
             return
         queue = self.queue
@@ -177,6 +177,14 @@ def _install_uvicorn(protocol_class: Any) -> None:
             original(self, data[taken:] if taken else data)
 
     protocol_class.data_received = data_received
+
+
+def _innermost(generator: Any) -> Any:
+    """The generator a chain of ``yield from`` is suspended in (websockets' parser: the
+    protocol's ``parse``, the base class's ``parse``, then a step of the frame)."""
+    while generator.gi_yieldfrom is not None:
+        generator = generator.gi_yieldfrom
+    return generator
 
 
 def _payload_limit(*settings: int | None) -> int:
