@@ -20,9 +20,9 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_e2e_phoenix import E2ECluster, _run_cluster, fresh_topic
+from tests.support.metrics import node_metrics
 from topics.devtools.benchmark.wsclient import (
     OP_CLOSE,
     OP_TEXT,
@@ -79,11 +79,7 @@ async def _open(node: E2ECluster) -> tuple[RawWebSocket, Answers]:
 
 
 def metrics(node: E2ECluster) -> dict[str, float]:
-    url = node.cluster.metrics_url(node.cluster.ws_nodes[0])
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    return {sample.name: sample.value for family in text_string_to_metric_families(text)
-            for sample in family.samples}
+    return node_metrics(node.cluster.metrics_url(node.cluster.ws_nodes[0]))
 
 
 # --- the canary ---------------------------------------------------------------------------------
