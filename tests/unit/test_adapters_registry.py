@@ -126,3 +126,22 @@ def test_websockets_parser_is_at_a_frame_boundary_only_between_frames() -> None:
     protocol.receive_data(b"hello")
     assert _innermost(protocol.parser).gi_code is boundary
     assert protocol.events_received()[0].data == b"hello"
+
+
+def test_outside_its_window_one_warning_names_the_version_and_the_patches_are_counted(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, settings) -> None:
+    from topics.transport import ws_counters
+
+    settings.DPS_SERVER_PATCHES = {}
+    versions = {**INSIDE, "uvicorn": "0.60.1"}
+    monkeypatch.setattr(registry, "_status", None)
+    monkeypatch.setattr(registry, "installed_version", versions.get)
+    before = ws_counters.COUNTS.server_patch_fallbacks
+    with caplog.at_level("WARNING", logger="topics.adapters"):
+        registry.decide()
+        registry.decide()  # decided once per process
+    warnings = [r.getMessage() for r in caplog.records if r.name == "topics.adapters"]
+    assert len(warnings) == 1 and "uvicorn 0.60.1" in warnings[0], warnings
+    assert ws_counters.COUNTS.server_patch_fallbacks == before + 4  # uvicorn's four patches
+    assert not registry.active("direct_frames", "uvicorn")
+    assert registry.active("direct_frames", "daphne")
