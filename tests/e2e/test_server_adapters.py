@@ -23,16 +23,15 @@ import pytest
 
 from tests.e2e.test_e2e_phoenix import E2ECluster, _run_cluster, fresh_topic
 from tests.support.metrics import node_metrics
+from tests.support.raw_frames import WAIT_S, Answers, heartbeat, open_raw
 from topics.devtools.benchmark.wsclient import (
     OP_CLOSE,
-    OP_TEXT,
     RawWebSocket,
     client_frame,
     connect,
 )
 
 pytestmark = pytest.mark.e2e
-WAIT_S = 20.0
 # A pause between two writes so that the server reads them separately: the fault these tests
 # inject (a frame cut by TCP), not a wait for a condition.
 SEGMENT_PAUSE_S = 0.05
@@ -45,37 +44,8 @@ def node(request: pytest.FixtureRequest,
     yield from _run_cluster(tmp_path_factory, server=request.param, ws=1, ts=1)
 
 
-def heartbeat(ref: str, padding: int = 0) -> bytes:
-    # JSON allows whitespace: padding makes a frame that needs the 16-bit length.
-    return client_frame(OP_TEXT, (f'[null,"{ref}","phoenix","heartbeat",{{}}' + " " * padding
-                                  + "]").encode())
-
-
-class Answers:
-    """Every text frame the client receives, decoded, with a wait for a count."""
-
-    def __init__(self) -> None:
-        self.frames: list[list] = []
-        self.changed = asyncio.Event()
-
-    def __call__(self, text: str) -> None:
-        self.frames.append(json.loads(text))
-        self.changed.set()
-
-    async def wait_for(self, count: int) -> list[list]:
-        async with asyncio.timeout(WAIT_S):
-            while len(self.frames) < count:
-                self.changed.clear()
-                await self.changed.wait()
-        return self.frames
-
-    def refs(self) -> list[str]:
-        return [frame[1] for frame in self.frames]
-
-
 async def _open(node: E2ECluster) -> tuple[RawWebSocket, Answers]:
-    answers = Answers()
-    return await connect(node.url(0), answers), answers
+    return await open_raw(node.url(0))
 
 
 def metrics(node: E2ECluster) -> dict[str, float]:
@@ -97,16 +67,17 @@ def test_the_fast_paths_are_taken(node: E2ECluster) -> None:
         ws.send_text(json.dumps(["j", "join", topic, "phx_join", {}]))
         await answers.wait_for(1)
         ws.send_text(json.dumps(["j", "pub", topic, "publish", ["event", {"n": 1}]]))
-        for n in range(20):
-            ws.transport.write(heartbeat(f"hb{n}"))
-        await answers.wait_for(23)  # join, publish and 20 heartbeats answered, one broadcast
+        await answers.wait_for(3)  # the reply and the broadcast
         assert ["j", None, topic, "event", {"n": 1}] in answers.frames
+        for n in range(20):  # one at a time: each is a whole frame in a read of its own
+            ws.transport.write(heartbeat(f"hb{n}"))
+            await answers.wait_for(4 + n)
         await ws.close()
 
     asyncio.run(scenario())
     after = metrics(node)
     assert {name: after[name] for name in FALLBACKS} == dict.fromkeys(FALLBACKS, 0.0)
-    # Each heartbeat written on its own reaches the node in its own read, at a boundary.
+    # Each frame reached the node in a read of its own, at a frame boundary: all direct.
     assert after["dps_direct_receive_frames_total"] - before["dps_direct_receive_frames_total"] \
         >= 20
 
