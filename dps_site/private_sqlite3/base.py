@@ -12,7 +12,9 @@ from django.db.backends.sqlite3 import base
 class DatabaseWrapper(base.DatabaseWrapper):
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         name = str(conn_params.get("database", ""))
-        if name and name != ":memory:" and not conn_params.get("uri") and not os.path.exists(name):
+        # Django opens every database as a URI: only "file:..." names are URIs (the test
+        # database in memory is one), others are paths.
+        if name and name != ":memory:" and not name.startswith("file:") and not os.path.exists(name):
             try:
                 os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             except FileExistsError:

@@ -299,6 +299,11 @@ def test_metrics_need_the_bearer_token_when_it_is_set(tmp_path):
         environ = {"PATH_INFO": "/metrics"} | ({"HTTP_AUTHORIZATION": header} if header else {})
         app(environ, lambda status, headers: statuses.append(status.split()[0]))
     assert statuses == ["401", "401", "200"]
+    statuses.clear()
+    for public in (False, True):
+        metrics_wsgi_app(registry_for(Empty()), "", public)(
+            {"PATH_INFO": "/metrics"}, lambda status, headers: statuses.append(status.split()[0]))
+    assert statuses == ["403", "200"]
 
 
 def test_a_stopped_topic_server_is_shown_down(cluster, activity, staff):
