@@ -106,6 +106,7 @@ def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
     env = {**os.environ, "DPS_DATABASE": str(workdir / "db.sqlite3"), "DJANGO_DEBUG": "0",
            "DJANGO_SECRET_KEY": "operator-view-test-" + os.urandom(16).hex(),
            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+           "DPS_METRICS_PUBLIC": "1",  # DEBUG is off: /metrics is opened on purpose
            "DPS_LAYER": json.dumps({"stats_interval": 0.5, "heartbeat_interval": 0.5})}
     with LocalCluster(2, 2, port=free_port_block(2), base_env=env, emit=lambda line: None) as c:
         # createsuperuser works as usual (runcluster itself creates an account only when run
