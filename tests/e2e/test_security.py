@@ -23,8 +23,8 @@ import pytest
 import websockets
 from django.core import signing
 
-from tests.support.processes import write_cluster_file
-from topics.devtools.embedded_redis import accepts_connections, free_port
+from tests.support.processes import wait_listening, write_cluster_file
+from topics.devtools.embedded_redis import free_port
 from topics.hooks.auth import TOKEN_SALT
 
 pytestmark = pytest.mark.e2e
@@ -58,13 +58,7 @@ def start_server(argv: list[str], env: dict[str, str], port: int,
                  log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not accepts_connections(port, timeout=1):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"{argv[2]} did not start: {log.read_text()}")
-        time.sleep(0.1)
-    return proc
+    return wait_listening(proc, port, log, " ".join(argv[1:3]), START_TIMEOUT_S)
 
 
 def stop(proc: subprocess.Popen) -> None:
