@@ -167,7 +167,7 @@ async def test_disconnect_with_revoke_closes_the_sockets_and_their_token_cannot_
     query = token_query()
     client = await connect(query)
     await api.adisconnect(USER, revoke=True)
-    assert await client.receive_output(timeout=5) == {"type": "websocket.close", "code": 1000}
+    assert await client.receive_output(timeout=5) == {"type": "websocket.close", "code": 1001}
     await client.disconnect()
     assert await refused(query)
     await (await connect(token_query())).disconnect()  # a new token works

@@ -77,7 +77,7 @@ def broadcast(topic: str, event: str, payload: dict[str, Any] | bytes) -> None:
 
 async def adisconnect(who: Any, revoke: bool = False) -> None:
     """Close every socket of ``who`` (a user, a user id or an :class:`Identity`) on every WS
-    node with code 1000, as Phoenix's ``disconnect`` broadcast does; the client may reconnect
+    node with code 1001, as Phoenix's ``disconnect`` broadcast does; the client may reconnect
     (and is judged again by the connect hook). With ``revoke``, every token issued to ``who``
     so far is refused first (:func:`revoke_tokens`), so they cannot reconnect with one; a
     logged-in session still can, until the site logs it out or deactivates the user."""
