@@ -33,7 +33,7 @@ class Layer:
         self.calls.append(("discard", group, channel))
 
 
-def connect_as_who(params, scope):
+async def connect_as_who(params, scope):
     """``?who=ID`` is that identity; no ``who``: refused."""
     return Identity(params["who"]) if "who" in params else None
 
@@ -54,6 +54,7 @@ def scope(query: str) -> dict:
 async def test_an_admitted_socket_is_counted_and_in_its_identity_group_until_released():
     layer, sent = Layer(), []
     context = await admit(scope("who=ada"), _recorder(sent), layer, "ch1")
+    assert context is not None, sent
     assert context.identity == Identity("ada") and sent == []
     assert connections.open_sockets_of("user:ada") == 1
     assert layer.calls == [("add", Identity("ada").group, "ch1")]

@@ -82,8 +82,8 @@ def test_the_gate_is_per_identity_and_per_socket_for_anonymous(settings):
 # --- through the consumer -------------------------------------------------------------------
 
 
-def connect_as_who(params, scope):
-    """The connect hook of these tests: ``?who=ID`` is that identity."""
+async def connect_as_who(params, scope):
+    """The connect hook of these tests: ``?who=ID`` is that identity (async: no database)."""
     return Identity(params["who"]) if "who" in params else None
 
 
