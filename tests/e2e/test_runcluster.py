@@ -115,7 +115,7 @@ def test_ws_nodes_listen_on_consecutive_ports() -> None:
     assert [(n.name, n.port) for n in cluster.ws_nodes] == [
         ("ws-a", 9000), ("ws-b", 9001), ("ws-c", 9002)]
     assert cluster.ws_urls[1] == "ws://127.0.0.2:9001/socket/websocket?vsn=2.0.0"
-    assert cluster.admin_url == "http://127.0.0.2:9000/admin/"
+    assert cluster.plan.admin_url == "http://127.0.0.2:9000/admin/"
 
 
 @pytest.mark.parametrize(
@@ -128,19 +128,19 @@ def test_invalid_cluster_shapes_are_refused(kwargs: dict) -> None:
 
 def test_shared_redis_config_has_the_exact_cluster_file_shape() -> None:
     cluster = LocalCluster(1, 2, redis="redis://10.0.0.5:6400/1")
-    assert cluster.cluster_config() == {"nodes": [
+    assert cluster.plan.cluster_config() == {"nodes": [
         {"name": "ws-a", "role": "ws", "redis": "redis://10.0.0.5:6400/1"},
         {"name": "ts-a", "role": "ts", "redis": "redis://10.0.0.5:6400/1"},
         {"name": "ts-b", "role": "ts", "redis": "redis://10.0.0.5:6400/1"},
     ]}
-    assert len(parse_cluster(cluster.cluster_config(), "test").ts_nodes) == 2
+    assert len(parse_cluster(cluster.plan.cluster_config(), "test").ts_nodes) == 2
 
 
 @pytest.mark.parametrize("server", ["daphne", "uvicorn"])
 def test_node_command_lines_use_this_python(server: str) -> None:
     cluster = LocalCluster(1, 1, port=9100, host="0.0.0.0", server=server)
     ws, ts = cluster.nodes
-    assert cluster.command_for(ts) == [sys.executable, "manage.py", "topic_server",
+    assert cluster.command_for(ts) == [sys.executable, "-m", "django", "topic_server",
                                        "--metrics-host", "0.0.0.0",
                                        "--metrics-port", str(ts.metrics_port)]
     command = cluster.command_for(ws)
@@ -195,7 +195,7 @@ def test_cluster_starts_every_node_with_its_own_redis_and_stops_cleanly() -> Non
         redis_ports = [int(url.rsplit(":", 1)[1].split("/")[0]) for url in urls]
         assert all(redis_ping(port) for port in redis_ports)
         assert all(accepts_connections(n.port) for n in cluster.ws_nodes)
-        assert cluster.env_for(cluster.nodes[2])["DPS_NODE"] == "ts-a"
+        assert cluster.plan.env_for(cluster.nodes[2], cluster.workdir)["DPS_NODE"] == "ts-a"
         assert cluster.poll() is None
     finally:
         cluster.stop()
@@ -337,9 +337,9 @@ def test_a_sigkilled_node_and_a_killed_redis_are_restarted(tmp_path: Path) -> No
         os.kill(first_pid, signal.SIGKILL)
         wait_until(lambda: cluster.pid_of("ws-a") not in (None, first_pid) and accepts_connections(ws.port))
         assert count(lines, "[runcluster] ws-a exited with exit code -9 (SIGKILL)") == 1
-        redis_url = cluster.cluster_config()["nodes"][1]["redis"]
+        redis_url = cluster.plan.cluster_config()["nodes"][1]["redis"]
         redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-        os.kill(cluster._redis["ts-a"].pid, signal.SIGKILL)
+        os.kill(cluster.redis_pid("ts-a"), signal.SIGKILL)
         wait_until(lambda: count(lines, "[runcluster] redis for ts-a restarted") == 1)
         assert redis_ping(redis_port)  # same port: the cluster file stays true
         assert count(lines, "[runcluster] redis for ts-a exited with exit code -9") == 1
