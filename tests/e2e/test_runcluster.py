@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import socket
@@ -24,6 +23,7 @@ from django.core.management import CommandError
 
 from channel_layer.cluster import NODE_NAME, parse_cluster
 from channel_layer.ring import Ring
+from tests.support.output_lines import OutputLines
 from topics.devtools.embedded_redis import accepts_connections, free_port_block, port_is_free, redis_ping
 from topics.devtools.local_cluster import (
     LISTEN_BACKLOG,
@@ -384,42 +384,6 @@ def test_a_port_left_in_time_wait_counts_as_free() -> None:
 # -- the real command, end to end ----------------------------------------------------------
 
 
-class _Lines:
-    """Collects a child's output lines on a thread so the test can wait for one."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.all: list[str] = []
-        self._proc = proc
-        self._queue: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self._queue.put(line.rstrip("\n"))
-
-    def wait_for(self, text: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                if self._proc.poll() is not None:
-                    break  # it exited and its output is all read: the line will never come
-                continue
-            self.all.append(line)
-            if text in line:
-                return line
-        output = "\n".join(self.all)
-        code = self._proc.poll()
-        raise AssertionError(f"no line with {text!r} (exit code {code}); output:\n{output}")
-
-    def drain(self) -> list[str]:
-        while not self._queue.empty():
-            self.all.append(self._queue.get())
-        return self.all
-
-
 @pytest.fixture
 def runcluster(tmp_path: Path) -> Iterator[callable]:
     procs: list[subprocess.Popen[str]] = []
@@ -450,7 +414,7 @@ def runcluster(tmp_path: Path) -> Iterator[callable]:
 def test_runcluster_end_to_end(runcluster: callable, server: str) -> None:
     port = free_port_block(2)
     proc = runcluster("--ws", "2", "--ts", "2", "--port", str(port), "--server", server)
-    lines = _Lines(proc)
+    lines = OutputLines(proc)
     cluster_file = lines.wait_for("cluster file: ", 30).split("cluster file: ", 1)[1]
     workdir = os.path.dirname(cluster_file)
     lines.wait_for(READY_LINE, 120)
@@ -490,7 +454,7 @@ def test_runcluster_restarts_a_killed_topic_server_and_starts_again_right_after_
 
     port = free_port_block(2)
     proc = runcluster("--port", str(port), "--no-migrate")
-    lines = _Lines(proc)
+    lines = OutputLines(proc)
     pid = int(re.search(r"ts-a started \(pid (\d+)\)", lines.wait_for("ts-a started", 60))[1])
     lines.wait_for(READY_LINE, 120)
     asyncio.run(_round_trip(port, "topics:before"))
@@ -510,7 +474,7 @@ def test_runcluster_restarts_a_killed_topic_server_and_starts_again_right_after_
     assert proc.wait(30) == 0, "\n".join(lines.drain())
     # At once, on the same ports, while the last run's connections sit in TIME_WAIT.
     again = runcluster("--port", str(port), "--no-migrate")
-    again_lines = _Lines(again)
+    again_lines = OutputLines(again)
     again_lines.wait_for(READY_LINE, 120)
     asyncio.run(_round_trip(port, "topics:again"))
     again.send_signal(signal.SIGINT)
