@@ -23,7 +23,7 @@ from django.core.management import CommandError
 
 from channel_layer.cluster import NODE_NAME, parse_cluster
 from channel_layer.ring import Ring
-from tests.support.output_lines import OutputLines
+from tests.support.command_process import OutputLines, stop_gracefully
 from topics.devtools.embedded_redis import accepts_connections, free_port_block, port_is_free, redis_ping
 from topics.devtools.local_cluster import (
     LISTEN_BACKLOG,
@@ -400,13 +400,8 @@ def runcluster(tmp_path: Path) -> Iterator[callable]:
         return proc
 
     yield start
-    for proc in procs:  # a failed test must not leave a cluster running
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+    for proc in procs:
+        stop_gracefully(proc)
 
 
 @pytest.mark.e2e

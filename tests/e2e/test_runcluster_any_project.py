@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.core import signing
 
-from tests.support.output_lines import OutputLines
+from tests.support.command_process import OutputLines, stop_gracefully
 from tests.support.phoenix_client import PhoenixClient, socket_url
 from topics.devtools.cluster_plan import REPOSITORY_DIR
 from topics.devtools.embedded_redis import free_port_block
@@ -128,6 +128,5 @@ def test_runcluster_runs_the_invoking_project(project):
         assert asyncio.run(publish_reaches_both_nodes(site, env, port, token)) == [
             {"from": "mysite"}] * 2
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+        stop_gracefully(proc, signal.SIGINT, 30)
     assert proc.returncode == 0, "\n".join(lines.drain())

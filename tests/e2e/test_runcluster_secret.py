@@ -20,7 +20,7 @@ import websockets
 from django.core import signing
 
 from dps_site.settings import DEVELOPMENT_SECRET_KEY
-from tests.support.output_lines import OutputLines
+from tests.support.command_process import OutputLines, stop_gracefully
 from tests.support.phoenix_client import PhoenixClient, socket_url
 from topics.devtools.cluster_plan import REPOSITORY_DIR
 from topics.hooks.auth import TOKEN_SALT
@@ -70,12 +70,7 @@ def cluster(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], Output
         lines.wait_for(READY_LINE, 120)
         yield proc, lines, port
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_gracefully(proc, signal.SIGINT, 30)
 
 
 def beside(env: dict[str, str], *argv: str) -> str:

@@ -1,7 +1,10 @@
-"""A child process's output, read line by line on a thread, so a test can wait for a line."""
+"""A command a test starts (``manage.py runcluster``): its output read line by line on a thread,
+so the test can wait for a line, and a stop that cannot leave it running."""
 from __future__ import annotations
 
+import os
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -41,3 +44,16 @@ class OutputLines:
         while not self._queue.empty():
             self.all.append(self._queue.get())
         return self.all
+
+
+def stop_gracefully(proc: subprocess.Popen[str], signum: int = signal.SIGTERM,
+                    timeout: float = 15.0) -> None:
+    """Send ``signum`` to a running command; kill its whole session if it is still running
+    after ``timeout`` (a failed test must not leave a cluster running)."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signum)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
