@@ -70,6 +70,9 @@ class LocalCluster:
     exits (whatever its exit code) after a backoff, and logs its name and exit code; without it
     (``runcluster --fail-fast``, and what tests use to see a death) :meth:`wait` reports the
     first exit.
+
+    24 methods besides ``__init__`` and the context-manager pair: the rest lives in its parts
+    (the plan, the process group, the node Redis set, supervision).
     """
 
     def __init__(
