@@ -193,21 +193,6 @@ CHANNEL_LAYERS = {
     }
 }
 
-# The benchmark runs the same consumer over other back ends (DPS_BENCH_BACKEND); production
-# nodes leave it unset.
-_bench_backend = os.environ.get("DPS_BENCH_BACKEND", "dps")
-_bench_redis = os.environ.get("DPS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-if _bench_backend == "redis":
-    CHANNEL_LAYERS["default"] = {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                                 "CONFIG": {"hosts": [_bench_redis]}}
-elif _bench_backend == "redis_pubsub":
-    CHANNEL_LAYERS["default"] = {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                                 "CONFIG": {"hosts": [_bench_redis]}}
-elif _bench_backend == "local":
-    CHANNEL_LAYERS["default"] = {"BACKEND": "topics.devtools.local_broadcast.LocalBroadcastLayer"}
-elif _bench_backend != "dps":
-    raise ValueError(f"DPS_BENCH_BACKEND must be dps, redis, redis_pubsub or local, not {_bench_backend!r}")
-
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
