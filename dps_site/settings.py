@@ -161,8 +161,8 @@ DPS_MAX_PAYLOAD_BYTES = int(os.environ.get("DPS_MAX_PAYLOAD_BYTES", str(256 * 10
 # JSON in the environment so that one cluster file + one env var configure every node.
 DPS_LAYER = json.loads(os.environ.get("DPS_LAYER", "{}"))
 
-# Topics whose members are tracked (topics.transport.presence_tracking): the demo's rooms; history at the owner
-# (size, ttl) for recovery is the layer's ``history`` setting below.
+# Topics whose members are tracked (topics.transport.presence_tracking): the demo's rooms;
+# history at the owner (size, ttl) for recovery is the layer's ``history`` setting below.
 DPS_PRESENCE = [p for p in os.environ.get("DPS_PRESENCE", "rooms:*").split(",") if p]
 DPS_PRESENCE_NAME_CHARS = int(os.environ.get("DPS_PRESENCE_NAME_CHARS", "32"))
 

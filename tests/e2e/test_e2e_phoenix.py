@@ -534,6 +534,44 @@ async def test_a_v1_client_joins_and_receives_a_publish_from_a_v2_client(
         assert push.as_list() == [v2.join_refs[topic], None, topic, "back", {"from": "v1"}]
 
 
+async def test_a_v1_envelope_client_that_sends_no_vsn_joins_and_publishes(
+    cluster: E2ECluster,
+) -> None:
+    """A client of the V1 envelope format (the Java/Android clients) sends no ``vsn``; as in
+    Phoenix that means 1.0.0. Written here from Phoenix's V1 serializer: a JSON object with
+    ``topic``, ``event``, ``payload`` and ``ref``, and no ``join_ref``."""
+    from websockets.asyncio.client import connect
+
+    topic = fresh_topic()
+    url = f"ws://127.0.0.1:{cluster.ports[0]}/socket/websocket"
+    async with connect(url, ping_interval=None) as ws, clients(cluster, 1) as (v2,):
+
+        async def next_object() -> dict:
+            return json.loads(await asyncio.wait_for(ws.recv(), 10))
+
+        await ws.send(json.dumps({"topic": topic, "event": "phx_join", "payload": {}, "ref": "1"}))
+        assert await next_object() == {"topic": topic, "event": "phx_reply", "ref": "1",
+                                       "join_ref": None, "payload": OK}
+        await v2.join_ok(topic)
+        await ws.send(json.dumps({"topic": topic, "event": "publish", "ref": "2",
+                                  "payload": ["shout", {"from": "v1"}]}))
+        assert await next_object() == {"topic": topic, "event": "phx_reply", "ref": "2",
+                                       "join_ref": None, "payload": OK}
+        assert await next_object() == {"topic": topic, "event": "shout", "ref": None,
+                                       "join_ref": None, "payload": {"from": "v1"}}
+        [push] = await v2.pushes(topic, 1)
+        assert push.as_list() == [v2.join_refs[topic], None, topic, "shout", {"from": "v1"}]
+
+
+@pytest.mark.parametrize("vsn", ["2.0.1", "2.0.9-rc.1"])
+async def test_a_later_2_0_x_vsn_speaks_v2_as_phoenix_matches_2_0_0(
+    cluster: E2ECluster, vsn: str,
+) -> None:
+    async with clients(cluster, 0, vsn=vsn) as (client,):
+        await client.send_text('[null,"5","phoenix","heartbeat",{}]')
+        assert (await client.recv_frame()).as_list() == reply(None, "5", "phoenix", OK)
+
+
 # --- 5. idle timeout ----------------------------------------------------------------------------
 
 
@@ -562,7 +600,7 @@ async def test_a_silent_socket_is_closed_after_the_idle_timeout(idle_cluster: E2
         code = await silent.wait_closed(timeout=IDLE_TIMEOUT * 10)
         silent_for = loop.time() - silent_since
         await chatting
-        assert code == 1000
+        assert code == 1001  # "going away": every phoenix.js version reconnects after it
         assert silent_for >= IDLE_TIMEOUT * 0.9
         # The chatty socket outlived several timeouts and still works.
         await publish_and_mark(chatty, topic, "event", {"alive": True})

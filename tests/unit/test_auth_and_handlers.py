@@ -270,7 +270,7 @@ async def test_abroadcast_reaches_members_and_adisconnect_closes_only_that_ident
         with pytest.raises(api.BroadcastError):
             await api.abroadcast(*bad)
     await api.adisconnect(USER)
-    assert await target.receive_output(timeout=5) == {"type": "websocket.close", "code": 1000}
+    assert await target.receive_output(timeout=5) == {"type": "websocket.close", "code": 1001}
     assert await other.receive_nothing() and await anonymous.receive_nothing()
     await send(other, None, "2", "phoenix", "heartbeat", {})
     assert await receive(other) == [None, "2", "phoenix", "phx_reply", OK]

@@ -1,7 +1,8 @@
 """This WS process's own figures: joins, publishes, deliveries, slow clients, latency.
 
 The hot path only adds to plain integers here (a delivery costs two additions, not a
-Prometheus lock); :mod:`topics.operator.prometheus_export` and :mod:`topics.operator.node_report` read them. Latency is
+Prometheus lock); :mod:`topics.operator.prometheus_export` and
+:mod:`topics.operator.node_report` read them. Latency is
 publish to deliver: the publisher's wall-clock time travels in the broadcast message
 (``sent_at``), and the receiving node measures once per message and counts that figure for
 every member it hands the message to.
