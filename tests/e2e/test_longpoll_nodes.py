@@ -17,6 +17,7 @@ reconnect and rejoin too. The old answer (410, no token) made 1.7 poll on with
 """
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.phoenix_client import PhoenixClient, socket_url
 from tests.support.phoenix_driver import PhoenixDriver
 from tests.support.processes import listener, peak_rss_mb
 from topics.devtools.embedded_redis import free_port_block
@@ -53,6 +55,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     try:
         try:
             local.start()
+            for node in local.ws_nodes:
+                asyncio.run(_until_routable(node.port))
         except (ClusterError, OSError, TimeoutError) as exc:
             pytest.fail(f"the cluster did not start: {exc}\n" + "\n".join(log[-60:]))
         yield local
@@ -60,11 +64,29 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         local.stop()
 
 
-def call(port: int, method: str, query: str, body: bytes | None = None) -> dict:
+async def _until_routable(port: int) -> None:
+    """Until a join and a publish round-trip through this WS node (the ring is known)."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while True:
+        try:
+            async with await PhoenixClient.connect(socket_url(port)) as client:
+                topic = f"topics:ready{uuid.uuid4().hex[:8]}"
+                await client.join_ok(topic, timeout=5)
+                await client.publish(topic, "ready", {}, timeout=5)
+                await client.pushes(topic, 1, timeout=5)
+                return
+        except (OSError, TimeoutError, AssertionError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)  # retry the round trip; bounded by the deadline
+
+
+def call(port: int, method: str, query: str, body: bytes | None = None,
+         origin: str | None = None) -> dict:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT_S)
+    headers = {"content-type": "application/x-ndjson"} | ({"origin": origin} if origin else {})
     try:
-        connection.request(method, f"/socket/longpoll?{query}", body=body,
-                           headers={"content-type": "application/x-ndjson"})
+        connection.request(method, f"/socket/longpoll?{query}", body=body, headers=headers)
         response = connection.getresponse()
         assert response.status == 200, response.status
         return json.loads(response.read())
@@ -91,6 +113,22 @@ def test_a_full_size_post_costs_the_node_little_memory(cluster: LocalCluster, sh
     assert answer == {"status": 200 if shape == "newlines" else 413}, answer
     polled = call(node_port, "GET", f"token={session['token']}")
     assert polled["status"] == 204 and polled["token"] == session["token"], polled
+
+
+def test_a_foreign_origin_can_neither_post_into_nor_poll_a_session(cluster: LocalCluster):
+    """The issue's probe: a cookieless client sending ``Origin: http://evil.example`` posted
+    into a user's session and polled its messages (200)."""
+    port = cluster.ws_nodes[0].port
+    own = f"http://127.0.0.1:{port}"
+    session = call(port, "GET", "vsn=2.0.0", origin=own)
+    token = session["token"]
+    join = json.dumps(["1", "1", f"topics:o{uuid.uuid4().hex[:8]}", "phx_join", {}]).encode()
+    assert call(port, "POST", f"token={token}", join, origin=own) == {"status": 200}
+    evil = "http://evil.example"
+    assert call(port, "POST", f"token={token}", join, origin=evil) == {"status": 403}
+    assert call(port, "GET", f"token={token}", origin=evil) == {"status": 403}
+    polled = call(port, "GET", f"token={token}", origin=own)  # the reply is still there
+    assert polled["status"] == 200 and json.loads(polled["messages"][0])[3] == "phx_reply"
 
 
 def wait_until(condition, what: str, timeout: float) -> bool:
