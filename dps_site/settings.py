@@ -124,6 +124,10 @@ DPS_MAX_PENDING_FRAMES = int(os.environ.get("DPS_MAX_PENDING_FRAMES", "1000"))
 DPS_MAX_SEND_BUFFER_BYTES = int(os.environ.get("DPS_MAX_SEND_BUFFER_BYTES", str(4 * 1024 * 1024)))
 # Write broadcast frames straight to the connection (daphne, uvicorn) instead of through ASGI.
 DPS_DIRECT_FRAMES = os.environ.get("DPS_DIRECT_FRAMES", "1") != "0"
+# Server patches to switch off (docs/adapters.md): DPS_SERVER_PATCHES_OFF="daphne_scans,..." or
+# "*" for all of them; every other patch is on inside its tested version window.
+DPS_SERVER_PATCHES = {name.strip(): False for name in
+                      os.environ.get("DPS_SERVER_PATCHES_OFF", "").split(",") if name.strip()}
 # Bytes of received frames daphne may queue for a consumer before it stops reading the socket.
 DPS_MAX_INBOUND_BUFFER_BYTES = int(os.environ.get("DPS_MAX_INBOUND_BUFFER_BYTES",
                                                   str(1024 * 1024)))

@@ -19,11 +19,8 @@ from channels.routing import ProtocolTypeRouter, URLRouter
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 
-from topics.adapters.daphne_close_codes import allow_protocol_close_codes
-from topics.adapters.daphne_scans import visit_only_due_connections
-from topics.adapters.uvicorn_log import quiet_client_protocol_errors
+from topics import adapters
 from topics.hooks.origin import OriginCheck
-from topics.transport.handshake import enable_daphne_denial_response
 from topics.transport.routing import http_app, websocket_app
 
 
@@ -46,10 +43,7 @@ class SessionUser:
 def websocket_application(urlpatterns: list | None = None) -> OriginCheck:
     """The ASGI app for ``"websocket"``: Origin check, session user, then ``urlpatterns``
     (default: DPS's Phoenix endpoint at ``/socket/websocket``)."""
-    allow_protocol_close_codes()
-    visit_only_due_connections()
-    enable_daphne_denial_response()
-    quiet_client_protocol_errors()
+    adapters.install()  # the server patches that are on (topics.adapters.registry)
     inner = websocket_app() if urlpatterns is None else URLRouter(urlpatterns)
     return OriginCheck(SessionUser(inner))
 

@@ -10,7 +10,9 @@ Metric names (every one labelled ``node``): ``dps_connections``, ``dps_joins_tot
 ``dps_publishes_total``, ``dps_deliveries_total`` (WS: frames to members; TS: one per WS node
 per publish), ``dps_publish_deliver_latency_seconds`` (WS), ``dps_inbox_backlog``,
 ``dps_dropped_total{reason}``, ``dps_slow_client_disconnects_total``,
-``dps_redis_errors_total``, ``dps_direct_frame_fallbacks_total``; a topic server adds
+``dps_redis_errors_total``, the server patches' ``dps_direct_frame_fallbacks_total``,
+``dps_direct_receive_fallbacks_total``, ``dps_direct_receive_frames_total``,
+``dps_daphne_scan_ticks_total`` and ``dps_server_patch_fallbacks_total``; a topic server adds
 ``dps_topics``, ``dps_members`` and ``dps_ws_nodes``.
 """
 from __future__ import annotations
@@ -160,7 +162,13 @@ class WsNodeCollector:
                           ("deliveries", "Broadcast frames handed to members"),
                           ("slow_client_disconnects", "Clients closed with 1013 for a backlog"),
                           ("direct_frame_fallbacks",
-                           "Connections whose broadcasts fell back to ASGI send")):
+                           "Connections whose broadcasts fell back to ASGI send"),
+                          ("direct_receive_fallbacks",
+                           "Connections whose client frames fell back to the server's parser"),
+                          ("direct_receive_frames", "Client frames read by the direct path"),
+                          ("daphne_scan_ticks", "Ticks of daphne's due-only housekeeping scans"),
+                          ("server_patch_fallbacks",
+                           "Server patches off: the server's version is outside their window")):
             yield _counter(f"dps_{name}", doc, node, counters.get(name, 0))
         yield _drops(node, counters, {"slow_client": counters.get("slow_client_disconnects", 0)})
         yield from _failover(node, counters)
