@@ -18,7 +18,7 @@ import { FetchXMLHttpRequest, hold, release, requests, sleep } from "./helpers.m
 
 globalThis.XMLHttpRequest = FetchXMLHttpRequest;
 globalThis.self ??= globalThis;  // phoenix.js 1.7 finds its globals through `self` or `window`
-const versions = {phoenix: await import("phoenix"), phoenix17: await import("phoenix17")};
+const VERSIONS = new Set(["phoenix", "phoenix17"]);  // npm names in package.json (1.8, 1.7)
 
 const STEP_TIMEOUT_MS = 15_000;
 const clients = new Map();
@@ -52,7 +52,8 @@ function pushOk(push, what) {
 
 const commands = {
   async connect({client: name, url, version = "phoenix", transport = "websocket"}) {
-    const {LongPoll, Presence, Socket} = versions[version];
+    if (!VERSIONS.has(version)) throw new Error(`unknown phoenix.js version ${version}`);
+    const {LongPoll, Presence, Socket} = await import(version);
     const socket = new Socket(url, {transport: transport === "longpoll" ? LongPoll : WebSocket,
                                     heartbeatIntervalMs: 5000, reconnectAfterMs: () => 200,
                                     rejoinAfterMs: () => 200});
