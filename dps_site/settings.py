@@ -152,6 +152,8 @@ DPS_LONGPOLL_MAX_SESSIONS = int(os.environ.get("DPS_LONGPOLL_MAX_SESSIONS", "100
 DPS_LONGPOLL_MAX_BODY_BYTES = int(os.environ.get("DPS_LONGPOLL_MAX_BODY_BYTES",
                                                  str(4 * 1024 * 1024)))
 DPS_LONGPOLL_MAX_PENDING_FRAMES = int(os.environ.get("DPS_LONGPOLL_MAX_PENDING_FRAMES", "100"))
+# Frames in one POST (Phoenix's and phoenix.js's batch size); a POST of more is refused whole.
+DPS_LONGPOLL_MAX_FRAMES_PER_POST = int(os.environ.get("DPS_LONGPOLL_MAX_FRAMES_PER_POST", "100"))
 
 # Who may connect (topics/hooks/auth.py) and what each topic namespace means (topics/hooks/handlers.py).
 DPS_CONNECT = os.environ.get("DPS_CONNECT", "topics.hooks.auth.default_connect")
