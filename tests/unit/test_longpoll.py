@@ -145,15 +145,13 @@ async def test_the_session_token_header_of_newer_phoenix_js_names_the_session():
 
 
 @pytest.fixture
-def signed_in(settings):
-    """Anonymous sockets refused; a signed token for user 7."""
+def signed_in(settings, transactional_db):
+    """Anonymous sockets refused; a signed token for user 7 (a real, active user: the
+    connect hook looks the user up)."""
+    from django.contrib.auth import get_user_model
+
     settings.DPS_ALLOW_ANONYMOUS = False
-
-    class User:
-        pk = 7
-        is_active = True
-
-    return issue_token(User())
+    return issue_token(get_user_model().objects.create_user("user7", id=7))
 
 
 @pytest.mark.parametrize("how", ["header", "auth_token", "params"])

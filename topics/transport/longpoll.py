@@ -268,7 +268,7 @@ class LongPollEndpoint:
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         request = read_request(scope)
-        if request.origin is not None and not origin_allowed(request.origin):
+        if request.origin is not None and not origin_allowed(request.origin, scope):
             STATS["refused_origin"] += 1
             await respond(send, 200, {"status": 403})  # as Phoenix's check_origin answers
             return
