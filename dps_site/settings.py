@@ -152,6 +152,8 @@ DPS_LONGPOLL_MAX_SESSIONS = int(os.environ.get("DPS_LONGPOLL_MAX_SESSIONS", "100
 DPS_LONGPOLL_MAX_BODY_BYTES = int(os.environ.get("DPS_LONGPOLL_MAX_BODY_BYTES",
                                                  str(4 * 1024 * 1024)))
 DPS_LONGPOLL_MAX_PENDING_FRAMES = int(os.environ.get("DPS_LONGPOLL_MAX_PENDING_FRAMES", "100"))
+# Frames in one POST (Phoenix's and phoenix.js's batch size); a POST of more is refused whole.
+DPS_LONGPOLL_MAX_FRAMES_PER_POST = int(os.environ.get("DPS_LONGPOLL_MAX_FRAMES_PER_POST", "100"))
 
 # Who may connect (topics/hooks/auth.py) and what each topic namespace means (topics/hooks/handlers.py).
 DPS_CONNECT = os.environ.get("DPS_CONNECT", "topics.hooks.auth.default_connect")
@@ -193,21 +195,6 @@ CHANNEL_LAYERS = {
         },
     }
 }
-
-# The benchmark runs the same consumer over other back ends (DPS_BENCH_BACKEND); production
-# nodes leave it unset.
-_bench_backend = os.environ.get("DPS_BENCH_BACKEND", "dps")
-_bench_redis = os.environ.get("DPS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-if _bench_backend == "redis":
-    CHANNEL_LAYERS["default"] = {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                                 "CONFIG": {"hosts": [_bench_redis]}}
-elif _bench_backend == "redis_pubsub":
-    CHANNEL_LAYERS["default"] = {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                                 "CONFIG": {"hosts": [_bench_redis]}}
-elif _bench_backend == "local":
-    CHANNEL_LAYERS["default"] = {"BACKEND": "topics.devtools.local_broadcast.LocalBroadcastLayer"}
-elif _bench_backend != "dps":
-    raise ValueError(f"DPS_BENCH_BACKEND must be dps, redis, redis_pubsub or local, not {_bench_backend!r}")
 
 LOGGING = {
     "version": 1,
