@@ -1,7 +1,8 @@
 """The ASGI application of a site's WS nodes: ``ASGI_APPLICATION = "topics.asgi.application"``.
 
 :data:`application` is the project's own Django app (HTTP, static files, sessions, auth) plus
-``/socket/websocket`` and ``/socket/longpoll``, built on first use (``runserver``, daphne and
+``/socket/websocket`` and ``/socket/longpoll`` (static files under DEBUG, as ``runserver``
+serves them; in production, whatever serves them today), built on first use (``runserver``, daphne and
 uvicorn all fetch it at start-up): Django is set up, DPS's system checks run (an error stops the
 process with its message, :mod:`topics.checks`), the cluster is checked (a node not in the
 cluster file, or a Redis that does not answer, stops it too), and this node's snapshot for the
@@ -23,6 +24,7 @@ django.setup(set_prefix=False)  # as get_asgi_application does: the imports belo
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.apps import apps  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth.models import AnonymousUser  # noqa: E402
 
@@ -72,6 +74,11 @@ def ready_application() -> ProtocolTypeRouter:
     from topics.hooks.auth import announce_anonymous, check_secret_key
     from topics.operator.node_report import start_for_this_process
 
+    if settings.DEBUG and apps.is_installed("django.contrib.staticfiles"):
+        # What runserver does; daphne and uvicorn (runcluster's nodes) serve no static files.
+        from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+        django_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
     refuse_on_errors()
     check_ws_node()  # an unusable cluster file or an unreachable Redis stops the server here
     check_secret_key()  # a SECRET_KEY the site calls public: refuse to serve, say why
