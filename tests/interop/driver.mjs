@@ -5,7 +5,7 @@
 //   > {"id": 1, "cmd": "connect", "client": "a", "url": "ws://127.0.0.1:P/socket"}
 //   < {"id": 1, "ok": true, "result": null}
 //
-// Commands: connect, join {topic, payload}, leave, presence, received, replies, publish
+// Commands: connect {url, params}, join {topic, payload}, leave, presence, received, replies, publish
 // {topic, count, start}, offline (socket.disconnect()), online (socket.connect(), resolved by
 // the topic's next join reply), quit. A join with {"offsets": true} keeps the position of the
 // last broadcast (the frame's ref, "EPOCH:OFFSET") and rejoins with {"recover": position}, as
@@ -45,8 +45,8 @@ function pushOk(push, what) {
 }
 
 const commands = {
-  async connect({client: name, url}) {
-    const socket = new Socket(url, {transport: WebSocket, heartbeatIntervalMs: 5000,
+  async connect({client: name, url, params = {}}) {
+    const socket = new Socket(url, {transport: WebSocket, params, heartbeatIntervalMs: 5000,
                                     reconnectAfterMs: () => 200, rejoinAfterMs: () => 200});
     clients.set(name, {socket, topics: new Map()});
     await deadline(new Promise((resolve) => { socket.onOpen(resolve); socket.connect(); }),
