@@ -252,7 +252,7 @@ class PhoenixSocketConsumer(AsyncConsumer):
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         serializer = serializer_for_query_string(self.scope.get("query_string", b""))
         if serializer is None:
-            await self.send({"type": "websocket.close"})  # before accept: the server answers 403
+            await refuse(self.scope, self.base_send, 403, "unsupported vsn")
             return
         if not await self._admit():
             return
