@@ -33,7 +33,7 @@ def _unknown(name: str) -> Error:
 
 def _typed() -> list[Error]:
     found = []
-    for name in dir(settings):
+    for name in sorted(set(dir(settings))):
         if not name.startswith("DPS_"):
             continue
         spec = BY_NAME.get(name)
