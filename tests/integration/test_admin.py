@@ -225,3 +225,25 @@ def test_the_embedded_topics_pages_read_the_in_process_topic_server(admin_client
     assert detail["lookup"]["owner"] == "local-ts" and detail["row"]["messages"] == 3
     html = admin_client.get("/admin/dps/topics/", {"o": "-last"}).content.decode()
     assert "topics:foyer" in html and 'class="sortable column-last sorted ascending"' in html
+
+
+def test_site_topics_are_shown_and_addressed_by_their_topic_names():
+    from channel_layer.ring import Ring
+    from topics.operator.cluster_stats import owner_lookup, topic_of
+
+    assert topic_of("rooms.coffee") == "rooms:coffee"
+    assert topic_of("topics.matrix") == "topics:matrix"
+    assert topic_of("dps.identity.42") == "dps.identity.42"
+    found = owner_lookup(Ring(["ts-a", "ts-b"]), "rooms:coffee")
+    assert found["error"] is None and found["group"] == "rooms.coffee"
+
+
+def test_the_projects_admin_index_is_its_own_and_lists_the_dps_pages(admin_client):
+    from django.contrib import admin
+
+    assert admin.site.index_template is None
+    html = admin_client.get("/admin/").content.decode()
+    assert 'href="/admin/dps/cluster/"' in html and 'href="/admin/dps/topics/"' in html
+    assert admin_client.get("/admin/dps/").status_code == 200  # the app's own index
+    page = admin_client.get("/admin/dps/topics/rooms:coffee/")
+    assert page.status_code == 200 and "not a topic" not in page.content.decode()
