@@ -1,8 +1,9 @@
 """The README's "Add DPS to your project", literally, in a stock ``django-admin startproject``.
 
 The wheel is built from this checkout and installed (``pip install --target``) outside it; the
-project gets exactly the contract's edits (two apps and ``ASGI_APPLICATION`` in settings.py, one
-include in urls.py) plus one view of its own that calls ``topics.api.broadcast``. Then, with
+project gets exactly the contract's edits, taken from the README itself (two apps and
+``ASGI_APPLICATION`` in settings.py, one include in urls.py), plus one view of its own that
+calls ``topics.api.broadcast``. Then, with
 ``manage.py runcluster`` in that project: the project's admin index lists the DPS pages, the
 cluster page has DPS's stylesheet and both WS nodes up (Chromium), the view's broadcast and
 ``dps_publish`` reach a phoenix.js client on the other node, and ``manage.py check`` is clean,
@@ -84,26 +85,31 @@ def run(command: list[str], cwd: Path, env: dict[str, str] | None = None,
     return result
 
 
+def readme_block(step: str) -> str:
+    """The first code block after the README's "**<step>" in "Add DPS to your project"."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Add DPS to your project", 1)[1]
+    after = section.split(f"**{step}", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
 def apply_the_contract(project: Path) -> None:
+    """The README's edits, as written there: its settings lines appended to settings.py, its
+    URL line added to urlpatterns (with the import its comment names)."""
     settings = project / "mysite" / "settings.py"
-    text = settings.read_text()
-    text = text.replace("INSTALLED_APPS = [\n", 'INSTALLED_APPS = [\n    "daphne",\n', 1)
-    text = text.replace("'django.contrib.staticfiles',\n",  # as startproject writes it
-                        "'django.contrib.staticfiles',\n    \"topics\",\n", 1)
-    text += '\nASGI_APPLICATION = "topics.asgi.application"\n'
-    assert text.count('"daphne"') == text.count('"topics"') == 1
-    settings.write_text(text)
+    settings.write_text(settings.read_text() + "\n" + readme_block("2. `settings.py`"))
+    route = readme_block("3. `urls.py`").strip()
+    assert route.startswith('path("dps/", include("topics.urls")),'), route
     urls = project / "mysite" / "urls.py"
     admin_route = "    path('admin/', admin.site.urls),\n"  # as startproject writes it
     text = urls.read_text()
     assert "from django.urls import path\n" in text and admin_route in text
-    text = text.replace("from django.urls import path\n", "from django.urls import include, path\n")
-    text = text.replace(admin_route, admin_route + '    path("dps/", include("topics.urls")),\n')
-    # The project's own view, and its own route to it:
+    text = text.replace("from django.urls import path\n",
+                        "from django.urls import include, path\n\nfrom mysite import views\n")
+    text = text.replace(admin_route, f"{admin_route}    {route}\n")
+    # The project's own view, and its own route to it (not part of the contract):
     (project / "mysite" / "views.py").write_text(VIEW)
     text = text.replace(admin_route, admin_route + '    path("shout/", views.shout),\n')
-    text = text.replace("from django.urls import include, path\n",
-                        "from django.urls import include, path\n\nfrom mysite import views\n")
     urls.write_text(text)
 
 
