@@ -8,6 +8,7 @@ from topics.operator import views
 
 urlpatterns = [
     path("", views.demo, name="demo"),
+    path("demo/history", views.demo_history, name="demo-history"),
     path("metrics", views.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("dps/", include("topics.urls")),
