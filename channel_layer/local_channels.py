@@ -57,25 +57,17 @@ class Fastlane:
         self.deliver = deliver
 
 
-def _client_gone_errors() -> tuple[type[BaseException], ...]:
-    """What a server raises when a member writes to a connection that has just gone (the
-    client aborted mid-broadcast, before the server told its consumer): daphne's autobahn
-    ``Disconnected``, uvicorn's ``ClientDisconnected``, a plain broken connection."""
-    errors: list[type[BaseException]] = [ConnectionError]
-    try:
-        from autobahn.exception import Disconnected
-        errors.append(Disconnected)
-    except ImportError:
-        pass
-    try:
-        from uvicorn.protocols.utils import ClientDisconnected
-        errors.append(ClientDisconnected)
-    except ImportError:
-        pass
-    return tuple(errors)
+# What a member's delivery raises when it writes to a connection that has just gone (the client
+# aborted mid-broadcast, before the server told its consumer): a plain broken connection, and
+# whatever the ASGI server's adapters register (the layer knows no server).
+_client_gone: tuple[type[BaseException], ...] = (ConnectionError,)
 
 
-CLIENT_GONE = _client_gone_errors()
+def register_disconnect_errors(*types: type[BaseException]) -> None:
+    """Count a delivery that raises one of ``types`` as a delivery to a closed client (a normal
+    race), not as a failure."""
+    global _client_gone
+    _client_gone = tuple(dict.fromkeys((*_client_gone, *types)))
 
 
 def _run_batch(waiters: list[asyncio.Future], calls: list[tuple[Callable, dict]],
@@ -86,7 +78,7 @@ def _run_batch(waiters: list[asyncio.Future], calls: list[tuple[Callable, dict]]
     for deliver, message in calls:
         try:
             deliver(message)
-        except CLIENT_GONE as exc:  # a normal race, not a fault: count it
+        except _client_gone as exc:  # a normal race, not a fault: count it
             counters["deliveries_to_closed_clients"] += 1
             logger.debug("fastlane delivery to a closed connection: %r", exc)
         except Exception:  # one member's failure must not cost the others their message

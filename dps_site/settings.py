@@ -61,19 +61,28 @@ def _json_object(name: str) -> dict:
     return parsed
 
 
-def _flag(name: str, development_default: bool) -> bool:
+def _env_flag(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     if value is None:
-        return development_default and _DEVELOPMENT_COMMAND
+        return default
     return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _flag(name: str, development_default: bool) -> bool:
+    return _env_flag(name, development_default and _DEVELOPMENT_COMMAND)
 
 
 DEVELOPMENT_SECRET_KEY = "dps-development-only-not-secret"
 DEBUG = _flag("DJANGO_DEBUG", True)
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or DEVELOPMENT_SECRET_KEY
-# Decided here, once: a WS node refuses to start with it (dps_site/asgi.py) and no token is
-# signed with it (topics.hooks.auth), while manage.py's other commands (migrate, createsuperuser) work.
-DPS_INSECURE_SECRET_KEY = not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY
+# Keys that still verify signatures (sessions, socket tokens) after a rotation: the old key(s),
+# comma-separated, until what they signed has expired.
+SECRET_KEY_FALLBACKS = [k.strip() for k in os.environ.get("DJANGO_SECRET_KEY_FALLBACKS", "")
+                        .split(",") if k.strip()]
+# Keys anyone can read. With one of them, a WS node refuses to start with DEBUG off or on a
+# non-loopback bind (dps_site/asgi.py) and no token is signed with DEBUG off
+# (topics.hooks.auth), while manage.py's other commands (migrate, createsuperuser) work.
+DPS_PUBLIC_SECRET_KEYS = [DEVELOPMENT_SECRET_KEY]
 # Empty unless set: Django then serves no host with DEBUG off, and its local ones under DEBUG.
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",")
                  if h.strip()]
@@ -124,7 +133,8 @@ ASGI_APPLICATION = "topics.asgi.application"
 
 DATABASES = {
     "default": {
-        "ENGINE": "django.db.backends.sqlite3",
+        # SQLite, creating the file 0600: it holds session keys and password hashes.
+        "ENGINE": "dps_site.private_sqlite3",
         "NAME": os.environ.get("DPS_DATABASE", str(BASE_DIR / "db.sqlite3")),
     }
 }
@@ -141,9 +151,11 @@ STATIC_ROOT = os.environ.get("DPS_STATIC_ROOT") or None
 WHITENOISE_USE_FINDERS = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Bearer token a Prometheus scrape must send to /metrics (WS nodes and topic servers); unset,
-# /metrics is open. Keep it out of world-readable files: the environment, not settings.
+# Bearer token a Prometheus scrape must send to /metrics (WS nodes and topic servers). Unset,
+# /metrics is closed (403) unless DPS_METRICS_PUBLIC opens it on purpose (default: DEBUG).
+# Keep the token out of world-readable files: the environment, not settings.
 DPS_METRICS_TOKEN = os.environ.get("DPS_METRICS_TOKEN", "")
+DPS_METRICS_PUBLIC = _env_flag("DPS_METRICS_PUBLIC", DEBUG)
 # The admin pages (topics.operator.admin_pages): rows per topics page, hot topics on the ring, the Redis
 # timeout per node, and the most name-search matches read per topic server.
 DPS_ADMIN_PAGE_SIZE = _int("DPS_ADMIN_PAGE_SIZE", 100)
@@ -165,6 +177,10 @@ DPS_MAX_PENDING_FRAMES = _int("DPS_MAX_PENDING_FRAMES", 1000)
 DPS_MAX_SEND_BUFFER_BYTES = _int("DPS_MAX_SEND_BUFFER_BYTES", 4 * 1024 * 1024)
 # Write broadcast frames straight to the connection (daphne, uvicorn) instead of through ASGI.
 DPS_DIRECT_FRAMES = os.environ.get("DPS_DIRECT_FRAMES", "1") != "0"
+# Server patches to switch off (docs/adapters.md): DPS_SERVER_PATCHES_OFF="daphne_scans,..." or
+# "*" for all of them; every other patch is on inside its tested version window.
+DPS_SERVER_PATCHES = {name.strip(): False for name in
+                      os.environ.get("DPS_SERVER_PATCHES_OFF", "").split(",") if name.strip()}
 # Bytes of received frames daphne may queue for a consumer before it stops reading the socket.
 DPS_MAX_INBOUND_BUFFER_BYTES = _int("DPS_MAX_INBOUND_BUFFER_BYTES", 1024 * 1024)
 # The long-poll transport (topics/transport/longpoll.py; README "Settings").
@@ -181,7 +197,9 @@ DPS_ALLOW_ANONYMOUS = _flag("DPS_ALLOW_ANONYMOUS", True)
 DPS_TOKEN_TTL = _float("DPS_TOKEN_TTL", 3600)
 # The seed's topics, and the demo chat's rooms (presence and history below), with the seed's rules.
 DPS_TOPICS = {"topics:*": "topics.hooks.handlers.SeedTopic", "rooms:*": "topics.hooks.handlers.SeedTopic"}
-# Browser origins allowed to open sockets; unset: the hosts of ALLOWED_HOSTS.
+# Browser origins (scheme://host[:port], comma-separated) allowed to open sockets besides the
+# handshake's own; unset: the literal hosts of ALLOWED_HOSTS on the node's scheme and port
+# (topics/hooks/origin.py).
 DPS_ALLOWED_ORIGINS = _list("DPS_ALLOWED_ORIGINS")
 # Keys of POST /dps/api/publish (comma-separated in the environment); none: the API is closed.
 DPS_API_KEYS = _list("DPS_API_KEYS")

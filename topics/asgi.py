@@ -16,6 +16,7 @@ runs the connect hook (``topics.hooks.auth``).
 """
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import django
@@ -28,11 +29,8 @@ from django.apps import apps  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth.models import AnonymousUser  # noqa: E402
 
-from topics.adapters.daphne_close_codes import allow_protocol_close_codes  # noqa: E402
-from topics.adapters.daphne_scans import visit_only_due_connections  # noqa: E402
-from topics.adapters.uvicorn_log import quiet_client_protocol_errors  # noqa: E402
+from topics import adapters  # noqa: E402
 from topics.hooks.origin import OriginCheck  # noqa: E402
-from topics.transport.handshake import enable_daphne_denial_response  # noqa: E402
 from topics.transport.routing import http_app, websocket_app  # noqa: E402
 
 
@@ -55,10 +53,7 @@ class SessionUser:
 def websocket_application(urlpatterns: list | None = None) -> OriginCheck:
     """The ASGI app for ``"websocket"``: Origin check, session user, then ``urlpatterns``
     (default: DPS's Phoenix endpoint at ``/socket/websocket``)."""
-    allow_protocol_close_codes()
-    visit_only_due_connections()
-    enable_daphne_denial_response()
-    quiet_client_protocol_errors()
+    adapters.install()  # the server patches that are on (topics.adapters.registry)
     inner = websocket_app() if urlpatterns is None else URLRouter(urlpatterns)
     return OriginCheck(SessionUser(inner))
 
@@ -71,7 +66,7 @@ def ready_application() -> ProtocolTypeRouter:
 
     from channel_layer.startup import check_ws_node
     from topics.checks import refuse_on_errors
-    from topics.hooks.auth import announce_anonymous, check_secret_key
+    from topics.hooks.auth import announce_anonymous, check_secret_key, guard_public_key
     from topics.operator.node_report import start_for_this_process
 
     if settings.DEBUG and apps.is_installed("django.contrib.staticfiles"):
@@ -81,10 +76,12 @@ def ready_application() -> ProtocolTypeRouter:
         django_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
     refuse_on_errors()
     check_ws_node()  # an unusable cluster file or an unreachable Redis stops the server here
-    check_secret_key()  # a SECRET_KEY the site calls public: refuse to serve, say why
+    # The public development key with DEBUG off, or on a non-loopback bind: refuse, say why.
+    check_secret_key(sys.argv)
     announce_anonymous()
     start_for_this_process()  # this WS node's snapshot for the admin, every stats_interval
-    return application_for(django_asgi_app)
+    # Binds the command line does not show: each request on a network address gets 403 instead.
+    return guard_public_key(application_for(django_asgi_app))
 
 
 _ready: ProtocolTypeRouter | None = None

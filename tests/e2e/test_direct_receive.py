@@ -16,22 +16,16 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.test_e2e_phoenix import E2ECluster, _run_cluster, fresh_topic
-from topics.devtools.benchmark.wsclient import OP_CONT, OP_PING, OP_TEXT, RawWebSocket, client_frame, connect
+from tests.support.raw_frames import WAIT_S, Answers, heartbeat, open_raw
+from topics.devtools.benchmark.wsclient import OP_CONT, OP_PING, OP_TEXT, RawWebSocket, client_frame
 
 pytestmark = pytest.mark.e2e
-WAIT_S = 20.0
 
 
 @pytest.fixture(scope="module", params=["daphne", "uvicorn"])
 def node(request: pytest.FixtureRequest,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
     yield from _run_cluster(tmp_path_factory, server=request.param, ws=1, ts=1)
-
-
-def heartbeat(ref: str, padding: int = 0) -> bytes:
-    # JSON allows whitespace: padding makes a frame that needs the 16-bit length.
-    return client_frame(OP_TEXT, (f'[null,"{ref}","phoenix","heartbeat",{{}}' + " " * padding
-                                  + "]").encode())
 
 
 def fragment(opcode: int, payload: bytes, final: bool) -> bytes:
@@ -42,28 +36,8 @@ def fragment(opcode: int, payload: bytes, final: bool) -> bytes:
     return bytes(frame)
 
 
-class Answers:
-    """Every text frame the client receives, decoded, with a wait for a count."""
-
-    def __init__(self) -> None:
-        self.frames: list[list] = []
-        self.changed = asyncio.Event()
-
-    def __call__(self, text: str) -> None:
-        self.frames.append(json.loads(text))
-        self.changed.set()
-
-    async def wait_for(self, count: int) -> list[list]:
-        async with asyncio.timeout(WAIT_S):
-            while len(self.frames) < count:
-                self.changed.clear()
-                await self.changed.wait()
-        return self.frames
-
-
 async def _open(node: E2ECluster) -> tuple[RawWebSocket, Answers]:
-    answers = Answers()
-    return await connect(node.url(0), answers), answers
+    return await open_raw(node.url(0))
 
 
 def test_frames_of_one_read_are_answered_in_order(node: E2ECluster) -> None:

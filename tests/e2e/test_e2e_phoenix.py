@@ -25,7 +25,9 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from channel_layer.ring import Ring
+from tests.support.metrics import node_metrics
 from tests.support.phoenix_client import PhoenixClient, socket_url
+from topics.adapters import registry
 from topics.devtools.embedded_redis import free_port_block
 from topics.devtools.local_cluster import ClusterError, LocalCluster
 
@@ -142,8 +144,35 @@ def uvicorn_e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster
     yield from _run_cluster(tmp_path_factory, server="uvicorn")
 
 
+def patches_off_env(server: str) -> dict[str, str]:
+    """Every server patch switched off, but daphne's ``close_codes``: daphne's public path
+    cannot send 1003, 1007 or 1009 at all (autobahn refuses them: docs/adapters.md)."""
+    off = registry.NAMES - ({"close_codes"} if server == "daphne" else set())
+    return {"DPS_SERVER_PATCHES_OFF": ",".join(sorted(off))}
+
+
+@pytest.fixture(scope="module")
+def daphne_patches_off(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
+    yield from _run_cluster(tmp_path_factory, **patches_off_env("daphne"))
+
+
+@pytest.fixture(scope="module")
+def uvicorn_patches_off(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
+    yield from _run_cluster(tmp_path_factory, server="uvicorn", **patches_off_env("uvicorn"))
+
+
+CLUSTERS = {"daphne": "e2e", "uvicorn": "uvicorn_e2e", "daphne, patches off": "daphne_patches_off",
+            "uvicorn, patches off": "uvicorn_patches_off"}
+PATCHES_OFF = ["daphne, patches off", "uvicorn, patches off"]
+# A representative subset also runs with the server patches off: correctness never depends
+# on them (topics.adapters), only speed does.
+ALSO_WITH_PATCHES_OFF = pytest.mark.parametrize("cluster", ["daphne", *PATCHES_OFF],
+                                                indirect=True)
+
+
 @pytest.fixture
-def cluster(e2e: E2ECluster) -> Iterator[E2ECluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[E2ECluster]:
+    e2e: E2ECluster = request.getfixturevalue(CLUSTERS[getattr(request, "param", "daphne")])
     e2e.check_running()
     yield e2e
     e2e.check_running()
@@ -186,6 +215,7 @@ async def test_join_registers_exactly_one_subscriber(cluster: E2ECluster) -> Non
         await assert_exactly_once(member, topic, "event", {"message": "hi"})
 
 
+@ALSO_WITH_PATCHES_OFF
 async def test_a_publish_is_received_exactly_once(cluster: E2ECluster) -> None:
     async with clients(cluster, 1) as (client,):
         topic = fresh_topic()
@@ -210,6 +240,7 @@ async def test_two_subscribers_each_receive_exactly_once_with_their_own_join_ref
                                                      [jr, None, topic, "end", {}]]
 
 
+@ALSO_WITH_PATCHES_OFF
 async def test_leaving_removes_the_subscriber(cluster: E2ECluster) -> None:
     # ``leaver`` and ``witness`` share node 1; the publisher is on node 0.
     async with clients(cluster, 1, 1, 0) as (leaver, witness, publisher):
@@ -258,6 +289,7 @@ def topics_on_each_owner(per_owner: int) -> list[str]:
     return topics
 
 
+@ALSO_WITH_PATCHES_OFF
 async def test_every_member_on_both_nodes_gets_every_publish_once_in_one_order(
     cluster: E2ECluster,
 ) -> None:
@@ -324,6 +356,7 @@ async def test_a_publish_after_the_join_reply_reaches_the_joiner_on_the_other_no
 # --- 3. the publisher's reply and its own copy ------------------------------------------------
 
 
+@ALSO_WITH_PATCHES_OFF
 async def test_the_publishers_reply_precedes_its_own_copy(cluster: E2ECluster) -> None:
     async with clients(cluster, 0, 1) as pair:
         for attempt in range(8):
@@ -371,6 +404,7 @@ async def bystander(e2e: E2ECluster, node: int = 0) -> AsyncIterator[None]:
     ids=["string", "one-element", "three-elements", "object", "event-int", "event-empty",
          "payload-string", "payload-array", "payload-null", "reserved-reply", "reserved-join"],
 )
+@ALSO_WITH_PATCHES_OFF
 async def test_a_bad_publish_gets_an_error_reply_and_keeps_the_join(
     cluster: E2ECluster, publish_payload: object, reason_part: str,
 ) -> None:
@@ -411,9 +445,9 @@ async def test_a_join_outside_topics_is_an_unmatched_topic(cluster: E2ECluster) 
 # Both servers send the specified close codes: daphne's autobahn only after
 # topics.adapters.daphne_close_codes lifts its 1000/3000-4999 restriction, and only frames somewhat over
 # DPS_MAX_FRAME_BYTES get past the server to be answered by the socket (cluster_runner).
-@pytest.fixture(params=["daphne", "uvicorn"])
+@pytest.fixture(params=["daphne", "uvicorn", *PATCHES_OFF])
 def closing_cluster(request: pytest.FixtureRequest) -> Iterator[E2ECluster]:
-    e2e: E2ECluster = request.getfixturevalue("e2e" if request.param == "daphne" else "uvicorn_e2e")
+    e2e: E2ECluster = request.getfixturevalue(CLUSTERS[request.param])
     e2e.check_running()
     yield e2e
     e2e.check_running()
@@ -471,12 +505,14 @@ async def test_a_frame_over_the_max_size_closes_with_1009(
     assert code == 1009
 
 
+@ALSO_WITH_PATCHES_OFF
 async def test_heartbeat_gets_an_ok_reply_on_phoenix(cluster: E2ECluster) -> None:
     async with clients(cluster, 1) as (client,):
         await client.send_text('[null,"5","phoenix","heartbeat",{}]')
         assert (await client.recv_frame()).as_list() == reply(None, "5", "phoenix", OK)
 
 
+@ALSO_WITH_PATCHES_OFF
 async def test_a_duplicate_join_replies_ok_then_closes_the_old_join(cluster: E2ECluster) -> None:
     async with bystander(cluster), clients(cluster, 0) as (client,):
         topic = fresh_topic()
@@ -509,6 +545,7 @@ async def test_an_unsupported_vsn_is_refused_with_403(cluster: E2ECluster, vsn: 
     assert refused.value.response.status_code == 403
 
 
+@ALSO_WITH_PATCHES_OFF
 async def test_a_v1_client_joins_and_receives_a_publish_from_a_v2_client(
     cluster: E2ECluster,
 ) -> None:
@@ -532,6 +569,60 @@ async def test_a_v1_client_joins_and_receives_a_publish_from_a_v2_client(
                                           "event": "phx_reply", "payload": OK}
         [push] = await v2.pushes(topic, 1)
         assert push.as_list() == [v2.join_refs[topic], None, topic, "back", {"from": "v1"}]
+
+
+async def test_a_v1_envelope_client_that_sends_no_vsn_joins_and_publishes(
+    cluster: E2ECluster,
+) -> None:
+    """A client of the V1 envelope format (the Java/Android clients) sends no ``vsn``; as in
+    Phoenix that means 1.0.0. Written here from Phoenix's V1 serializer: a JSON object with
+    ``topic``, ``event``, ``payload`` and ``ref``, and no ``join_ref``."""
+    from websockets.asyncio.client import connect
+
+    topic = fresh_topic()
+    url = f"ws://127.0.0.1:{cluster.ports[0]}/socket/websocket"
+    async with connect(url, ping_interval=None) as ws, clients(cluster, 1) as (v2,):
+
+        async def next_object() -> dict:
+            return json.loads(await asyncio.wait_for(ws.recv(), 10))
+
+        await ws.send(json.dumps({"topic": topic, "event": "phx_join", "payload": {}, "ref": "1"}))
+        assert await next_object() == {"topic": topic, "event": "phx_reply", "ref": "1",
+                                       "join_ref": None, "payload": OK}
+        await v2.join_ok(topic)
+        await ws.send(json.dumps({"topic": topic, "event": "publish", "ref": "2",
+                                  "payload": ["shout", {"from": "v1"}]}))
+        assert await next_object() == {"topic": topic, "event": "phx_reply", "ref": "2",
+                                       "join_ref": None, "payload": OK}
+        assert await next_object() == {"topic": topic, "event": "shout", "ref": None,
+                                       "join_ref": None, "payload": {"from": "v1"}}
+        [push] = await v2.pushes(topic, 1)
+        assert push.as_list() == [v2.join_refs[topic], None, topic, "shout", {"from": "v1"}]
+
+
+@pytest.mark.parametrize("vsn", ["2.0.1", "2.0.9-rc.1"])
+async def test_a_later_2_0_x_vsn_speaks_v2_as_phoenix_matches_2_0_0(
+    cluster: E2ECluster, vsn: str,
+) -> None:
+    async with clients(cluster, 0, vsn=vsn) as (client,):
+        await client.send_text('[null,"5","phoenix","heartbeat",{}]')
+        assert (await client.recv_frame()).as_list() == reply(None, "5", "phoenix", OK)
+
+
+@pytest.mark.parametrize("cluster", PATCHES_OFF, indirect=True)
+async def test_with_the_patches_off_the_servers_own_paths_do_the_work(
+        cluster: E2ECluster) -> None:
+    async with clients(cluster, 0, 0) as (member, publisher):
+        topic = fresh_topic()
+        await member.join_ok(topic)
+        await publisher.join_ok(topic)
+        await publish_and_mark(publisher, topic, "event", {"n": 1})
+        await assert_exactly_once(member, topic, "event", {"n": 1})
+    figures = node_metrics(cluster.cluster.metrics_url(cluster.cluster.ws_nodes[0]))
+    assert figures["dps_direct_receive_frames_total"] == 0  # every frame took the server's parser
+    assert figures["dps_daphne_scan_ticks_total"] == 0  # daphne's own scans
+    assert figures["dps_direct_frame_fallbacks_total"] == 0  # switched off is no fallback
+    assert figures["dps_server_patch_fallbacks_total"] == 0
 
 
 # --- 5. idle timeout ----------------------------------------------------------------------------
@@ -562,7 +653,7 @@ async def test_a_silent_socket_is_closed_after_the_idle_timeout(idle_cluster: E2
         code = await silent.wait_closed(timeout=IDLE_TIMEOUT * 10)
         silent_for = loop.time() - silent_since
         await chatting
-        assert code == 1000
+        assert code == 1001  # "going away": every phoenix.js version reconnects after it
         assert silent_for >= IDLE_TIMEOUT * 0.9
         # The chatty socket outlived several timeouts and still works.
         await publish_and_mark(chatty, topic, "event", {"alive": True})

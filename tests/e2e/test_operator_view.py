@@ -106,6 +106,7 @@ def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
     env = {**os.environ, "DPS_DATABASE": str(workdir / "db.sqlite3"), "DJANGO_DEBUG": "0",
            "DJANGO_SECRET_KEY": "operator-view-test-" + os.urandom(16).hex(),
            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+           "DPS_METRICS_PUBLIC": "1",  # DEBUG is off: /metrics is opened on purpose
            "DPS_LAYER": json.dumps({"stats_interval": 0.5, "heartbeat_interval": 0.5})}
     with LocalCluster(2, 2, port=free_port_block(2), base_env=env, emit=lambda line: None) as c:
         # createsuperuser works as usual (runcluster itself creates an account only when run
@@ -299,6 +300,11 @@ def test_metrics_need_the_bearer_token_when_it_is_set(tmp_path):
         environ = {"PATH_INFO": "/metrics"} | ({"HTTP_AUTHORIZATION": header} if header else {})
         app(environ, lambda status, headers: statuses.append(status.split()[0]))
     assert statuses == ["401", "401", "200"]
+    statuses.clear()
+    for public in (False, True):
+        metrics_wsgi_app(registry_for(Empty()), "", public)(
+            {"PATH_INFO": "/metrics"}, lambda status, headers: statuses.append(status.split()[0]))
+    assert statuses == ["403", "200"]
 
 
 def test_a_stopped_topic_server_is_shown_down(cluster, activity, staff):

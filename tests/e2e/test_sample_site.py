@@ -102,7 +102,10 @@ class SampleCluster:
             "DJANGO_SETTINGS_MODULE": "sample_site.settings",
             "DJANGO_SECRET_KEY": SECRET_KEY, "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
             "SAMPLE_DATABASE": str(self.workdir / "site.sqlite3"), "SAMPLE_API_KEY": API_KEY,
-            "DPS_CLUSTER": str(self.workdir / "cluster.json"), "PYTHONUNBUFFERED": "1", **extra})
+            "DPS_CLUSTER": str(self.workdir / "cluster.json"), "PYTHONUNBUFFERED": "1",
+            # The site's pages are on every node's port: each node's origin is the site's.
+            "DPS_ALLOWED_ORIGINS": ",".join(f"http://127.0.0.1:{port}" for port in self.ports),
+            **extra})
         if node:
             env["DPS_NODE"] = node
         return env
@@ -414,9 +417,10 @@ async def test_a_same_origin_page_connects_with_its_session(cluster, browsers):
         reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert reply == ["1", "1", "rooms:lobby", "phx_reply",
                          {"status": "ok", "response": {"room": "lobby"}}]
-    # A foreign page with the same cookie gets nothing.
-    assert await handshake_status(url, origin="https://evil.example.net",
-                                  additional_headers={"Cookie": session}) == 403
+    # A foreign page with the same cookie gets nothing, nor one on another port of the host.
+    for foreign in ("https://evil.example.net", "http://127.0.0.1:9"):
+        assert await handshake_status(url, origin=foreign,
+                                      additional_headers={"Cookie": session}) == 403
 
 
 @pytest.fixture(scope="module")

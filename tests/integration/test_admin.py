@@ -107,11 +107,27 @@ def test_metrics_answer_401_without_the_token_when_one_is_set(client, settings):
     assert granted.status_code == 200 and b"dps_joins_total" in granted.content
 
 
-def test_metrics_are_open_without_a_token_setting(client, settings):
+def test_metrics_without_a_token_are_closed_unless_opened_on_purpose(client, settings):
     settings.DPS_METRICS_TOKEN = ""
+    settings.DPS_METRICS_PUBLIC = False
+    closed = client.get("/metrics")
+    assert closed.status_code == 403 and b"DPS_METRICS_TOKEN" in closed.content
+    assert b"dps_" not in closed.content.replace(b"DPS_METRICS", b"")
+    settings.DPS_METRICS_PUBLIC = True
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
+
+
+def test_metrics_are_public_by_default_only_with_debug_on(client, settings):
+    from topics.operator.prometheus_export import access_settings
+
+    del settings.DPS_METRICS_PUBLIC  # a site without the setting
+    settings.DPS_METRICS_TOKEN = ""
+    settings.DEBUG = False
+    assert access_settings() == ("", False) and client.get("/metrics").status_code == 403
+    settings.DEBUG = True
+    assert access_settings() == ("", True)
 
 
 def test_the_admin_index_links_to_the_cluster_page(admin_client):

@@ -161,7 +161,7 @@ await scenario("disconnect_closes_only_that_users_sockets", async () => {
   await opened(carol2);
   await serverDoes("disconnect_alice");
   await waitFor(() => alice.closes.length > 0 && alice2.closes.length > 0, "alice's closes");
-  check(alice.closes[0] === 1000 && alice2.closes[0] === 1000,
+  check(alice.closes[0] === 1001 && alice2.closes[0] === 1001,
         `close codes ${alice.closes} ${alice2.closes}`);
   await sleep(QUIET_WINDOW_MS);
   check(bob.isConnected() && carol2.isConnected() && bob.closes.length === 0,

@@ -82,7 +82,7 @@ class PhoenixClient:
         kwargs.setdefault("open_timeout", timeout)
         kwargs.setdefault("max_size", None)
         ws = await connect(url, **kwargs)
-        return cls(ws, query.get("vsn", "2.0.0"))
+        return cls(ws, query.get("vsn", "1.0.0"))
 
     async def __aenter__(self) -> Self:
         return self

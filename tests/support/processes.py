@@ -93,19 +93,26 @@ def start_ws_node(cluster_file: Path, node: str, port: int, log: Path,
                   **extra: str) -> subprocess.Popen:
     """A WS node under daphne on 127.0.0.1:``port``, its output in ``log``; returns once it
     accepts connections."""
-    from topics.devtools.embedded_redis import accepts_connections
-
     env = node_env(cluster_file, node, DPS_ALLOW_ANONYMOUS="1", **extra)
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p",
                                  str(port), "dps_site.asgi:application"], cwd=ROOT, env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
+    return wait_listening(proc, port, log, f"WS node {node}")
+
+
+def wait_listening(proc: subprocess.Popen, port: int, log: Path, what: str,
+                   timeout: float = 60) -> subprocess.Popen:
+    """``proc`` once it accepts connections on 127.0.0.1:``port``; killed, with its ``log`` in
+    the error, when it exits or ``timeout`` passes first."""
+    from topics.devtools.embedded_redis import accepts_connections
+
+    deadline = time.monotonic() + timeout
     while not accepts_connections(port, timeout=1):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(f"WS node {node} did not start: {log.read_text()}")
-        time.sleep(0.1)
+            raise RuntimeError(f"{what} did not start: {log.read_text()}")
+        time.sleep(0.1)  # polling a port: there is nothing to wait on
     return proc
 
 

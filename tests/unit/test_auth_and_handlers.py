@@ -8,20 +8,26 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
 from django.core import signing
+from django.core.exceptions import ImproperlyConfigured
 
 from dps_site.asgi import application
 from topics import api
 from topics.hooks.auth import TOKEN_SALT, issue_token, verify_token
 from topics.hooks.handlers import Broadcast, Refuse, Reply, TopicHandler
+from topics.hooks.origin import origin_allowed
 from topics.transport import connections
 
+# Tokens are checked against their users, read from the database by another thread.
+pytestmark = pytest.mark.django_db(transaction=True)
 OK = {"status": "ok", "response": {}}
 PATH = "/socket/websocket?vsn=2.0.0"
 USER = SimpleNamespace(pk=42)
@@ -29,6 +35,13 @@ USER = SimpleNamespace(pk=42)
 
 def error(reason: str) -> dict:
     return {"status": "error", "response": {"reason": reason}}
+
+
+@pytest.fixture(autouse=True)
+def users():
+    """The users the tests' tokens name (``USER`` is 42)."""
+    for pk in (1, 2, 3, 42):
+        get_user_model().objects.create_user(f"user{pk}", id=pk)  # no password: no hashing
 
 
 @pytest.fixture(autouse=True)
@@ -64,15 +77,24 @@ async def receive(client) -> list:
     return json.loads(await client.receive_from(timeout=5))
 
 
+def in_thread(function, *args, **kwargs):
+    """``function``'s result, run in a thread: the ORM refuses to run on an event loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(function, *args, **kwargs).result()
+
+
 def token_query(user=USER, **kwargs) -> str:
-    return "&token=" + issue_token(user, **kwargs)
+    """``&token=`` for the database user with ``user``'s primary key."""
+    def issue() -> str:
+        return issue_token(get_user_model().objects.get(pk=user.pk), **kwargs)
+    return "&token=" + in_thread(issue)
 
 
 # --- connect -------------------------------------------------------------------------------
 
 
 def test_a_token_names_its_user_until_it_expires_and_not_once_tampered_with():
-    token = issue_token(USER, ttl=60)
+    token = issue_token(get_user_model().objects.get(pk=42), ttl=60)
     assert verify_token(token).user_id == "42"
     assert verify_token(token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]) is None
     expired = signing.dumps({"u": "42", "exp": time.time() - 1}, salt=TOKEN_SALT)
@@ -80,7 +102,75 @@ def test_a_token_names_its_user_until_it_expires_and_not_once_tampered_with():
     other_salt = signing.dumps({"u": "42", "exp": time.time() + 60}, salt="something else")
     assert verify_token(other_salt) is None
     with pytest.raises(ValueError):
-        issue_token(USER, ttl=0)
+        issue_token(get_user_model().objects.get(pk=42), ttl=0)
+
+
+def forged(user_id: str, **claims) -> str:
+    """A token made with the node's own key, as someone holding it could."""
+    return signing.dumps({"u": user_id, "exp": time.time() + 600, "v": 0, "h": "0" * 32,
+                          **claims}, salt=TOKEN_SALT)
+
+
+def test_a_token_is_refused_once_its_user_is_missing_inactive_or_changed_password():
+    model = get_user_model()
+    user = model.objects.get(pk=42)
+    token = issue_token(user)
+    assert verify_token(token) == api.Identity("42")
+    assert verify_token(forged("999999")) is None  # no such user
+    assert verify_token(forged("not-a-pk")) is None
+    legacy = signing.dumps({"u": "42", "exp": time.time() + 600}, salt=TOKEN_SALT)
+    assert verify_token(legacy) is None  # no version: signed before tokens carried one
+    user.is_active = False
+    user.save()
+    assert verify_token(token) is None
+    with pytest.raises(ValueError, match="inactive"):
+        issue_token(user)
+    user.is_active = True
+    user.save()
+    assert verify_token(token) == api.Identity("42")
+    user.set_password("a new one")
+    user.save()
+    assert verify_token(token) is None
+    assert verify_token(issue_token(user)) == api.Identity("42")
+    model.objects.filter(pk=42).delete()
+    assert verify_token(issue_token(user)) is None
+
+
+def test_revoke_tokens_refuses_every_token_issued_before_and_none_after():
+    user = get_user_model().objects.get(pk=42)
+    before = [issue_token(user), issue_token(user, ttl=60)]
+    other = issue_token(get_user_model().objects.get(pk=2))
+    api.revoke_tokens(user)
+    assert [verify_token(token) for token in before] == [None, None]
+    assert verify_token(other) == api.Identity("2")
+    after = issue_token(user)
+    assert verify_token(after) == api.Identity("42")
+    api.revoke_tokens("42")  # by id too
+    assert verify_token(after) is None
+    api.revoke_tokens("999999")  # nobody: nothing to do
+    with pytest.raises(ValueError):
+        api.revoke_tokens(api.Identity())
+
+
+def test_tokens_signed_with_a_fallback_key_verify_after_a_rotation(settings):
+    user = get_user_model().objects.get(pk=42)
+    old_key = settings.SECRET_KEY
+    token = issue_token(user)
+    settings.SECRET_KEY = "a new key " * 6
+    assert verify_token(token) is None
+    settings.SECRET_KEY_FALLBACKS = [old_key]
+    assert verify_token(token) == api.Identity("42")
+    assert verify_token(issue_token(user)) == api.Identity("42")  # signed with the new key
+
+
+async def test_disconnect_with_revoke_closes_the_sockets_and_their_token_cannot_reconnect():
+    query = token_query()
+    client = await connect(query)
+    await api.adisconnect(USER, revoke=True)
+    assert await client.receive_output(timeout=5) == {"type": "websocket.close", "code": 1001}
+    await client.disconnect()
+    assert await refused(query)
+    await (await connect(token_query())).disconnect()  # a new token works
 
 
 async def test_anonymous_sockets_are_refused_unless_allowed(settings):
@@ -123,18 +213,77 @@ async def test_a_custom_connect_hook_decides(settings, caplog):
     assert sum("connect hook raised" in r.getMessage() for r in caplog.records) == 1
 
 
-async def test_origin_is_checked_against_allowed_hosts_or_dps_allowed_origins(settings):
+def ws_scope(host: str, scheme: str = "ws", **headers: str) -> dict:
+    return {"type": "websocket", "scheme": scheme, "headers": [(b"host", host.encode())] + [
+        (name.replace("_", "-").encode(), value.encode()) for name, value in headers.items()]}
+
+
+def test_an_origin_must_match_scheme_host_and_port_of_the_sites_own(settings):
+    settings.DEBUG = True
+    settings.ALLOWED_HOSTS = []  # Django's local defaults: .localhost, 127.0.0.1, [::1]
+    settings.DPS_ALLOWED_ORIGINS = []
+    node = ws_scope("127.0.0.1:8000")
+    assert origin_allowed("http://127.0.0.1:8000", node)
+    assert origin_allowed("http://127.0.0.1:8000/", node)
+    for foreign in ("http://127.0.0.1:9999", "https://127.0.0.1:8000", "http://evil.localhost",
+                    "http://evil.localhost:8000", "http://localhost:8000", "null",
+                    "http://user@127.0.0.1:8000", "http://127.0.0.1:8000/path", "ftp://127.0.0.1"):
+        assert not origin_allowed(foreign, node), foreign
+    # A page of the node itself on a .localhost name: its own origin (the Host it connects to).
+    assert origin_allowed("http://app.localhost:8000", ws_scope("app.localhost:8000"))
+    # A Host outside ALLOWED_HOSTS has no own origin (DNS rebinding).
+    settings.ALLOWED_HOSTS = ["app.example.com", "ws.example.com", ".example.org", "*"]
+    # "*" lets any Host be its own origin, and never makes another origin one of the site's.
+    assert origin_allowed("http://evil.example:8000", ws_scope("evil.example:8000"))
+    assert not origin_allowed("http://other.example:8000", ws_scope("evil.example:8000"))
+    settings.ALLOWED_HOSTS = ["app.example.com", "ws.example.com", ".example.org"]
+    assert not origin_allowed("http://evil.example:8000", ws_scope("evil.example:8000"))
+    # Literal ALLOWED_HOSTS on the handshake's own scheme and port; patterns never.
+    tls = ws_scope("ws.example.com", scheme="wss")
+    assert origin_allowed("https://app.example.com", tls)
+    assert origin_allowed("https://app.example.com:443", tls)
+    for foreign in ("http://app.example.com", "https://app.example.com:8443",
+                    "https://a.example.org", "https://example.org"):
+        assert not origin_allowed(foreign, tls), foreign
+
+
+def test_behind_a_tls_proxy_the_origin_is_https_when_the_proxy_header_says_so(settings):
+    settings.ALLOWED_HOSTS = ["app.example.com"]
+    settings.DPS_ALLOWED_ORIGINS = []
+    proxied = ws_scope("app.example.com", x_forwarded_proto="https")
+    assert not origin_allowed("https://app.example.com", proxied)  # no SECURE_PROXY_SSL_HEADER
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert origin_allowed("https://app.example.com", proxied)
+    assert not origin_allowed("http://app.example.com", proxied)
+
+
+def test_dps_allowed_origins_lists_whole_origins_and_star_only_on_purpose(settings):
+    settings.ALLOWED_HOSTS = ["app.example.com"]
+    settings.DPS_ALLOWED_ORIGINS = ["https://other.example.org", "http://localhost:3000"]
+    scope = ws_scope("app.example.com", scheme="wss")
+    assert origin_allowed("https://other.example.org:443", scope)
+    assert origin_allowed("http://localhost:3000", scope)
+    assert origin_allowed("https://app.example.com", scope)  # its own, always
+    assert not origin_allowed("http://localhost:3001", scope)
+    assert not origin_allowed("http://other.example.org", scope)
+    settings.DPS_ALLOWED_ORIGINS = ["*"]
+    assert origin_allowed("http://anything.example", scope)
+    settings.DPS_ALLOWED_ORIGINS = ["app.example.com"]  # a host, not an origin
+    with pytest.raises(ImproperlyConfigured, match="not an origin"):
+        origin_allowed("https://app.example.com", scope)
+
+
+async def test_a_foreign_origin_is_refused_at_the_handshake_and_no_origin_is_left_to_the_hook(
+        settings):
     settings.DPS_ALLOW_ANONYMOUS = True
     settings.ALLOWED_HOSTS = ["app.example.com"]
     settings.DPS_ALLOWED_ORIGINS = []
-    assert await refused(headers=[(b"origin", b"https://evil.example.net")])
-    assert await refused(headers=[(b"origin", b"null")])
-    for good in (b"https://app.example.com", b"http://app.example.com:8000"):
-        await (await connect(headers=[(b"origin", good)])).disconnect()
+    host = (b"host", b"app.example.com:8000")
+    assert await refused(headers=[host, (b"origin", b"https://evil.example.net")])
+    assert await refused(headers=[host, (b"origin", b"http://app.example.com:9999")])
+    assert await refused(headers=[host, (b"origin", b"null")])
+    await (await connect(headers=[host, (b"origin", b"http://app.example.com:8000")])).disconnect()
     await (await connect()).disconnect()  # no Origin: the connect hook alone decides
-    settings.DPS_ALLOWED_ORIGINS = ["https://other.example.org"]
-    assert await refused(headers=[(b"origin", b"https://app.example.com")])
-    await (await connect(headers=[(b"origin", b"https://other.example.org")])).disconnect()
     assert connections.refused_handshakes()["origin"] >= 3
 
 
@@ -270,7 +419,7 @@ async def test_abroadcast_reaches_members_and_adisconnect_closes_only_that_ident
         with pytest.raises(api.BroadcastError):
             await api.abroadcast(*bad)
     await api.adisconnect(USER)
-    assert await target.receive_output(timeout=5) == {"type": "websocket.close", "code": 1000}
+    assert await target.receive_output(timeout=5) == {"type": "websocket.close", "code": 1001}
     assert await other.receive_nothing() and await anonymous.receive_nothing()
     await send(other, None, "2", "phoenix", "heartbeat", {})
     assert await receive(other) == [None, "2", "phoenix", "phx_reply", OK]

@@ -148,10 +148,15 @@ async def test_unsupported_vsn_is_refused_before_accept(query):
     assert not connected  # closed before accept: the ASGI server answers HTTP 403
 
 
-async def test_missing_vsn_defaults_to_v2():
+async def test_missing_vsn_means_v1_as_in_phoenix():
+    """Phoenix's ``params["vsn"] || "1.0.0"``: clients that send no vsn (the V1 envelope
+    clients) speak objects, not arrays."""
     client = await connect("/socket/websocket")
-    await send(client, None, "1", "phoenix", "heartbeat", {})
-    assert await receive(client) == [None, "1", "phoenix", "phx_reply", OK]
+    await client.send_json_to({"topic": "phoenix", "event": "heartbeat", "payload": {},
+                               "ref": "1"})
+    assert await client.receive_json_from() == {
+        "topic": "phoenix", "event": "phx_reply", "ref": "1", "join_ref": None,
+        "payload": {"status": "ok", "response": {}}}
     await client.disconnect()
 
 
@@ -298,7 +303,7 @@ async def test_idle_socket_is_closed_and_activity_keeps_it_open(settings):
         await asyncio.sleep(0.1)
         await send(client, None, str(ref), "phoenix", "heartbeat", {})
         assert await receive(client) == [None, str(ref), "phoenix", "phx_reply", OK]
-    assert await client.receive_output(timeout=2) == {"type": "websocket.close", "code": 1000}
+    assert await client.receive_output(timeout=2) == {"type": "websocket.close", "code": 1001}
     await client.disconnect()
 
 

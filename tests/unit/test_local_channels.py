@@ -10,6 +10,7 @@ from autobahn.exception import Disconnected
 from uvicorn.protocols.utils import ClientDisconnected
 
 from channel_layer.local_channels import Fastlane, Wakeups
+from topics.adapters.disconnects import register_server_disconnect_errors
 
 
 @pytest.mark.parametrize("gone", [Disconnected("Attempt to send on a closed protocol"),
@@ -23,6 +24,7 @@ async def test_a_member_gone_mid_broadcast_is_counted_and_the_others_still_get_i
     def closed(message: dict) -> None:
         raise gone
 
+    register_server_disconnect_errors()  # as topics.adapters.install does
     counters: Counter[str] = Counter()
     wake = Wakeups(counters)
     message = {"type": "phx.broadcast"}

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from topics.protocol import (
+    CLOSE_GOING_AWAY,
     CLOSE_INVALID_DATA,
-    CLOSE_NORMAL,
     CLOSE_TOO_BIG,
     CLOSE_UNSUPPORTED_DATA,
     INVALID_NAME,
@@ -307,18 +307,29 @@ def test_duplicate_join_reusing_the_join_ref_still_closes_the_old_join(wire):
     ]
 
 
-def test_messages_from_the_replaced_join_are_unmatched(wire):
+def test_messages_from_the_replaced_join_are_ignored_and_counted(wire):
+    """Phoenix ignores a message to a join it has since replaced (the client raced the
+    server's phx_close): no reply, and DPS counts it."""
     client = joined_client(wire, join_ref="1")
     client.send("5", "5", "topics:matrix", "phx_join", {})
-    assert client.send("1", "6", "topics:matrix", "publish", ["e", {}]) == [
-        [None, "6", "topics:matrix", "phx_reply", error("unmatched topic")]]
+    assert client.send("1", "6", "topics:matrix", "publish", ["e", {}]) == []
+    assert client.socket.stale_messages == 1
+    assert client.send("5", "7", "topics:matrix", "publish", ["e", {}]) == [
+        ["5", "7", "topics:matrix", "phx_reply", OK]]
+
+
+def test_a_message_to_a_topic_never_joined_is_unmatched(wire):
+    client = joined_client(wire, join_ref="1")
+    assert client.send("1", "6", "topics:other", "publish", ["e", {}]) == [
+        [None, "6", "topics:other", "phx_reply", error("unmatched topic")]]
+    assert client.socket.stale_messages == 0
 
 
 def test_stale_leave_from_the_replaced_join_keeps_the_new_join(wire):
     client = joined_client(wire, join_ref="1")
     client.send("5", "5", "topics:matrix", "phx_join", {})
-    assert client.send("1", "6", "topics:matrix", "phx_leave", {}) == [
-        ["1", "6", "topics:matrix", "phx_reply", OK]]
+    assert client.send("1", "6", "topics:matrix", "phx_leave", {}) == []  # as in Phoenix
+    assert client.socket.stale_messages == 1
     assert client.socket.topics == {"topics:matrix"}
     assert client.groups == {"topics.matrix"}
 
@@ -603,6 +614,39 @@ def test_subscribe_failure_refuses_the_join(wire):
     assert socket.topics == frozenset()
 
 
+def test_a_failed_replacing_join_has_closed_the_old_join_too(wire):
+    """Phoenix closes the old channel before it runs a duplicate join, so when the new join
+    fails the client is joined to nothing, and was told so with phx_close."""
+    client = joined_client(wire, join_ref="1")
+    [subscribe] = client.socket.handle_frame(
+        wire.frame("5", "5", "topics:matrix", "phx_join", {}))
+    actions = client.socket.subscribe_failed(subscribe, "join failed: ConnectionError")
+    assert actions[0] == Unsubscribe("topics:matrix")
+    assert [wire.parse(a.text) for a in actions[1:]] == [
+        ["1", "1", "topics:matrix", "phx_close", {}],
+        ["5", "5", "topics:matrix", "phx_reply", error("join failed: ConnectionError")]]
+    assert client.socket.topics == frozenset()
+
+
+def test_a_crashed_channel_leaves_the_topic_and_sends_phx_error(wire):
+    client = joined_client(wire, join_ref="3")
+    actions = client.socket.handle_channel_crash("topics:matrix")
+    assert actions[0] == Unsubscribe("topics:matrix")
+    assert wire.parse(actions[1].text) == [
+        "3", "3", "topics:matrix", "phx_error", {"reason": "channel_crash"}]
+    assert client.socket.topics == frozenset()
+    # Until the client rejoins, the topic is not joined; a second crash report is a no-op.
+    assert client.socket.handle_channel_crash("topics:matrix") == []
+    assert client.send("3", "4", "topics:matrix", "publish", ["e", {}]) == [
+        [None, "4", "topics:matrix", "phx_reply", error("unmatched topic")]]
+
+
+def test_a_v2_frame_with_more_than_five_elements_is_read_as_phoenix_reads_it():
+    socket = PhoenixSocket(v2_json)
+    [reply] = socket.handle_frame('[null,"1","phoenix","heartbeat",{},"extra",7]')
+    assert json.loads(reply.text) == [None, "1", "phoenix", "phx_reply", OK]
+
+
 def test_publish_failure_reports_the_reason_and_keeps_the_join(wire):
     client = joined_client(wire)
     [publish] = client.socket.handle_frame(
@@ -621,8 +665,8 @@ def test_disconnect_unsubscribes_every_topic_and_stops_rendering(wire):
     assert client.socket.render_broadcast("topics:matrix", "e", "{}") is None
 
 
-def test_idle_timeout_closes_normally(client):
-    assert client.socket.handle_idle_timeout() == [Close(CLOSE_NORMAL)]
+def test_idle_timeout_closes_with_going_away_so_clients_reconnect(client):
+    assert client.socket.handle_idle_timeout() == [Close(CLOSE_GOING_AWAY)]
     heartbeat = client.wire.frame(None, "1", "phoenix", "heartbeat", {})
     assert client.socket.handle_frame(heartbeat) == []
 
@@ -642,8 +686,15 @@ def test_is_valid_topic_is_a_full_ascii_match():
 
 
 @pytest.mark.parametrize("query, serializer", [
-    (b"", v2_json),
+    (b"", v1_json),  # Phoenix: params["vsn"] || "1.0.0"
     (b"vsn=2.0.0", v2_json),
+    (b"vsn=2.0.1", v2_json),  # ~> 2.0.0
+    (b"vsn=2.0.17-rc.1%2Bbuild", v2_json),
+    (b"vsn=1.0.3", v1_json),
+    (b"vsn=2.1.0", None),
+    (b"vsn=2.0.0-rc.1", None),  # a pre-release before 2.0.0
+    (b"vsn=02.0.0", None),
+    (b"vsn=2.0.0.0", None),
     (b"token=x&vsn=1.0.0", v1_json),
     ("vsn=2.0.0", v2_json),
     (b"vsn=3.0.0", None),

@@ -7,12 +7,15 @@
 - autobahn's servers "fail by drop" by default: a text frame that is not UTF-8, or a frame over
   daphne's ``--websocket-max-frame-size``, ends in a TCP reset with no close frame. With
   ``failByDrop`` off it sends 1007 and 1009 and then closes.
+- a client's invalid close frame still ended in a reset (the close frame autobahn wrote was
+  discarded by an abort); it gets its 1002 or 1007, as under uvicorn.
 
 - daphne reads a socket without limit: whatever a client sends faster than its consumer
   handles waits in the application's queue (2,000 publishes of 50 KB: +85 MB). Past
   ``DPS_MAX_INBOUND_BUFFER_BYTES`` queued, the connection stops reading until the consumer has
   taken half of it (TCP backpressure on the client, as uvicorn applies after every message).
 
+Each function is one patch of ``topics.adapters.registry`` (its own switch and version window).
 Other ASGI servers (uvicorn) need nothing of this (see ``topics.adapters.uvicorn_log``).
 """
 from __future__ import annotations
@@ -27,12 +30,10 @@ SERVER_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 
 
 
 def allow_protocol_close_codes() -> None:
-    try:
-        from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
-    except ImportError:  # not running under daphne
-        return
-    if getattr(WebSocketProtocol.serverClose, "dps_compatible", False):
-        return
+    """Let daphne's ``websocket.close`` send 1002-1003 and 1007-1014 (autobahn's ``sendClose``
+    allows only 1000 and 3000-4999)."""
+    from daphne.ws_protocol import WebSocketProtocol
+
     original = WebSocketProtocol.serverClose
 
     def server_close(self, code=None):
@@ -41,8 +42,13 @@ def allow_protocol_close_codes() -> None:
         else:
             original(self, code)
 
-    server_close.dps_compatible = True
     WebSocketProtocol.serverClose = server_close
+
+
+def close_instead_of_dropping() -> None:
+    """autobahn answers a protocol error with a close frame (1002, 1007, 1009) instead of a
+    TCP reset."""
+    from daphne.ws_protocol import WebSocketFactory
 
     factory_init = WebSocketFactory.__init__
 
@@ -51,14 +57,35 @@ def allow_protocol_close_codes() -> None:
         self.setProtocolOptions(failByDrop=False)
 
     WebSocketFactory.__init__ = init_closing_with_codes
-    _apply_inbound_backpressure(WebSocketProtocol)
+
+
+def answer_invalid_close_frames() -> None:
+    """A client's invalid close frame (code 999, 1005, 5000, a 1-byte payload, a reason that is
+    not UTF-8) gets autobahn's 1002 or 1007 close frame before the TCP close, as uvicorn does.
+
+    autobahn (``failByDrop`` off) sends that close frame, then takes the client's close frame
+    for the reply to it and aborts the connection, which discards the close frame still in
+    Twisted's write buffer: the client saw a reset and no code. A connection that failed
+    itself (``failedByMe``) is dropped after its buffer is written instead.
+    """
+    from daphne.ws_protocol import WebSocketProtocol
+
+    drop = WebSocketProtocol.dropConnection
+
+    def drop_connection(self, abort=False):
+        drop(self, abort=abort and not self.failedByMe)
+
+    WebSocketProtocol.dropConnection = drop_connection
 
 
 def _message_size(message: dict[str, Any]) -> int:
     return len(message.get("bytes") or message.get("text") or b"")
 
 
-def _apply_inbound_backpressure(protocol_class: Any) -> None:
+def apply_inbound_backpressure() -> None:
+    """Past ``DPS_MAX_INBOUND_BUFFER_BYTES`` queued for its consumer, a connection stops
+    reading until the consumer took half of it."""
+    from daphne.ws_protocol import WebSocketProtocol as protocol_class
     from django.conf import settings
 
     limit = int(getattr(settings, "DPS_MAX_INBOUND_BUFFER_BYTES",

@@ -27,19 +27,17 @@ import time
 import weakref
 from typing import Any
 
+from topics.transport import ws_counters
+
 logger = logging.getLogger("daphne.server")  # daphne's own logger, as its checker logs
 _sequence = itertools.count()  # a heap tie-breaker: protocols do not compare
 
 
 def visit_only_due_connections() -> None:
-    """Replace daphne's scans (a no-op when daphne is not installed, or already done)."""
-    try:
-        from daphne.server import Server
-        from daphne.ws_protocol import WebSocketProtocol
-    except ImportError:
-        return
-    if getattr(Server.application_checker, "dps_due_only", False):
-        return
+    """Replace daphne's scans."""
+    from daphne.server import Server
+    from daphne.ws_protocol import WebSocketProtocol
+
     _patch_application_checker(Server)
     _patch_timeout_checker(Server, WebSocketProtocol)
 
@@ -84,7 +82,6 @@ def _patch_application_checker(server_class: Any) -> None:
                 due.discard(protocol)  # reaped; marked again when its client disconnects
         reactor.callLater(1, self.application_checker)
 
-    application_checker.dps_due_only = True
     server_class.create_application = create_application_marked
     server_class.protocol_disconnected = protocol_disconnected_marked
     server_class.application_checker = application_checker
@@ -130,6 +127,7 @@ def _patch_timeout_checker(server_class: Any, websocket_class: Any) -> None:
         due, every two seconds."""
         from twisted.internet import reactor
 
+        ws_counters.COUNTS.daphne_scan_ticks += 1
         timeouts = _timeouts(self)
         connections = self.connections
         visit = timeouts.every_tick

@@ -21,6 +21,7 @@ import logging
 import struct
 from typing import Any
 
+from topics.adapters.registry import DAPHNE, UVICORN, active
 from topics.transport import ws_counters
 
 logger = logging.getLogger(__name__)
@@ -160,14 +161,18 @@ class _AsyncioFrames(DirectFrames):
 
 
 def direct_frames_for(send: Any) -> DirectFrames | None:
-    """A writer for the connection behind an ASGI ``send`` callable, if its server is known."""
-    for adapter in (_daphne, _uvicorn_sansio):
-        try:
-            writer = adapter(send)
-        except (AttributeError, ImportError, TypeError):
-            writer = None  # a server version whose internals differ: use ASGI send
-        if writer is not None:
-            return writer
+    """A writer for the connection behind an ASGI ``send`` callable, if its server is known
+    and this patch is on for it (``topics.adapters.registry``)."""
+    protocol, server = protocol_of(send)
+    if server is not None and not active("direct_frames", server):
+        return None  # switched off, or the server's version is outside the window
+    try:
+        if server == DAPHNE:
+            return _TwistedFrames(protocol)
+        if server == UVICORN:
+            return _AsyncioFrames(protocol)
+    except (AttributeError, ImportError, TypeError):
+        pass  # a server whose internals differ: use ASGI send
     _count_fallback(send)
     return None
 
@@ -183,24 +188,28 @@ def _count_fallback(send: Any) -> None:
                        type(send).__name__)
 
 
-def _daphne(send: Any) -> DirectFrames | None:
-    # daphne passes functools.partial(server.handle_reply, protocol) as the ASGI send.
-    if not isinstance(send, functools.partial) or not send.args:
-        return None
-    from daphne.server import Server
-    from daphne.ws_protocol import WebSocketProtocol
-
-    server, protocol = getattr(send.func, "__self__", None), send.args[0]
-    if not isinstance(server, Server) or not isinstance(protocol, WebSocketProtocol):
-        return None
-    return _TwistedFrames(protocol)
-
-
-def _uvicorn_sansio(send: Any) -> DirectFrames | None:
+def protocol_of(send: Any) -> tuple[Any, str | None]:
+    """The daphne or uvicorn (websockets sans-I/O) protocol behind an ASGI ``send``, and its
+    server's name; ``(None, None)`` for another server."""
+    if isinstance(send, functools.partial) and send.args:
+        # daphne passes functools.partial(server.handle_reply, protocol) as the ASGI send.
+        try:
+            from daphne.server import Server
+            from daphne.ws_protocol import WebSocketProtocol
+        except ImportError:
+            return None, None
+        server, protocol = getattr(send.func, "__self__", None), send.args[0]
+        if isinstance(server, Server) and isinstance(protocol, WebSocketProtocol):
+            return protocol, DAPHNE
+        return None, None
     # uvicorn's default WebSocket protocol passes its bound ``send`` method.
-    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-
+    try:
+        from uvicorn.protocols.websockets.websockets_sansio_impl import (
+            WebSocketsSansIOProtocol,
+        )
+    except ImportError:
+        return None, None
     protocol = getattr(send, "__self__", None)
-    if not isinstance(protocol, WebSocketsSansIOProtocol):
-        return None
-    return _AsyncioFrames(protocol)
+    if isinstance(protocol, WebSocketsSansIOProtocol):
+        return protocol, UVICORN
+    return None, None

@@ -8,8 +8,9 @@ WS node's receive cost. A client-to-server frame is a header, a 4-byte mask and 
 (RFC 6455 5.2), so a connection with a receiver cuts complete, simple frames out of each read
 itself:
 
-- only while autobahn holds nothing (no buffered bytes, no frame or fragmented message in
-  progress) and the connection is open, so the two parsers never share a frame;
+- only at a frame boundary of the server's parser (autobahn: no buffered bytes, no frame or
+  fragmented message in progress; websockets: see :func:`_install_uvicorn`) while the
+  connection is open, so the two parsers never share a frame;
 - only final text or binary frames, masked, without RSV bits (nothing compressed), of at most
   ``MAX_DIRECT_PAYLOAD`` bytes with the minimal length encoding, and text that is valid UTF-8.
   At the first frame that is anything else (a ping, a close, a fragment, invalid UTF-8, a
@@ -33,6 +34,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from topics.adapters.direct_frames import protocol_of
+from topics.adapters.registry import DAPHNE, UVICORN, active
+from topics.transport import ws_counters
+
 try:  # websockets' C helper (installed with uvicorn's and the tests' websockets)
     from websockets.speedups import apply_mask
 except ImportError:  # pragma: no cover - the pure-Python equivalent
@@ -51,62 +56,39 @@ Receiver = Callable[[str | bytes], bool]
 
 def receive_directly(send: Any, receiver: Receiver) -> bool:
     """Hand the client frames of the connection behind ASGI ``send`` to ``receiver`` first;
-    False when the server is not one this module knows (nothing changes then)."""
-    protocol = _protocol_of(send)
-    if protocol is None or not all(hasattr(protocol, name) for name in _READ_STATE[
-            type(protocol).__name__ == "WebSocketsSansIOProtocol"]):
-        return False  # another server, or a version whose internals differ: keep theirs
-    _install(type(protocol))
+    False when the server is not one this module knows, or the patch is off (nothing changes
+    then)."""
+    protocol, server = protocol_of(send)
+    if server is None or not active("direct_receive", server):
+        return False
+    if not all(hasattr(protocol, name) for name in _READ_STATE[server]):
+        ws_counters.COUNTS.direct_receive_fallbacks += 1
+        return False  # a version whose internals differ: keep theirs
+    _install(type(protocol), server)
     protocol._dps_receiver = receiver
     return True
 
 
 def stop_receiving(send: Any) -> None:
     """Frames of this connection take the server's usual path again."""
-    protocol = _protocol_of(send)
+    protocol, _server = protocol_of(send)
     if protocol is not None:
         protocol.__dict__.pop("_dps_receiver", None)
 
 
-def _protocol_of(send: Any) -> Any:
-    """The daphne or uvicorn (websockets sans-I/O) protocol behind an ASGI ``send``."""
-    if isinstance(send, functools.partial) and send.args:
-        return _daphne_protocol(send)
-    try:
-        from uvicorn.protocols.websockets.websockets_sansio_impl import (
-            WebSocketsSansIOProtocol,
-        )
-    except ImportError:
-        return None
-    protocol = getattr(send, "__self__", None)
-    return protocol if isinstance(protocol, WebSocketsSansIOProtocol) else None
-
-
-def _daphne_protocol(send: functools.partial) -> Any:
-    try:
-        from daphne.server import Server
-        from daphne.ws_protocol import WebSocketProtocol
-    except ImportError:
-        return False
-    server, protocol = getattr(send.func, "__self__", None), send.args[0]
-    if not isinstance(server, Server) or not isinstance(protocol, WebSocketProtocol):
-        return None
-    return protocol
-
-
-# What the fast path reads of each server's protocol: daphne's (autobahn), uvicorn's.
-_READ_STATE = (
-    ("data", "current_frame", "inside_message", "state", "STATE_OPEN", "muted",
-     "maxFramePayloadSize", "maxMessagePayloadSize", "application_queue", "last_ping",
-     "onMessage"),
-    ("conn", "queue", "close_sent", "frames", "curr_msg_data_type", "read_paused",
-     "send_receive_event_to_app", "transport"),
-)
+# What the fast path reads of each server's protocol.
+_READ_STATE = {
+    DAPHNE: ("data", "current_frame", "inside_message", "state", "STATE_OPEN", "muted",
+             "maxFramePayloadSize", "maxMessagePayloadSize", "application_queue", "last_ping",
+             "onMessage"),
+    UVICORN: ("conn", "queue", "close_sent", "frames", "curr_msg_data_type", "read_paused",
+              "send_receive_event_to_app", "transport"),
+}
 
 
 @functools.cache
-def _install(protocol_class: Any) -> None:
-    if protocol_class.__name__ == "WebSocketsSansIOProtocol":
+def _install(protocol_class: Any, server: str) -> None:
+    if server == UVICORN:
         _install_uvicorn(protocol_class)
     else:
         _install_daphne(protocol_class)
@@ -123,10 +105,12 @@ def _install_daphne(protocol_class: Any) -> None:
             return
         queue = self.application_queue
         open_state = self.STATE_OPEN
+        counts = ws_counters.COUNTS
 
         def accept(message: str | bytes, payload: bytes, binary: bool) -> bool:
             # What daphne's onMessage does first: liveness for its auto-ping, and a muted
             # (closing) connection takes nothing more.
+            counts.direct_receive_frames += 1
             self.last_ping = time.time()
             if not self.muted and (queue.qsize() or not receiver(message)):
                 self.onMessage(payload, binary)
@@ -141,26 +125,37 @@ def _install_daphne(protocol_class: Any) -> None:
 
 
 def _install_uvicorn(protocol_class: Any) -> None:
-    """uvicorn's websockets sans-I/O protocol: its parser is a generator over a buffer; with
-    the buffer empty and no fragmented message, it waits at a frame boundary. (With
-    permessage-deflate, a frame without RSV1 is not compressed: the extension passes it on.)
+    """uvicorn's websockets sans-I/O protocol: its parser is a generator over a buffer.
+
+    websockets consumes a frame's header, extended length and mask as they arrive, so an empty
+    buffer is no frame boundary: the parser may be waiting for a payload whose header it
+    already read (read as new frames here, those bytes would be smuggled past it). It is at a
+    boundary only while it waits in ``StreamReader.at_eof``, the first step of each frame (the
+    innermost generator of its ``yield from`` chain), with nothing buffered and no fragmented
+    message in progress. (With permessage-deflate, a frame
+    without RSV1 is not compressed: the extension passes it on.)
     """
     from websockets.protocol import State
+    from websockets.streams import StreamReader
 
+    at_frame_boundary = StreamReader.at_eof.__code__
     original = protocol_class.data_received
 
     def data_received(self, data: bytes) -> None:
         receiver = self.__dict__.get("_dps_receiver")
         conn = self.conn
         if (receiver is None or conn.state is not State.OPEN or conn.reader.buffer
-                or conn.expect_continuation_frame or self.frames or conn.parser_exc):
+                or conn.expect_continuation_frame or self.frames or conn.parser_exc
+                or _innermost(conn.parser).gi_code is not at_frame_boundary):
             original(self, data)
             return
         queue = self.queue
+        counts = ws_counters.COUNTS
 
         def accept(message: str | bytes, payload: bytes, binary: bool) -> bool:
             if self.close_sent:
                 return True  # past websocket.close: uvicorn discards what arrives
+            counts.direct_receive_frames += 1
             waiting = queue.qsize()
             if waiting or not receiver(message):
                 if not waiting:
@@ -182,6 +177,14 @@ def _install_uvicorn(protocol_class: Any) -> None:
             original(self, data[taken:] if taken else data)
 
     protocol_class.data_received = data_received
+
+
+def _innermost(generator: Any) -> Any:
+    """The generator a chain of ``yield from`` is suspended in (websockets' parser: the
+    protocol's ``parse``, the base class's ``parse``, then a step of the frame)."""
+    while generator.gi_yieldfrom is not None:
+        generator = generator.gi_yieldfrom
+    return generator
 
 
 def _payload_limit(*settings: int | None) -> int:

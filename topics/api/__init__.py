@@ -13,7 +13,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from topics.hooks.auth import issue_token, verify_token
+from topics.hooks.auth import arevoke_tokens, averify_token, issue_token, revoke_tokens, verify_token
 from topics.hooks.handlers import topic_routes
 from topics.hooks.identity import Identity, identity_of
 from topics.hooks.limits import max_payload_bytes, payload_too_large
@@ -23,8 +23,9 @@ from topics.protocol.topic_names import is_topics_topic, is_valid_site_topic
 from topics.transport.broadcasts import broadcast_message
 from topics.transport.consumer import DISCONNECT_TYPE
 
-__all__ = ["BroadcastError", "abroadcast", "adisconnect", "ahistory", "apresence", "broadcast",
-           "disconnect", "history", "issue_token", "presence", "verify_token", "Identity"]
+__all__ = ["BroadcastError", "abroadcast", "adisconnect", "ahistory", "apresence", "arevoke_tokens",
+           "averify_token", "broadcast", "disconnect", "history", "issue_token", "presence",
+           "revoke_tokens", "verify_token", "Identity"]
 
 
 class BroadcastError(ValueError):
@@ -74,19 +75,23 @@ def broadcast(topic: str, event: str, payload: dict[str, Any] | bytes) -> None:
     async_to_sync(abroadcast)(topic, event, payload)
 
 
-async def adisconnect(who: Any) -> None:
+async def adisconnect(who: Any, revoke: bool = False) -> None:
     """Close every socket of ``who`` (a user, a user id or an :class:`Identity`) on every WS
-    node with code 1000, as Phoenix's ``disconnect`` broadcast does; the client may reconnect
-    (and is judged again by the connect hook)."""
+    node with code 1001, as Phoenix's ``disconnect`` broadcast does; the client may reconnect
+    (and is judged again by the connect hook). With ``revoke``, every token issued to ``who``
+    so far is refused first (:func:`revoke_tokens`), so they cannot reconnect with one; a
+    logged-in session still can, until the site logs it out or deactivates the user."""
     group = identity_of(who).group
     if group is None:
         raise ValueError("anonymous sockets have no identity to disconnect by")
+    if revoke:
+        await arevoke_tokens(who)
     await get_channel_layer().group_send(group, {"type": DISCONNECT_TYPE})
 
 
-def disconnect(who: Any) -> None:
+def disconnect(who: Any, revoke: bool = False) -> None:
     """:func:`adisconnect` for sync code."""
-    async_to_sync(adisconnect)(who)
+    async_to_sync(adisconnect)(who, revoke)
 
 
 def _dps_layer() -> Any:

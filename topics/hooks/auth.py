@@ -10,9 +10,12 @@ query string, which is where phoenix.js puts ``params``) and the ASGI scope (wit
 - otherwise an anonymous socket, which :func:`authenticate` lets through only when
   ``DPS_ALLOW_ANONYMOUS`` is on.
 
-Tokens are stateless (Django's ``signing`` with :data:`TOKEN_SALT` and ``SECRET_KEY``): checking
-one costs no database query; they stay valid until they expire, so keep ``ttl`` short and use
-:func:`topics.api.disconnect` to end what a token opened.
+A token (Django's ``signing`` with :data:`TOKEN_SALT`, so ``SECRET_KEY_FALLBACKS`` verify
+tokens signed before a key rotation) names its user, its expiry, the user's token version and a
+keyed fingerprint of the user's password hash. Connecting with one reads the user once (one
+query, off the event loop): a missing or inactive user, a password changed since, or a version
+raised by :func:`revoke_tokens` since refuses it. The version lives in
+:class:`topics.models.TokenVersion` (a row only for users whose tokens were revoked).
 """
 from __future__ import annotations
 
@@ -26,11 +29,16 @@ from urllib.parse import parse_qsl
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core import signing
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ObjectDoesNotExist, ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils.crypto import constant_time_compare, salted_hmac
 from django.utils.module_loading import import_string
 
-from topics.hooks.identity import ANONYMOUS_IDENTITY, Identity
+from topics.hooks import server_bind
+from topics.hooks.identity import ANONYMOUS_IDENTITY, Identity, identity_of
 
 logger = logging.getLogger(__name__)
 
@@ -42,30 +50,81 @@ TOKEN_PARAM = "token"
 ConnectHook = Callable[[dict[str, str], dict[str, Any]], Awaitable[Identity | None]]
 
 
-def check_secret_key() -> None:
-    """Refuse to serve (or sign) with a SECRET_KEY the settings call insecure: the public
-    development key with DEBUG off (``DPS_INSECURE_SECRET_KEY``)."""
-    if getattr(settings, "DPS_INSECURE_SECRET_KEY", False):
+def public_keys_in_use() -> bool:
+    """Whether ``SECRET_KEY`` or one of ``SECRET_KEY_FALLBACKS`` is a key anyone can read
+    (``DPS_PUBLIC_SECRET_KEYS``: dps_site lists its development key)."""
+    public = set(getattr(settings, "DPS_PUBLIC_SECRET_KEYS", ()))
+    return bool(public & {settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())})
+
+
+def network_bind_refusal(hosts: list[str]) -> str | None:
+    """Why a node with a public SECRET_KEY must not listen on ``hosts`` (the non-loopback
+    ones of its bind), or None when it may. For startup checks: the ASGI app's, runcluster's."""
+    if not hosts or not public_keys_in_use():
+        return None
+    return (f"refusing to serve on {', '.join(hosts)} with the development SECRET_KEY: anyone "
+            "can read it in this repository, and with it forge sessions and DPS socket tokens "
+            "for any user. Set DJANGO_SECRET_KEY to a long random value, or bind to 127.0.0.1.")
+
+
+def check_secret_key(argv: list[str] | None = None) -> None:
+    """Refuse to serve (or sign) with a public SECRET_KEY: with DEBUG off always, and whatever
+    DEBUG says when the server started by ``argv`` (at startup: ``sys.argv``) listens on a
+    non-loopback address."""
+    if public_keys_in_use() and not settings.DEBUG:
         raise ImproperlyConfigured(
-            "DEBUG is off and DJANGO_SECRET_KEY is not set: refusing to run with the development "
-            "SECRET_KEY, which anyone can read in this repository and which signs sessions and "
-            "DPS socket tokens. Set DJANGO_SECRET_KEY to a long random value (or DJANGO_DEBUG=1 "
-            "for development).")
+            "DEBUG is off and SECRET_KEY (or one of SECRET_KEY_FALLBACKS) is the development "
+            "key: refusing to run with the development SECRET_KEY, which anyone can read in "
+            "this repository and which signs sessions and DPS socket tokens. Set "
+            "DJANGO_SECRET_KEY to a long random value and keep the development key out of "
+            "DJANGO_SECRET_KEY_FALLBACKS (or DJANGO_DEBUG=1 for development).")
+    refusal = network_bind_refusal(server_bind.network_hosts(argv or []))
+    if refusal is not None:
+        raise ImproperlyConfigured(refusal)
+
+
+def guard_public_key(app: Any) -> Any:
+    """``app``, or, with a public SECRET_KEY, ``app`` behind a check that answers 403 to any
+    request that arrived on a non-loopback address (for binds :func:`check_secret_key` cannot
+    read from the command line). Nothing is added with a real key."""
+    if not public_keys_in_use():
+        return app
+    return server_bind.RefuseNetworkRequests(app, network_bind_refusal(["a network address"]))
+
+
+def _password_fingerprint(user: Any, key: str) -> str:
+    # Keyed: a token's payload is readable, and must not help guess the password offline.
+    return salted_hmac(TOKEN_SALT + ".password", getattr(user, "password", "") or "",
+                       secret=key, algorithm="sha256").hexdigest()[:32]
+
+
+def _token_version(user_pk: Any) -> int:
+    from topics.models import TokenVersion
+
+    return TokenVersion.objects.filter(user_id=user_pk).values_list(
+        "version", flat=True).first() or 0
 
 
 def issue_token(user: Any, ttl: float | None = None) -> str:
     """A token that identifies ``user`` (a Django user) to the default connect hook for
-    ``ttl`` seconds (``DPS_TOKEN_TTL``, 1 hour, by default)."""
+    ``ttl`` seconds (``DPS_TOKEN_TTL``, 1 hour, by default), until :func:`revoke_tokens`, a
+    password change or deactivation. Reads the user's token version (one query)."""
     check_secret_key()
     if ttl is None:
         ttl = float(getattr(settings, "DPS_TOKEN_TTL", DEFAULT_TOKEN_TTL))
     if ttl <= 0:
         raise ValueError("a token's ttl must be positive")
-    return signing.dumps({"u": str(user.pk), "exp": time.time() + ttl}, salt=TOKEN_SALT)
+    if not getattr(user, "is_active", True):
+        raise ValueError(f"user {user.pk} is inactive: a token for it would be refused")
+    return signing.dumps({"u": str(user.pk), "exp": time.time() + ttl,
+                          "v": _token_version(user.pk),
+                          "h": _password_fingerprint(user, settings.SECRET_KEY)},
+                         salt=TOKEN_SALT)
 
 
-def verify_token(token: str) -> Identity | None:
-    """The identity a token names, or None when it is tampered with, malformed or expired."""
+def token_claims(token: str) -> dict[str, Any] | None:
+    """A token's signed fields when its signature (``SECRET_KEY`` or a fallback) and expiry
+    hold, else None; the user is not read (see :func:`verify_token`)."""
     try:
         data = signing.loads(token, salt=TOKEN_SALT)
     except signing.BadSignature:
@@ -75,14 +134,82 @@ def verify_token(token: str) -> Identity | None:
     expires = data.get("exp")
     if not isinstance(expires, (int, float)) or expires < time.time():
         return None
-    return Identity(data["u"])
+    if not isinstance(data.get("v"), int) or not isinstance(data.get("h"), str):
+        return None  # signed before tokens carried a version
+    return data
+
+
+def _identity_of_claims(claims: dict[str, Any]) -> Identity | None:
+    model = get_user_model()
+    try:
+        user = model._default_manager.select_related("dps_token_version").filter(
+            pk=claims["u"]).first()
+    except (ValueError, TypeError, ValidationError):
+        return None  # not a primary key of this user model
+    if user is None or not getattr(user, "is_active", True):
+        return None
+    try:
+        version = user.dps_token_version.version
+    except ObjectDoesNotExist:
+        version = 0
+    if claims["v"] != version:
+        return None
+    keys = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", ())]
+    if not any(constant_time_compare(claims["h"], _password_fingerprint(user, key))
+               for key in keys):
+        return None  # the password changed since
+    return Identity.of_user(user)
+
+
+def verify_token(token: str) -> Identity | None:
+    """The identity a token names, or None when it is tampered with, malformed or expired, or
+    its user is missing or inactive, changed password or had its tokens revoked since. Reads
+    the user (one query): call from sync code; async code awaits :func:`averify_token`."""
+    claims = token_claims(token)
+    return None if claims is None else _identity_of_claims(claims)
+
+
+async def averify_token(token: str) -> Identity | None:
+    """:func:`verify_token` from async code: the user is read in a thread, and only for a
+    token whose signature and expiry hold."""
+    claims = token_claims(token)
+    if claims is None:
+        return None
+    return await database_sync_to_async(_identity_of_claims)(claims)
+
+
+def revoke_tokens(who: Any) -> None:
+    """Refuse every token issued so far to ``who`` (a user, a user id or an
+    :class:`Identity`) from now on, on every node (they share the database). Sockets already
+    open stay open: :func:`topics.api.disconnect` with ``revoke=True`` closes them too."""
+    from topics.models import TokenVersion
+
+    user_id = identity_of(who).user_id
+    if user_id is None:
+        raise ValueError("anonymous sockets have no tokens to revoke")
+    if not get_user_model()._default_manager.filter(pk=user_id).exists():
+        return  # a missing user's tokens are refused anyway
+    for _ in range(2):  # a concurrent first revocation may create the row between the two
+        if TokenVersion.objects.filter(user_id=user_id).update(version=F("version") + 1):
+            return
+        try:
+            with transaction.atomic():
+                TokenVersion.objects.create(user_id=user_id, version=1)
+            return
+        except IntegrityError:
+            continue
+
+
+async def arevoke_tokens(who: Any) -> None:
+    """:func:`revoke_tokens` from async code."""
+    await database_sync_to_async(revoke_tokens)(who)
 
 
 async def default_connect(params: dict[str, str], scope: dict[str, Any]) -> Identity | None:
     """A token if one is given (a bad one refuses), else the session's user, else anonymous."""
     token = params.get(TOKEN_PARAM)
     if token is not None:
-        return verify_token(token)
+        return await averify_token(token)
     user = scope.get("user")
     if user is not None and user.is_authenticated:
         return Identity.of_user(user)

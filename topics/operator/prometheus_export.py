@@ -3,14 +3,18 @@
 A WS node serves them at ``/metrics`` on its HTTP port (``topics.operator.views.metrics``); a topic
 server on its ``--metrics-port`` (:func:`serve_metrics`). The collectors read the counters the
 node keeps anyway (the layer's, the topic server's, :mod:`topics.transport.ws_counters`) at scrape time, so
-counting costs the hot path nothing more. With ``DPS_METRICS_TOKEN`` set, a scrape without
-``Authorization: Bearer <token>`` gets 401.
+counting costs the hot path nothing more. Who may read them (:func:`refusal`): with
+``DPS_METRICS_TOKEN`` set, a scrape with ``Authorization: Bearer <token>`` (compared in constant
+time), others get 401; without a token, anyone when ``DPS_METRICS_PUBLIC`` is on (by default:
+when DEBUG is on), and no one otherwise (403).
 
 Metric names (every one labelled ``node``): ``dps_connections``, ``dps_joins_total``,
 ``dps_publishes_total``, ``dps_deliveries_total`` (WS: frames to members; TS: one per WS node
 per publish), ``dps_publish_deliver_latency_seconds`` (WS), ``dps_inbox_backlog``,
 ``dps_dropped_total{reason}``, ``dps_slow_client_disconnects_total``,
-``dps_redis_errors_total``, ``dps_direct_frame_fallbacks_total``; a topic server adds
+``dps_redis_errors_total``, the server patches' ``dps_direct_frame_fallbacks_total``,
+``dps_direct_receive_fallbacks_total``, ``dps_direct_receive_frames_total``,
+``dps_daphne_scan_ticks_total`` and ``dps_server_patch_fallbacks_total``; a topic server adds
 ``dps_topics``, ``dps_members`` and ``dps_ws_nodes``.
 """
 from __future__ import annotations
@@ -69,13 +73,33 @@ REDIS_ERRORS = ("inbox_read_errors", "stats_write_errors", "report_errors")
 BACKLOG_TIMEOUT = 0.5  # seconds for the XLEN of the node's backlog at scrape time
 
 
-def authorized(header: str | None, token: str | None) -> bool:
-    """Whether a scrape's Authorization header carries ``token`` (always, with no token)."""
-    if not token:
-        return True
+CLOSED = (b"metrics are closed: set DPS_METRICS_TOKEN (and scrape with it as a bearer token), "
+          b"or DPS_METRICS_PUBLIC=1 to open them on purpose\n")
+BEARER_REQUIRED = b"a bearer token is required\n"
+
+
+def _bearer_matches(header: str | None, token: str) -> bool:
     scheme, _, value = (header or "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(),
                                                               token.encode())
+
+
+def refusal(header: str | None, token: str | None, public: bool) -> int | None:
+    """None when a scrape with this Authorization ``header`` may read the metrics, else the
+    HTTP status that refuses it: 401 without the bearer ``token`` when one is set; 403 when
+    none is set and the metrics are not ``public``."""
+    if token:
+        return None if _bearer_matches(header, token) else 401
+    return None if public else 403
+
+
+def access_settings() -> tuple[str, bool]:
+    """``DPS_METRICS_TOKEN`` and ``DPS_METRICS_PUBLIC`` (unset: DEBUG) from Django's settings."""
+    from django.conf import settings
+
+    public = getattr(settings, "DPS_METRICS_PUBLIC", None)
+    return (getattr(settings, "DPS_METRICS_TOKEN", "") or "",
+            bool(settings.DEBUG if public is None else public))
 
 
 def render(registry: CollectorRegistry) -> tuple[bytes, str]:
@@ -160,7 +184,13 @@ class WsNodeCollector:
                           ("deliveries", "Broadcast frames handed to members"),
                           ("slow_client_disconnects", "Clients closed with 1013 for a backlog"),
                           ("direct_frame_fallbacks",
-                           "Connections whose broadcasts fell back to ASGI send")):
+                           "Connections whose broadcasts fell back to ASGI send"),
+                          ("direct_receive_fallbacks",
+                           "Connections whose client frames fell back to the server's parser"),
+                          ("direct_receive_frames", "Client frames read by the direct path"),
+                          ("daphne_scan_ticks", "Ticks of daphne's due-only housekeeping scans"),
+                          ("server_patch_fallbacks",
+                           "Server patches off: the server's version is outside their window")):
             yield _counter(f"dps_{name}", doc, node, counters.get(name, 0))
         yield _drops(node, counters, {"slow_client": counters.get("slow_client_disconnects", 0)})
         yield from _failover(node, counters)
@@ -220,15 +250,20 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # one line per scrape would drown the node's log
 
 
-def metrics_wsgi_app(registry: CollectorRegistry, token: str | None) -> Callable:
+def metrics_wsgi_app(registry: CollectorRegistry, token: str | None,
+                     public: bool = False) -> Callable:
     def app(environ: dict, start_response: Callable) -> list[bytes]:
         if environ.get("PATH_INFO", "/") not in ("/", "/metrics"):
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found: metrics are at /metrics\n"]
-        if not authorized(environ.get("HTTP_AUTHORIZATION"), token):
+        status = refusal(environ.get("HTTP_AUTHORIZATION"), token, public)
+        if status == 401:
             start_response("401 Unauthorized", [("Content-Type", "text/plain"),
                                                 ("WWW-Authenticate", 'Bearer realm="metrics"')])
-            return [b"a bearer token is required\n"]
+            return [BEARER_REQUIRED]
+        if status == 403:
+            start_response("403 Forbidden", [("Content-Type", "text/plain")])
+            return [CLOSED]
         body, content_type = render(registry)
         start_response("200 OK", [("Content-Type", content_type)])
         return [body]
@@ -236,9 +271,10 @@ def metrics_wsgi_app(registry: CollectorRegistry, token: str | None) -> Callable
 
 
 def serve_metrics(registry: CollectorRegistry, host: str, port: int,
-                  token: str | None) -> WSGIServer:
-    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread."""
-    server = make_server(host, port, metrics_wsgi_app(registry, token),
+                  token: str | None, public: bool = False) -> WSGIServer:
+    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread, to whom
+    :func:`refusal` lets in."""
+    server = make_server(host, port, metrics_wsgi_app(registry, token, public),
                          handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="dps-metrics", daemon=True).start()
     return server

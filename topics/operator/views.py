@@ -5,7 +5,6 @@ import functools
 import json
 import os
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
@@ -27,13 +26,16 @@ def _registry() -> CollectorRegistry:
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    """This node's Prometheus metrics; 401 without the bearer token when one is configured."""
-    if not prometheus_export.authorized(request.headers.get("Authorization"),
-                                 getattr(settings, "DPS_METRICS_TOKEN", "")):
-        response = HttpResponse("a bearer token is required\n", status=401,
+    """This node's Prometheus metrics; who may read them: ``prometheus_export.refusal``."""
+    status = prometheus_export.refusal(request.headers.get("Authorization"),
+                                       *prometheus_export.access_settings())
+    if status == 401:
+        response = HttpResponse(prometheus_export.BEARER_REQUIRED, status=401,
                                 content_type="text/plain")
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
+    if status == 403:
+        return HttpResponse(prometheus_export.CLOSED, status=403, content_type="text/plain")
     body, content_type = prometheus_export.render(_registry())
     return HttpResponse(body, content_type=content_type)
 

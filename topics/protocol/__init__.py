@@ -7,6 +7,7 @@ from topics.protocol.actions import Action, Close, Publish, PublishBinary, SendF
 from topics.protocol.message import MalformedFrame, Message, Ref, encode_event
 from topics.protocol.serializers import DEFAULT_VSN, SERIALIZERS, Serializer, serializer_for_query_string
 from topics.protocol.socket import (
+    CLOSE_GOING_AWAY,
     CLOSE_INVALID_DATA,
     CLOSE_NORMAL,
     CLOSE_TOO_BIG,
@@ -22,7 +23,7 @@ __all__ = [
     "Action", "Close", "Publish", "PublishBinary", "SendFrame", "Subscribe", "Unsubscribe",
     "MalformedFrame", "Message", "Ref", "encode_event",
     "DEFAULT_VSN", "SERIALIZERS", "Serializer", "serializer_for_query_string",
-    "CLOSE_INVALID_DATA", "CLOSE_NORMAL", "CLOSE_TOO_BIG", "CLOSE_UNSUPPORTED_DATA",
+    "CLOSE_GOING_AWAY", "CLOSE_INVALID_DATA", "CLOSE_NORMAL", "CLOSE_TOO_BIG", "CLOSE_UNSUPPORTED_DATA",
     "DEFAULT_MAX_FRAME_BYTES", "DEFAULT_MAX_TOPICS", "PhoenixSocket", "publish_error",
     "INVALID_NAME", "group_for_topic", "is_valid_topic", "v2_binary",
 ]

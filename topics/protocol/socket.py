@@ -22,6 +22,10 @@ DEFAULT_MAX_TOPICS = 100
 
 # WebSocket close codes (RFC 6455 §7.4.1).
 CLOSE_NORMAL = 1000
+# "Going away": the server ends the session and the client should reconnect. phoenix.js
+# (all of 1.7.x, 1.8 up to 1.8.12) does not reconnect after 1000, so Phoenix closes a
+# ``disconnect`` broadcast with 1001, and DPS does the same for it and for the idle timeout.
+CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
@@ -32,6 +36,7 @@ UNKNOWN_EVENT = "unknown event"
 TOO_MANY_TOPICS = "too many topics"
 INVALID_SITE_TOPIC = "invalid topic name"
 BINARY_NOT_SUPPORTED = "binary payloads need vsn=2.0.0"
+CHANNEL_CRASH = "channel_crash"  # phx_error's reason when a topic's handler raised
 _REF_MARK = "\x00ref\x00"  # stands for the ref in a reply template (never sent)
 
 
@@ -59,6 +64,9 @@ class PhoenixSocket:
         self.max_topics = max_topics
         self.closed = False
         self._joins: dict[str, _Join] = {}
+        # Messages addressed to a join this socket has since replaced or closed: ignored, as
+        # Phoenix ignores them (the client has raced a server close), and counted here.
+        self.stale_messages = 0
         self._ok_templates: dict[str, tuple[Ref, str | None, str]] = {}
 
     @property
@@ -115,7 +123,7 @@ class PhoenixSocket:
             return self.handle_leave(message)
         join = self._current_join(message)
         if join is None:
-            return [self._unmatched(message.ref, message.topic)]
+            return self._not_joined(message)
         if message.event == "publish":
             return self.handle_publish(message, join)
         return [self._error(join.join_ref, message.ref, message.topic, UNKNOWN_EVENT)]
@@ -159,14 +167,34 @@ class PhoenixSocket:
         return actions
 
     def subscribe_failed(self, subscribe: Subscribe, reason: str) -> list[Action]:
-        """The adapter could not subscribe: refuse the join (a join it would replace stays)."""
-        return [self._error(subscribe.join_ref, subscribe.ref, subscribe.topic, reason)]
+        """The adapter could not subscribe: refuse the join. A join it would have replaced is
+        closed too, as in Phoenix, which closes the old channel before it runs the new join:
+        the client gave that join up when it sent this one."""
+        refusal = self._error(subscribe.join_ref, subscribe.ref, subscribe.topic, reason)
+        old = self._joins.pop(subscribe.topic, None)
+        if old is None:
+            return [refusal]
+        return [Unsubscribe(subscribe.topic), self._close_frame(old.join_ref, subscribe.topic),
+                refusal]
+
+    def handle_channel_crash(self, topic: str) -> list[Action]:
+        """The topic's handler raised: the channel is gone, as a crashed Phoenix channel is.
+        The member leaves the topic and gets ``phx_error`` (``channel_crash``), which makes
+        phoenix.js fire ``onError`` and rejoin."""
+        join = self._joins.pop(topic, None)
+        if join is None or self.closed:
+            return []
+        error = Message(join.join_ref, join.join_ref, topic, "phx_error", {"reason": CHANNEL_CRASH})
+        return [Unsubscribe(topic), self._frame(error)]
 
     def handle_leave(self, message: Message) -> list[Action]:
         """Leave a joined topic: unsubscribe first, so nothing arrives after the reply."""
         join = self._current_join(message)
         if join is None:
-            # Not joined, or a stale leave for a join that was since replaced: nothing to do.
+            if message.topic in self._joins:
+                # A stale leave for a join since replaced, whose phx_close went out already.
+                self.stale_messages += 1
+                return []
             return [self._reply(message.join_ref, message.ref, message.topic, "ok", {})]
         del self._joins[message.topic]
         return [
@@ -195,7 +223,7 @@ class PhoenixSocket:
         the payload, under the same rules for events as a JSON ``publish``."""
         join = self._current_join(message)
         if join is None:
-            return [self._unmatched(message.ref, message.topic)]
+            return self._not_joined(message)
         if not self.serializer.BINARY:
             return [self._error(join.join_ref, message.ref, message.topic, BINARY_NOT_SUPPORTED)]
         reason = event_error(message.event)
@@ -240,13 +268,13 @@ class PhoenixSocket:
         return [self._error(publish.join_ref, publish.ref, publish.topic, reason)]
 
     def handle_idle_timeout(self) -> list[Action]:
-        """The client has been silent too long: close."""
-        return self._close(CLOSE_NORMAL)
+        """The client has been silent too long: close (the client may reconnect)."""
+        return self._close(CLOSE_GOING_AWAY)
 
     def handle_server_disconnect(self) -> list[Action]:
-        """The site ends this session (``topics.api.disconnect``): close normally; the client
-        may reconnect."""
-        return self._close(CLOSE_NORMAL)
+        """The site ends this session (``topics.api.disconnect``): close with 1001, as Phoenix
+        does, so that every phoenix.js version reconnects (and a revoked client is refused)."""
+        return self._close(CLOSE_GOING_AWAY)
 
     def handle_disconnect(self) -> list[Action]:
         """The connection is gone: leave every topic."""
@@ -323,6 +351,14 @@ class PhoenixSocket:
         if join is None or message.join_ref not in (None, join.join_ref):
             return None
         return join
+
+    def _not_joined(self, message: Message) -> list[Action]:
+        """A message for a topic this socket has not joined (``unmatched topic``), or for a
+        join it has since replaced (ignored and counted, as Phoenix ignores it)."""
+        if message.topic in self._joins:
+            self.stale_messages += 1
+            return []
+        return [self._unmatched(message.ref, message.topic)]
 
     def _close(self, code: int) -> list[Action]:
         # Leave every topic before closing: the membership must go even if the close itself

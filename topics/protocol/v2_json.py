@@ -25,10 +25,10 @@ def decode(text: str) -> Message:
     value = decode_json(text)
     if not isinstance(value, list):
         raise MalformedFrame(_EXPECTED)
-    if len(value) != 5:
+    if len(value) < 5:  # as Phoenix, ``[join_ref, ref, topic, event, payload | _]``
         padded = value[:3] + [None] * (3 - len(value[:3]))
         raise MalformedFrame(_EXPECTED, **readable_fields(*padded))
-    return message_from_fields(*value)
+    return message_from_fields(*value[:5])
 
 
 _HEARTBEAT_HEAD = '[null,"'

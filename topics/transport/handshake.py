@@ -3,8 +3,7 @@
 ASGI's "WebSocket Denial Response" extension (``websocket.http.response``) lets an application
 answer the upgrade request with any HTTP response; uvicorn implements it. A close before accept
 is the portable fallback, which every server answers with 403. daphne does not implement the
-extension: :func:`enable_daphne_denial_response` teaches it (the scope advertises the extension,
-and the response's status reaches the client through autobahn's ``ConnectionDeny``).
+extension: ``topics.adapters.daphne_denial`` teaches it.
 """
 from __future__ import annotations
 
@@ -66,39 +65,3 @@ async def refuse(scope: dict[str, Any], send: Callable[[dict], Awaitable[None]],
                 "headers": [(b"content-type", b"text/plain; charset=utf-8"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "websocket.http.response.body", "body": body})
-
-
-def enable_daphne_denial_response() -> None:
-    """Make daphne advertise and honour the denial-response extension (idempotent)."""
-    try:
-        from autobahn.websocket.types import ConnectionDeny
-        from daphne.server import Server
-        from daphne.ws_protocol import WebSocketProtocol
-    except ImportError:  # not running under daphne
-        return
-    if getattr(WebSocketProtocol.handle_reply, "dps_denial", False):
-        return
-    original_create, original_reply = Server.create_application, WebSocketProtocol.handle_reply
-
-    def create_application(self, protocol, scope):
-        if scope.get("type") == "websocket":
-            scope.setdefault("extensions", {}).setdefault(DENIAL_EXTENSION, {})
-        return original_create(self, protocol, scope)
-
-    def handle_reply(self, message):
-        kind = message.get("type")
-        if kind == "websocket.http.response.start" and self.state == self.STATE_CONNECTING:
-            self.dps_denial_status = message["status"]
-        elif kind == "websocket.http.response.body" and hasattr(self, "dps_denial_status"):
-            if not message.get("more_body") and hasattr(self, "handshake_deferred"):
-                reason = bytes(message.get("body", b"")).decode("utf-8", "replace")
-                self.handshake_deferred.errback(
-                    ConnectionDeny(code=self.dps_denial_status, reason=reason or "Refused"))
-                del self.handshake_deferred
-                self.server.protocol_disconnected(self)
-        else:
-            original_reply(self, message)
-
-    handle_reply.dps_denial = True
-    Server.create_application = create_application
-    WebSocketProtocol.handle_reply = handle_reply

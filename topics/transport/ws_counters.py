@@ -1,7 +1,8 @@
 """This WS process's own figures: joins, publishes, deliveries, slow clients, latency.
 
 The hot path only adds to plain integers here (a delivery costs two additions, not a
-Prometheus lock); :mod:`topics.operator.prometheus_export` and :mod:`topics.operator.node_report` read them. Latency is
+Prometheus lock); :mod:`topics.operator.prometheus_export` and
+:mod:`topics.operator.node_report` read them. Latency is
 publish to deliver: the publisher's wall-clock time travels in the broadcast message
 (``sent_at``), and the receiving node measures once per message and counts that figure for
 every member it hands the message to.
@@ -21,10 +22,20 @@ _MEASURED = "_dps_latency"   # (bucket, seconds) kept on the shared message, onc
 
 
 class ProcessCounters:
-    """Counts since this process started; every field is a Prometheus counter."""
+    """Counts since this process started; every field is a Prometheus counter.
+
+    The server patches' (``topics.adapters``): ``direct_frame_fallbacks`` and
+    ``direct_receive_fallbacks`` count connections whose broadcasts (client frames) take the
+    server's own path although the patch is on; ``server_patch_fallbacks`` the patches left off
+    because a server's version is outside their window; ``direct_receive_frames`` and
+    ``daphne_scan_ticks`` show the fast paths at work (frames read directly, ticks of daphne's
+    due-only scans).
+    """
 
     __slots__ = ("joins", "publishes", "publish_errors", "join_errors", "deliveries",
-                 "slow_client_disconnects", "direct_frame_fallbacks", "report_errors")
+                 "slow_client_disconnects", "direct_frame_fallbacks", "direct_receive_fallbacks",
+                 "direct_receive_frames", "daphne_scan_ticks", "server_patch_fallbacks",
+                 "report_errors")
 
     def __init__(self) -> None:
         for name in self.__slots__:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.sample_site.rooms.models import Room
 from topics.hooks.handlers import Broadcast, Refuse, TopicHandler
+
+from .models import Room
 
 
 class RoomTopic(TopicHandler):

@@ -3,8 +3,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_POST
 
-from tests.sample_site.rooms.models import Room
 from topics.api import broadcast
+
+from .models import Room
 
 
 @require_POST

@@ -44,5 +44,7 @@ CHANNEL_LAYERS = {"default": {"BACKEND": "channel_layer.DPSChannelLayer"}}
 DPS_TOPICS = {"rooms:*": "rooms.realtime.RoomTopic"}
 DPS_API_KEYS = [os.environ["SAMPLE_API_KEY"]]
 DPS_TOKEN_TTL = 600
+# Pages of the site on other origins (here: its other nodes' ports) that may open sockets.
+DPS_ALLOWED_ORIGINS = [o for o in os.environ.get("DPS_ALLOWED_ORIGINS", "").split(",") if o]
 # Limits the tests lower through the environment (DPS_LIMITS, JSON).
 globals().update(json.loads(os.environ.get("DPS_LIMITS", "{}")))

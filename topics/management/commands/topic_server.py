@@ -18,7 +18,12 @@ from channel_layer.settings import LayerSettings
 from channel_layer.startup import check_reachable
 from channel_layer.topic_server import TopicServer
 from channel_layer.transport import RedisTransport
-from topics.operator.prometheus_export import TopicServerCollector, registry_for, serve_metrics
+from topics.operator.prometheus_export import (
+    TopicServerCollector,
+    access_settings,
+    registry_for,
+    serve_metrics,
+)
 
 
 class Command(BaseCommand):
@@ -76,10 +81,13 @@ class Command(BaseCommand):
     def _serve_metrics(self, server: TopicServer, host: str, port: int):
         if not port:
             return None
+        token, public = access_settings()
         try:
             http = serve_metrics(registry_for(TopicServerCollector(server)), host, port,
-                                 getattr(settings, "DPS_METRICS_TOKEN", ""))
+                                 token, public)
         except OSError as exc:
             raise CommandError(f"cannot serve metrics on {host}:{port}: {exc}") from None
-        self.stdout.write(f"metrics of {server.node}: http://{host}:{port}/metrics")
+        access = "bearer token" if token else "open" if public else (
+            "closed: set DPS_METRICS_TOKEN, or DPS_METRICS_PUBLIC=1")
+        self.stdout.write(f"metrics of {server.node}: http://{host}:{port}/metrics ({access})")
         return http
