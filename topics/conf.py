@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from topics.adapters.access_log import DEFAULT_REDACTED_QUERY_PARAMETERS
+
 Check = Callable[[Any], bool]
 
 
@@ -147,9 +149,19 @@ SETTINGS: tuple[Setting, ...] = (
             "How long the admin waits for each node's Redis."),
     Setting("DPS_ADMIN_SEARCH_LIMIT", 10_000, "a positive integer", positive_int,
             "Name-search matches read per topic server."),
-    # --- set by a site's settings, read by DPS
-    Setting("DPS_INSECURE_SECRET_KEY", False, "True or False", is_bool,
-            "True: the site knows its SECRET_KEY is public; nodes refuse to start and no "
-            "token is signed."),
+    Setting("DPS_METRICS_PUBLIC", None, "True, False, or None (= DEBUG)", optional(is_bool),
+            "Without `DPS_METRICS_TOKEN`: whether `/metrics` answers anyone (None: under DEBUG "
+            "only)."),
+    # --- security and the server adapters
+    Setting("DPS_PUBLIC_SECRET_KEYS", [], "a list of strings", str_list,
+            "SECRET_KEYs known to be public (a repository's development key): a node refuses "
+            "them with DEBUG off or on a network address, and signs no token with them."),
+    Setting("DPS_REDACTED_QUERY_PARAMETERS", list(DEFAULT_REDACTED_QUERY_PARAMETERS),
+            "a list of query parameter names", str_list,
+            "Query parameters whose values the servers' access logs show as `[redacted]`."),
+    Setting("DPS_SERVER_PATCHES", {}, "a dict of patch name → False (docs/adapters.md)",
+            lambda v: isinstance(v, dict) and all(isinstance(x, bool) for x in v.values()),
+            "Server patches to switch off by name; every other one is on inside its tested "
+            "version window."),
 )
 BY_NAME = {s.name: s for s in SETTINGS}
