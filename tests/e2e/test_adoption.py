@@ -186,12 +186,13 @@ def cluster(project) -> Iterator[tuple[list[str], Path, dict[str, str]]]:
                 pass
         yield [f"http://127.0.0.1:{port + i}" for i in range(2)], directory, env
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def test_the_projects_admin_shows_the_styled_dps_pages(cluster, tmp_path):
