@@ -21,13 +21,14 @@ import threading
 import time
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.admin_session import Browser
 from tests.support.phoenix_driver import PhoenixDriver
+from tests.support.waiting import wait_until
 from topics.devtools.embedded_redis import free_port_block
 
 pytestmark = pytest.mark.e2e
@@ -50,18 +51,6 @@ def shout(request):
     broadcast("topics:adoption", "message", {"from": "view", "text": request.GET["text"]})
     return JsonResponse({"sent": True})
 '''
-
-
-def poll(check: Callable[[], object], what: str, timeout: float = TIMEOUT) -> object:
-    """A bounded poll (every 0.2 s) until ``check`` returns something true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def build_wheel(work: Path) -> Path:
@@ -221,7 +210,7 @@ def test_the_projects_admin_shows_the_styled_dps_pages(cluster, tmp_path):
             page.reload()
             return page.locator("tr.dps-node.dps-up[data-node^='ws-']").count() == 2
 
-        poll(both_ws_nodes_up, "both WS nodes up on the cluster page")
+        wait_until(both_ws_nodes_up, TIMEOUT, "both WS nodes up on the cluster page")
         # dps.css applied (from the wheel, through the project's static files): the ring's
         # arcs are 18 px wide, an SVG stroke's default is 1 px.
         width = page.eval_on_selector(".dps-arcs", "e => getComputedStyle(e).strokeWidth")
@@ -240,11 +229,13 @@ def test_the_projects_view_and_dps_publish_reach_a_client_on_the_other_node(clus
         staff = Browser(first)
         status, _ = staff.get("/shout/?text=hello")
         assert status == 200
-        poll(lambda: any(body.get("text") == "hello" for _, body in js.received("reader", TOPIC)),
-             "the view's broadcast at the other node's client")
+        wait_until(lambda: any(body.get("text") == "hello"
+                               for _, body in js.received("reader", TOPIC)),
+                   TIMEOUT, "the view's broadcast at the other node's client")
         published = manage(directory, env, "dps_publish", TOPIC, "message", '{"text": "cli"}')
         assert f"published message to {TOPIC}" in published.stdout
-        poll(lambda: any(body.get("text") == "cli" for _, body in js.received("reader", TOPIC)),
-             "dps_publish's broadcast at the client")
+        wait_until(lambda: any(body.get("text") == "cli"
+                               for _, body in js.received("reader", TOPIC)),
+                   TIMEOUT, "dps_publish's broadcast at the client")
     metrics = urllib.request.urlopen(f"{first}/dps/metrics", timeout=10).read().decode()
     assert "dps_" in metrics

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.admin_session import Browser
 from tests.support.phoenix_client import PhoenixClient
+from tests.support.waiting import wait_until
 from topics.devtools.embedded_redis import free_port_block
 from topics.devtools.local_cluster import PROJECT_DIR, LocalCluster
 
@@ -36,17 +37,6 @@ TIMEOUT = 30.0
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def wait_until(check: Callable[[], object], timeout: float = TIMEOUT, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.2)
 
 
 class Activity:
