@@ -184,12 +184,25 @@ DPS_SERVER_PATCHES = {name.strip(): False for name in
 # Bytes of received frames daphne may queue for a consumer before it stops reading the socket.
 DPS_MAX_INBOUND_BUFFER_BYTES = _int("DPS_MAX_INBOUND_BUFFER_BYTES", 1024 * 1024)
 # The long-poll transport (topics/transport/longpoll.py; README "Settings").
+<<<<<<< HEAD
 DPS_LONGPOLL_WINDOW = _float("DPS_LONGPOLL_WINDOW", 10)
 DPS_LONGPOLL_IDLE_TIMEOUT = _float("DPS_LONGPOLL_IDLE_TIMEOUT", 20)
 DPS_LONGPOLL_MAX_BUFFER_BYTES = _int("DPS_LONGPOLL_MAX_BUFFER_BYTES", 1024 * 1024)
 DPS_LONGPOLL_MAX_SESSIONS = _int("DPS_LONGPOLL_MAX_SESSIONS", 10000)
 DPS_LONGPOLL_MAX_BODY_BYTES = _int("DPS_LONGPOLL_MAX_BODY_BYTES", 4 * 1024 * 1024)
 DPS_LONGPOLL_MAX_PENDING_FRAMES = _int("DPS_LONGPOLL_MAX_PENDING_FRAMES", 100)
+=======
+DPS_LONGPOLL_WINDOW = float(os.environ.get("DPS_LONGPOLL_WINDOW", "10"))
+DPS_LONGPOLL_IDLE_TIMEOUT = float(os.environ.get("DPS_LONGPOLL_IDLE_TIMEOUT", "20"))
+DPS_LONGPOLL_MAX_BUFFER_BYTES = int(os.environ.get("DPS_LONGPOLL_MAX_BUFFER_BYTES",
+                                                   str(1024 * 1024)))
+DPS_LONGPOLL_MAX_SESSIONS = int(os.environ.get("DPS_LONGPOLL_MAX_SESSIONS", "10000"))
+DPS_LONGPOLL_MAX_BODY_BYTES = int(os.environ.get("DPS_LONGPOLL_MAX_BODY_BYTES",
+                                                 str(4 * 1024 * 1024)))
+DPS_LONGPOLL_MAX_PENDING_FRAMES = int(os.environ.get("DPS_LONGPOLL_MAX_PENDING_FRAMES", "100"))
+# Frames in one POST (Phoenix's and phoenix.js's batch size); a POST of more is refused whole.
+DPS_LONGPOLL_MAX_FRAMES_PER_POST = int(os.environ.get("DPS_LONGPOLL_MAX_FRAMES_PER_POST", "100"))
+>>>>>>> main
 
 # Who may connect (topics/hooks/auth.py) and what each topic namespace means (topics/hooks/handlers.py).
 DPS_CONNECT = os.environ.get("DPS_CONNECT", "topics.hooks.auth.default_connect")
@@ -229,21 +242,6 @@ CHANNEL_LAYERS = {
         },
     }
 }
-
-# The benchmark runs the same consumer over other back ends (DPS_BENCH_BACKEND); production
-# nodes leave it unset.
-_bench_backend = os.environ.get("DPS_BENCH_BACKEND", "dps")
-_bench_redis = os.environ.get("DPS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-if _bench_backend == "redis":
-    CHANNEL_LAYERS["default"] = {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                                 "CONFIG": {"hosts": [_bench_redis]}}
-elif _bench_backend == "redis_pubsub":
-    CHANNEL_LAYERS["default"] = {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                                 "CONFIG": {"hosts": [_bench_redis]}}
-elif _bench_backend == "local":
-    CHANNEL_LAYERS["default"] = {"BACKEND": "topics.devtools.local_broadcast.LocalBroadcastLayer"}
-elif _bench_backend != "dps":
-    raise ValueError(f"DPS_BENCH_BACKEND must be dps, redis, redis_pubsub or local, not {_bench_backend!r}")
 
 LOGGING = {
     "version": 1,

@@ -19,7 +19,6 @@ import http.client
 import json
 import random
 import re
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -43,6 +42,7 @@ from tests.support.hostile_frames import (
     closing_frame,
 )
 from tests.support.phoenix_client import PhoenixClient
+from tests.support.processes import listener, peak_rss_mb
 from topics.devtools.benchmark.wsclient import connect
 from topics.devtools.local_cluster import LISTEN_BACKLOG
 from topics.protocol import v2_binary
@@ -74,20 +74,6 @@ def assert_clean_log(node: E2ECluster, since: int = 0) -> None:
     bad = [line for line in node.log[since:] if BAD_LOG.search(line)]
     assert not bad, "\n".join(node.log[since:][-60:])
     node.check_running()
-
-
-def listener(port: int) -> tuple[int, int]:
-    """(pid, listen backlog) of the process listening on ``port`` (``ss``: Send-Q of a
-    listening socket is its backlog)."""
-    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True,
-                         check=True).stdout
-    fields = out.split()
-    return int(re.search(r"pid=(\d+)", out).group(1)), int(fields[2])
-
-
-def peak_rss_mb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        return int(re.search(r"VmHWM:\s+(\d+)", status.read()).group(1)) // 1024
 
 
 # --- the issue's findings on a live node (first: the peak RSS must not be set by the fuzz) ----

@@ -203,8 +203,8 @@ def test_pages_agree_with_the_activity(cluster, activity, staff):
 
 def test_metrics_agree_with_the_activity(cluster, activity, staff):
     _settled(staff)
-    ws = [_metrics(cluster.metrics_url(n)) for n in cluster.ws_nodes]
-    ts = [_metrics(cluster.metrics_url(n)) for n in cluster.nodes if n.role == "ts"]
+    ws = [_metrics(cluster.plan.metrics_url(n)) for n in cluster.ws_nodes]
+    ts = [_metrics(cluster.plan.metrics_url(n)) for n in cluster.nodes if n.role == "ts"]
     assert [m["dps_connections"] for m in ws] == [3, 4]
     assert [m["dps_joins_total"] for m in ws] == [3, 4]
     assert [m["dps_publishes_total"] for m in ws] == [40, 10]
@@ -299,8 +299,8 @@ def test_metrics_need_the_bearer_token_when_it_is_set(tmp_path):
 
 def test_a_stopped_topic_server_is_shown_down(cluster, activity, staff):
     _settled(staff)
-    stopped = next(c for c in cluster._children if c.label == "ts-a")
-    os.killpg(stopped.proc.pid, signal.SIGSTOP)
+    stopped = cluster.pid_of("ts-a")
+    os.killpg(stopped, signal.SIGSTOP)
     try:
         data = wait_until(lambda: (d := staff.json("/admin/dps/cluster/json")) and next(
             n for n in d["nodes"] if n["name"] == "ts-a")["status"] == "down" and d,
@@ -317,12 +317,12 @@ def test_a_stopped_topic_server_is_shown_down(cluster, activity, staff):
         assert staff.get("/admin/dps/topics/")[0] == 200
         assert staff.get("/admin/dps/topics/topics:alpha/")[0] == 200
     finally:
-        os.killpg(stopped.proc.pid, signal.SIGCONT)
+        os.killpg(stopped, signal.SIGCONT)
 
 
 def test_a_stopped_redis_costs_the_pages_at_most_the_admin_timeout(cluster, activity, staff):
-    redis = cluster._redis["ts-b"]
-    os.kill(redis.pid, signal.SIGSTOP)
+    redis_pid = cluster.redis_pid("ts-b")
+    os.kill(redis_pid, signal.SIGSTOP)
     try:
         started = time.monotonic()
         data = staff.json("/admin/dps/cluster/json")
@@ -337,5 +337,5 @@ def test_a_stopped_redis_costs_the_pages_at_most_the_admin_timeout(cluster, acti
         assert listing["read_seconds"] < 1.5
         assert staff.get("/admin/dps/topics/")[0] == 200
     finally:
-        os.kill(redis.pid, signal.SIGCONT)
+        os.kill(redis_pid, signal.SIGCONT)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -59,24 +58,17 @@ def test_debug_anonymous_and_allowed_hosts_are_off_unless_asked_for():
     assert node_settings("runserver", DPS_ALLOW_ANONYMOUS="0")["anonymous"] is False
 
 
-def test_runcluster_writes_its_cluster_file_for_its_user_only(tmp_path: Path):
-    cluster = LocalCluster(1, 1, redis="redis://:secret@127.0.0.1:6400/0", migrate=False,
-                           emit=lambda line: None)
-    cluster._workdir = str(tmp_path)  # what start() makes; no processes are needed for this
-    cluster._write_cluster_file()
-    assert stat.S_IMODE(cluster.cluster_file.stat().st_mode) == 0o600
-
-
 def test_runcluster_turns_anonymous_on_says_so_and_an_explicit_0_wins():
     lines: list[str] = []
     open_cluster = LocalCluster(1, 1, port=9000, emit=lines.append, base_env=clean_env(),
                                 migrate=False)
     Command()._announce(open_cluster)
-    assert open_cluster.development_settings() == {"DJANGO_DEBUG": "1", "DPS_ALLOW_ANONYMOUS": "1"}
+    assert open_cluster.plan.development_settings() == {"DJANGO_DEBUG": "1",
+                                                        "DPS_ALLOW_ANONYMOUS": "1"}
     assert any("DPS_ALLOW_ANONYMOUS=1  (anonymous sockets are accepted" in line for line in lines)
     locked = LocalCluster(1, 1, port=9000, emit=lines.append,
                           base_env=clean_env(DPS_ALLOW_ANONYMOUS="0"))
-    assert locked.development_settings()["DPS_ALLOW_ANONYMOUS"] == "0"
+    assert locked.plan.development_settings()["DPS_ALLOW_ANONYMOUS"] == "0"
 
 
 @pytest.mark.e2e

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import socket
@@ -24,6 +23,7 @@ from django.core.management import CommandError
 
 from channel_layer.cluster import NODE_NAME, parse_cluster
 from channel_layer.ring import Ring
+from tests.support.command_process import OutputLines, stop_gracefully
 from topics.devtools.embedded_redis import accepts_connections, free_port_block, port_is_free, redis_ping
 from topics.devtools.local_cluster import (
     LISTEN_BACKLOG,
@@ -115,7 +115,7 @@ def test_ws_nodes_listen_on_consecutive_ports() -> None:
     assert [(n.name, n.port) for n in cluster.ws_nodes] == [
         ("ws-a", 9000), ("ws-b", 9001), ("ws-c", 9002)]
     assert cluster.ws_urls[1] == "ws://127.0.0.2:9001/socket/websocket?vsn=2.0.0"
-    assert cluster.admin_url == "http://127.0.0.2:9000/admin/"
+    assert cluster.plan.admin_url == "http://127.0.0.2:9000/admin/"
 
 
 @pytest.mark.parametrize(
@@ -128,19 +128,19 @@ def test_invalid_cluster_shapes_are_refused(kwargs: dict) -> None:
 
 def test_shared_redis_config_has_the_exact_cluster_file_shape() -> None:
     cluster = LocalCluster(1, 2, redis="redis://10.0.0.5:6400/1")
-    assert cluster.cluster_config() == {"nodes": [
+    assert cluster.plan.cluster_config() == {"nodes": [
         {"name": "ws-a", "role": "ws", "redis": "redis://10.0.0.5:6400/1"},
         {"name": "ts-a", "role": "ts", "redis": "redis://10.0.0.5:6400/1"},
         {"name": "ts-b", "role": "ts", "redis": "redis://10.0.0.5:6400/1"},
     ]}
-    assert len(parse_cluster(cluster.cluster_config(), "test").ts_nodes) == 2
+    assert len(parse_cluster(cluster.plan.cluster_config(), "test").ts_nodes) == 2
 
 
 @pytest.mark.parametrize("server", ["daphne", "uvicorn"])
 def test_node_command_lines_use_this_python(server: str) -> None:
     cluster = LocalCluster(1, 1, port=9100, host="0.0.0.0", server=server)
     ws, ts = cluster.nodes
-    assert cluster.command_for(ts) == [sys.executable, "manage.py", "topic_server",
+    assert cluster.command_for(ts) == [sys.executable, "-m", "django", "topic_server",
                                        "--metrics-host", "0.0.0.0",
                                        "--metrics-port", str(ts.metrics_port)]
     command = cluster.command_for(ws)
@@ -195,7 +195,7 @@ def test_cluster_starts_every_node_with_its_own_redis_and_stops_cleanly() -> Non
         redis_ports = [int(url.rsplit(":", 1)[1].split("/")[0]) for url in urls]
         assert all(redis_ping(port) for port in redis_ports)
         assert all(accepts_connections(n.port) for n in cluster.ws_nodes)
-        assert cluster.env_for(cluster.nodes[2])["DPS_NODE"] == "ts-a"
+        assert cluster.plan.env_for(cluster.nodes[2], cluster.workdir)["DPS_NODE"] == "ts-a"
         assert cluster.poll() is None
     finally:
         cluster.stop()
@@ -337,9 +337,9 @@ def test_a_sigkilled_node_and_a_killed_redis_are_restarted(tmp_path: Path) -> No
         os.kill(first_pid, signal.SIGKILL)
         wait_until(lambda: cluster.pid_of("ws-a") not in (None, first_pid) and accepts_connections(ws.port))
         assert count(lines, "[runcluster] ws-a exited with exit code -9 (SIGKILL)") == 1
-        redis_url = cluster.cluster_config()["nodes"][1]["redis"]
+        redis_url = cluster.plan.cluster_config()["nodes"][1]["redis"]
         redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-        os.kill(cluster._redis["ts-a"].pid, signal.SIGKILL)
+        os.kill(cluster.redis_pid("ts-a"), signal.SIGKILL)
         wait_until(lambda: count(lines, "[runcluster] redis for ts-a restarted") == 1)
         assert redis_ping(redis_port)  # same port: the cluster file stays true
         assert count(lines, "[runcluster] redis for ts-a exited with exit code -9") == 1
@@ -384,42 +384,6 @@ def test_a_port_left_in_time_wait_counts_as_free() -> None:
 # -- the real command, end to end ----------------------------------------------------------
 
 
-class _Lines:
-    """Collects a child's output lines on a thread so the test can wait for one."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.all: list[str] = []
-        self._proc = proc
-        self._queue: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self._queue.put(line.rstrip("\n"))
-
-    def wait_for(self, text: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                if self._proc.poll() is not None:
-                    break  # it exited and its output is all read: the line will never come
-                continue
-            self.all.append(line)
-            if text in line:
-                return line
-        output = "\n".join(self.all)
-        code = self._proc.poll()
-        raise AssertionError(f"no line with {text!r} (exit code {code}); output:\n{output}")
-
-    def drain(self) -> list[str]:
-        while not self._queue.empty():
-            self.all.append(self._queue.get())
-        return self.all
-
-
 @pytest.fixture
 def runcluster(tmp_path: Path) -> Iterator[callable]:
     procs: list[subprocess.Popen[str]] = []
@@ -436,13 +400,8 @@ def runcluster(tmp_path: Path) -> Iterator[callable]:
         return proc
 
     yield start
-    for proc in procs:  # a failed test must not leave a cluster running
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+    for proc in procs:
+        stop_gracefully(proc)
 
 
 @pytest.mark.e2e
@@ -450,7 +409,7 @@ def runcluster(tmp_path: Path) -> Iterator[callable]:
 def test_runcluster_end_to_end(runcluster: callable, server: str) -> None:
     port = free_port_block(2)
     proc = runcluster("--ws", "2", "--ts", "2", "--port", str(port), "--server", server)
-    lines = _Lines(proc)
+    lines = OutputLines(proc)
     cluster_file = lines.wait_for("cluster file: ", 30).split("cluster file: ", 1)[1]
     workdir = os.path.dirname(cluster_file)
     lines.wait_for(READY_LINE, 120)
@@ -490,7 +449,7 @@ def test_runcluster_restarts_a_killed_topic_server_and_starts_again_right_after_
 
     port = free_port_block(2)
     proc = runcluster("--port", str(port), "--no-migrate")
-    lines = _Lines(proc)
+    lines = OutputLines(proc)
     pid = int(re.search(r"ts-a started \(pid (\d+)\)", lines.wait_for("ts-a started", 60))[1])
     lines.wait_for(READY_LINE, 120)
     asyncio.run(_round_trip(port, "topics:before"))
@@ -510,7 +469,7 @@ def test_runcluster_restarts_a_killed_topic_server_and_starts_again_right_after_
     assert proc.wait(30) == 0, "\n".join(lines.drain())
     # At once, on the same ports, while the last run's connections sit in TIME_WAIT.
     again = runcluster("--port", str(port), "--no-migrate")
-    again_lines = _Lines(again)
+    again_lines = OutputLines(again)
     again_lines.wait_for(READY_LINE, 120)
     asyncio.run(_round_trip(port, "topics:again"))
     again.send_signal(signal.SIGINT)

@@ -94,7 +94,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_get_everything(
             # The reader got every message, in order, while the stalled client was dropped.
             assert [p.payload["seq"] for p in received] == list(range(PUBLISHES))
 
-        ts_redis = e2e.cluster.redis_url(next(n for n in e2e.cluster.nodes if n.name == "ts-a"))
+        ts_redis = e2e.cluster.plan.redis_url(next(n for n in e2e.cluster.nodes if n.name == "ts-a"))
         deadline = time.monotonic() + 10
         while members_on_owner(ts_redis, group) != 0 and time.monotonic() < deadline:
             time.sleep(0.2)  # the owner's stats are refreshed every stats_interval

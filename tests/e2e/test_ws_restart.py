@@ -87,7 +87,7 @@ def cluster() -> Iterator[LocalCluster]:
 
 
 def backlog_length(cluster: LocalCluster, node: str) -> int:
-    client = redis.Redis.from_url(cluster.redis_url(next(n for n in cluster.nodes
+    client = redis.Redis.from_url(cluster.plan.redis_url(next(n for n in cluster.nodes
                                                         if n.name == node)))
     try:
         return int(client.xlen(f"dps:inbox:{node}"))
@@ -97,7 +97,7 @@ def backlog_length(cluster: LocalCluster, node: str) -> int:
 
 def dropped_from_previous_process(cluster: LocalCluster, node: str) -> float:
     """``dps_dropped_total{reason="previous_process"}`` of ``node``'s /metrics."""
-    url = cluster.metrics_url(next(n for n in cluster.nodes if n.name == node))
+    url = cluster.plan.metrics_url(next(n for n in cluster.nodes if n.name == node))
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     return next(sample.value for family in text_string_to_metric_families(text)

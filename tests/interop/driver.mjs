@@ -5,14 +5,20 @@
 //   > {"id": 1, "cmd": "connect", "client": "a", "url": "ws://127.0.0.1:P/socket"}
 //   < {"id": 1, "ok": true, "result": null}
 //
-// Commands: connect {url, params}, join {topic, payload}, leave, presence, received, replies, publish
-// {topic, count, start}, offline (socket.disconnect()), online (socket.connect(), resolved by
-// the topic's next join reply), quit. A join with {"offsets": true} keeps the position of the
+// Commands: connect {client, url, params, version ("phoenix": 1.8, "phoenix17": 1.7), transport
+// ("websocket", "longpoll")}, join {topic, payload}, leave, presence, received, replies,
+// publish {topic, count, start}, offline (socket.disconnect()), online (socket.connect(),
+// resolved by the topic's next join reply), requests (long-poll HTTP requests sent so far),
+// hold (new long-poll requests wait; resolved once none is in flight), release, quit. A join with {"offsets": true} keeps the position of the
 // last broadcast (the frame's ref, "EPOCH:OFFSET") and rejoins with {"recover": position}, as
 // the demo page does.
-import { Presence, Socket } from "phoenix";
 import WebSocket from "ws";
 import readline from "node:readline";
+import { FetchXMLHttpRequest, hold, release, requests, sleep } from "./helpers.mjs";
+
+globalThis.XMLHttpRequest = FetchXMLHttpRequest;
+globalThis.self ??= globalThis;  // phoenix.js 1.7 finds its globals through `self` or `window`
+const VERSIONS = new Set(["phoenix", "phoenix17"]);  // npm names in package.json (1.8, 1.7)
 
 const STEP_TIMEOUT_MS = 15_000;
 const clients = new Map();
@@ -45,17 +51,20 @@ function pushOk(push, what) {
 }
 
 const commands = {
-  async connect({client: name, url, params = {}}) {
-    const socket = new Socket(url, {transport: WebSocket, params, heartbeatIntervalMs: 5000,
-                                    reconnectAfterMs: () => 200, rejoinAfterMs: () => 200});
-    clients.set(name, {socket, topics: new Map()});
+  async connect({client: name, url, params = {}, version = "phoenix", transport = "websocket"}) {
+    if (!VERSIONS.has(version)) throw new Error(`unknown phoenix.js version ${version}`);
+    const {LongPoll, Presence, Socket} = await import(version);
+    const socket = new Socket(url, {transport: transport === "longpoll" ? LongPoll : WebSocket,
+                                    params, heartbeatIntervalMs: 5000, reconnectAfterMs: () => 200,
+                                    rejoinAfterMs: () => 200});
+    clients.set(name, {socket, Presence, topics: new Map()});
     await deadline(new Promise((resolve) => { socket.onOpen(resolve); socket.connect(); }),
                    `${name} connects`);
     return null;
   },
 
   async join({client: name, topic, payload = {}}) {
-    const {socket, topics} = client(name);
+    const {socket, Presence, topics} = client(name);
     const state = {received: [], replies: [], position: null, waiters: []};
     const channel = socket.channel(topic, () => (
       payload.offsets && state.position ? {...payload, recover: state.position} : payload));
@@ -124,6 +133,16 @@ const commands = {
     client(name).socket.connect();
     return await deadline(rejoined, `${name} rejoins ${topic}`);
   },
+
+  async requests() { return {...requests}; },
+
+  async hold() {
+    hold();
+    while (requests.inFlight > 0) await sleep(10);
+    return null;
+  },
+
+  async release() { release(); return null; },
 
   async quit() {
     for (const {socket} of clients.values()) socket.disconnect();

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -138,3 +139,18 @@ def go(clients: list[subprocess.Popen]) -> None:
     for client in clients:
         client.stdin.write("go\n")
         client.stdin.flush()
+
+
+def listener(port: int) -> tuple[int, int]:
+    """(pid, listen backlog) of the process listening on ``port`` (``ss``: Send-Q of a
+    listening socket is its backlog)."""
+    out = subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout
+    fields = out.split()
+    return int(re.search(r"pid=(\d+)", out).group(1)), int(fields[2])
+
+
+def peak_rss_mb(pid: int) -> int:
+    """The process's peak resident memory so far (VmHWM), in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        return int(re.search(r"VmHWM:\s+(\d+)", status.read()).group(1)) // 1024

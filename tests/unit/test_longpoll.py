@@ -13,8 +13,10 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 
 from dps_site.asgi import application
+from topics.hooks.auth import issue_token
 from topics.protocol import v2_binary
 from topics.transport import longpoll
+from topics.transport.longpoll_http import SESSION_TOKEN_PREFIX, read_request
 
 OK = {"status": "ok", "response": {}}
 NDJSON = b"application/x-ndjson"
@@ -31,9 +33,11 @@ def embedded_layer(settings):
 
 
 async def request(method: str, query: str = "", body: bytes = b"",
-                  content_type: bytes = NDJSON) -> tuple[int, dict]:
+                  content_type: bytes = NDJSON, headers: dict[str, str] | None = None,
+                  response_headers: dict | None = None) -> tuple[int, dict]:
     scope = {"type": "http", "method": method, "path": longpoll.PATH,
-             "query_string": query.encode(), "headers": [(b"content-type", content_type)]}
+             "query_string": query.encode(), "headers": [(b"content-type", content_type)] + [
+                 (k.encode(), v.encode()) for k, v in (headers or {}).items()]}
     delivered = False
 
     async def receive() -> dict:
@@ -49,23 +53,29 @@ async def request(method: str, query: str = "", body: bytes = b"",
         sent.append(message)
 
     await application(scope, receive, send)
+    if response_headers is not None:
+        response_headers.update((k.decode(), v.decode()) for k, v in sent[0]["headers"])
     return sent[0]["status"], json.loads(sent[1]["body"] or b"null")
 
 
-async def open_session(query: str = "vsn=2.0.0") -> str:
-    status, body = await request("GET", query)
-    assert (status, body["status"]) == (200, 410)
+async def open_session(query: str = "vsn=2.0.0", **headers: str) -> str:
+    status, body = await request("GET", query, headers=headers)
+    assert (status, body["status"]) == (200, 410), body
+    assert body["token"].startswith(SESSION_TOKEN_PREFIX)
     return body["token"]
 
 
-async def post(token: str, *frames: list | bytes) -> dict:
-    lines = [base64.b64encode(f) if isinstance(f, bytes) else json.dumps(f).encode()
-             for f in frames]
-    return (await request("POST", f"token={token}", b"\n".join(lines)))[1]
+def ndjson(*frames: list | bytes) -> bytes:
+    return b"\n".join(base64.b64encode(f) if isinstance(f, bytes) else json.dumps(f).encode()
+                      for f in frames)
 
 
-async def poll(token: str) -> dict:
-    return (await request("GET", f"token={token}"))[1]
+async def post(token: str, *frames: list | bytes, **headers: str) -> dict:
+    return (await request("POST", f"token={token}", ndjson(*frames), headers=headers))[1]
+
+
+async def poll(token: str, **headers: str) -> dict:
+    return (await request("GET", f"token={token}", headers=headers))[1]
 
 
 async def poll_messages(token: str, count: int) -> list:
@@ -95,9 +105,157 @@ async def test_a_poll_with_nothing_to_say_answers_204_after_the_window():
     assert await poll(token) == {"status": 204, "token": token, "messages": []}
 
 
-async def test_an_unknown_token_is_gone():
-    assert (await request("GET", "token=nope"))[1] == {"status": 410}
-    assert (await request("POST", "token=nope", b"[]"))[1] == {"status": 410}
+async def test_a_poll_naming_no_session_gets_a_new_session_as_in_phoenix():
+    """phoenix.js 1.7 would poll on with ``token=undefined`` after a bare 410."""
+    status, body = await request("GET", f"vsn=2.0.0&token={SESSION_TOKEN_PREFIX}nope")
+    assert (status, body["status"], body["messages"]) == (200, 410, [])
+    assert body["token"].startswith(SESSION_TOKEN_PREFIX)
+    assert (await request("POST", f"token={SESSION_TOKEN_PREFIX}nope", b"[]"))[1] == {
+        "status": 410}
+
+
+async def test_a_session_for_a_stale_token_errors_at_its_first_poll_unless_posted_to():
+    # phoenix.js 1.7 takes the new token and polls, believing its channels joined: the error
+    # makes it reconnect and rejoin. A client that rejoins by itself posts first.
+    stale = await open_session(f"vsn=2.0.0&token={SESSION_TOKEN_PREFIX}old")
+    assert await poll(stale) == {"status": 500}
+    assert (await request("GET", f"token={stale}"))[1]["status"] == 410  # gone
+    rejoining = await open_session(f"vsn=2.0.0&token={SESSION_TOKEN_PREFIX}old")
+    assert await post(rejoining, ["1", "1", "topics:stale", "phx_join", {}]) == {"status": 200}
+    assert (await poll_messages(rejoining, 1))[0][3] == "phx_reply"
+
+
+async def test_a_closed_session_is_replaced_at_its_next_poll(settings):
+    settings.DPS_LONGPOLL_MAX_BUFFER_BYTES = 2000
+    token = await open_session()
+    await post(token, ["1", "1", "topics:matrix", "phx_join", {}],
+               *[["1", str(n), "topics:matrix", "publish", ["e", {"pad": "x" * 100}]]
+                 for n in range(2, 30)])
+    answer = await poll(token)
+    assert answer["status"] == 410 and answer["token"] not in (None, token)
+
+
+async def test_the_session_token_header_of_newer_phoenix_js_names_the_session():
+    token = await open_session()
+    header = {"x-phoenix-longpoll-token": token}
+    assert await post("", ["1", "1", "topics:hdr", "phx_join", {}], **header) == {
+        "status": 200}
+    answer = (await request("GET", "", headers=header))[1]
+    assert answer["token"] == token and json.loads(answer["messages"][0])[3] == "phx_reply"
+
+
+@pytest.fixture
+def signed_in(settings):
+    """Anonymous sockets refused; a signed token for user 7."""
+    settings.DPS_ALLOW_ANONYMOUS = False
+
+    class User:
+        pk = 7
+        is_active = True
+
+    return issue_token(User())
+
+
+@pytest.mark.parametrize("how", ["header", "auth_token", "params"])
+async def test_the_signed_auth_token_opens_a_session(signed_in, how):
+    assert (await request("GET", "vsn=2.0.0"))[1] == {"status": 403}  # anonymous: refused
+    query, headers = "vsn=2.0.0", {}
+    if how == "header":  # phoenix.js 1.8's authToken option
+        headers = {"x-phoenix-authtoken": signed_in}
+    elif how == "auth_token":
+        query += f"&auth_token={signed_in}"
+    else:  # phoenix.js's params: {token}; the session token is appended after them
+        query = f"token={signed_in}&vsn=2.0.0"
+    token = await open_session(query, **headers)
+    session_query = f"{query}&token={token}"
+    assert (await request("POST", session_query, ndjson(["1", "1", "topics:signed", "phx_join",
+                                                         {}]), headers=headers))[1] == {
+        "status": 200}
+    answer = (await request("GET", session_query, headers=headers))[1]
+    assert answer["status"] == 200 and answer["token"] == token
+
+
+async def test_a_session_is_bound_to_the_auth_token_that_made_it(signed_in):
+    header = {"x-phoenix-authtoken": signed_in}
+    token = await open_session(**header)
+    # A poll without the token names no session: a new (anonymous, so refused) one.
+    assert await poll(token) == {"status": 403}
+    # A post with another token is refused; one without it is what phoenix.js 1.8 sends.
+    assert await post(token, ["1", "1", "topics:b", "phx_join", {}],
+                      **{"x-phoenix-authtoken": signed_in + "x"}) == {"status": 410}
+    assert await post(token, ["1", "1", "topics:b", "phx_join", {}]) == {"status": 200}
+    assert (await poll(token, **header))["status"] == 200
+
+
+@pytest.fixture
+def origins(settings):
+    settings.DPS_ALLOWED_ORIGINS = ["http://localhost", "http://127.0.0.1"]
+
+
+async def test_a_session_is_bound_to_its_origin(origins):
+    """The issue's probe: a cookieless client with a foreign Origin used a user's session."""
+    own = {"origin": "http://localhost"}
+    token = await open_session(**own)
+    evil = {"origin": "http://evil.example"}
+    assert await post(token, ["1", "1", "topics:o", "phx_join", {}], **evil) == {"status": 403}
+    assert await poll(token, **evil) == {"status": 403}
+    other = {"origin": "http://127.0.0.1"}  # allowed, but not the session's
+    assert await post(token, ["1", "1", "topics:o", "phx_join", {}], **other) == {"status": 410}
+    assert await post(token, ["1", "1", "topics:o", "phx_join", {}], **own) == {"status": 200}
+    assert await post(token, ["1", "2", "topics:o", "phx_leave", {}]) == {"status": 200}
+
+
+def test_a_session_is_bound_to_its_session_cookie():
+    def credentials(cookie: str | None, query: str = ""):
+        headers = [(b"cookie", cookie.encode())] if cookie else []
+        return read_request({"method": "GET", "query_string": query.encode(),
+                             "headers": headers}).credentials
+
+    made = credentials("sessionid=abc; theme=dark")
+    assert credentials("theme=light; sessionid=abc").can_use(made, polling=True)
+    assert not credentials(None).can_use(made, polling=False)
+    assert not credentials("sessionid=abd").can_use(made, polling=False)
+    assert not credentials("sessionid=abc", "auth_token=t").can_use(made, polling=False)
+
+
+async def test_cors_answers_allowed_origins_only(origins):
+    headers: dict = {}
+    status, body = await request("OPTIONS", headers={
+        "origin": "http://localhost", "access-control-request-headers": "content-type"},
+        response_headers=headers)
+    assert (status, body) == (200, None)
+    assert headers["access-control-allow-origin"] == "http://localhost"
+    assert headers["access-control-allow-headers"] == "content-type"
+    assert headers["access-control-allow-methods"] == "get, post, options"
+    headers.clear()
+    assert (await request("OPTIONS", headers={"origin": "http://evil.example"},
+                          response_headers=headers))[1] == {"status": 403}
+    assert "access-control-allow-origin" not in headers
+    await request("GET", "vsn=2.0.0", headers={"origin": "http://localhost"},
+                  response_headers=headers)
+    assert headers["access-control-allow-origin"] == "http://localhost"
+
+
+async def test_a_post_is_answered_once_its_frames_are_handled():
+    token = await open_session()
+    session = application.application_mapping["http"].longpoll.sessions[token]
+    assert await post(token, ["1", "1", "topics:waits", "phx_join", {}]) == {"status": 200}
+    # Phoenix answers a POST after dispatching its frames: the join's reply is already out.
+    assert json.loads(session._outbox[0])[3] == "phx_reply"
+
+
+async def test_a_post_of_more_frames_than_the_cap_is_refused_whole(settings):
+    settings.DPS_LONGPOLL_MAX_FRAMES_PER_POST = 3
+    refused = longpoll.STATS["refused_too_many_frames"]
+    token = await open_session()
+    beat = [None, "1", "phoenix", "heartbeat", {}]
+    assert await post(token, beat, beat, beat, beat) == {"status": 413}
+    assert longpoll.STATS["refused_too_many_frames"] == refused + 1
+    assert await poll(token) == {"status": 204, "token": token, "messages": []}
+    # Empty lines are no frames: three heartbeats among blank lines are within the cap.
+    body = b"\n\r\n" + ndjson(beat, beat) + b"\n\n\n" + ndjson(beat) + b"\r\n\n"
+    assert (await request("POST", f"token={token}", body))[1] == {"status": 200}
+    assert len(await poll_messages(token, 3)) == 3
 
 
 async def test_an_unsupported_vsn_is_forbidden():
@@ -138,7 +296,7 @@ async def test_a_session_over_its_buffer_ends(settings):
                  for n in range(2, 30)])
     await wait_for(lambda: longpoll.STATS["closed_buffer_full"] > closed_before,
                    "the session to overflow")
-    assert await poll(token) == {"status": 410}
+    assert (await poll(token))["status"] == 410
 
 
 async def test_a_session_nobody_polls_expires_and_leaves_its_topics(settings):
@@ -149,7 +307,7 @@ async def test_a_session_nobody_polls_expires_and_leaves_its_topics(settings):
     layer = channel_layers["default"]
     assert layer.runtime.membership.groups.get("topics.idle")
     await wait_for(lambda: not layer.runtime.membership.groups.get("topics.idle"), "the session to expire")
-    assert (await poll(token)) == {"status": 410}
+    assert (await poll(token))["status"] == 410
 
 
 async def test_a_body_over_the_limit_gets_413(settings):
@@ -162,7 +320,7 @@ async def test_a_body_over_the_limit_gets_413(settings):
 async def test_a_body_that_is_not_utf8_ends_the_session():
     token = await open_session()
     assert (await request("POST", f"token={token}", b"\xff\xfe"))[1] == {"status": 400}
-    assert await poll(token) == {"status": 410}
+    assert (await poll(token))["status"] == 410
 
 
 async def test_a_line_that_is_not_a_frame_gets_the_websocket_answer():

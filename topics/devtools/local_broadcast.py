@@ -6,7 +6,7 @@ every member (no encoding, no copy, no expiry), so a benchmark over it measures 
 server itself costs per delivery. It is not a production layer: nothing leaves the process,
 and a channel's (empty) queue lives as long as the layer.
 
-Selected by ``DPS_BENCH_BACKEND=local`` (see ``dps_site/settings.py``).
+Selected by the benchmark's ``topics.devtools.benchmark.settings_local``.
 """
 from __future__ import annotations
 

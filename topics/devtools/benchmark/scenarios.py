@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from topics.devtools.benchmark.measures import CpuMeter, RedisMeter, hist_percentile, merge_hist, rss_bytes
 from topics.devtools.benchmark.servers import BenchServers, start_servers
-from topics.devtools.local_cluster import PROJECT_DIR
+from topics.devtools.cluster_plan import REPOSITORY_DIR
 
 P99_LIMIT_S = 0.100
 DRAIN_TIMEOUT_S = 5.0
@@ -34,7 +34,7 @@ class Generator:
 
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "topics.devtools.benchmark.loadgen"], cwd=PROJECT_DIR,
+            [sys.executable, "-m", "topics.devtools.benchmark.loadgen"], cwd=REPOSITORY_DIR,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self._buffer = b""

@@ -19,7 +19,9 @@ def make_layer(backend: str, node: str):
         from channel_layer.layer import DPSChannelLayer
 
         return DPSChannelLayer(cluster=load_cluster(), node=node)
-    url = os.environ["DPS_BENCH_REDIS_URL"]
+    from topics.devtools.benchmark.baseline_settings import redis_hosts
+
+    [url] = redis_hosts()
     if backend == "redis":
         from channels_redis.core import RedisChannelLayer
 

@@ -1,5 +1,7 @@
 """``python manage.py dps_token USERNAME [--ttl S]``: a socket token for a user (for scripts,
-tests and clients that cannot log in through the site)."""
+tests and clients that cannot log in through the site). Beside a running ``runcluster`` of the
+same project the token is signed with that cluster's generated key
+(``topics.management.cluster_lookup``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from topics.hooks.auth import check_secret_key, issue_token
+from topics.management.cluster_lookup import adopt_running_cluster
 
 
 class Command(BaseCommand):
@@ -21,6 +24,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
+            adopt_running_cluster()
             check_secret_key()  # before any query: say what is wrong with the setup first
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from None
