@@ -184,25 +184,14 @@ DPS_SERVER_PATCHES = {name.strip(): False for name in
 # Bytes of received frames daphne may queue for a consumer before it stops reading the socket.
 DPS_MAX_INBOUND_BUFFER_BYTES = _int("DPS_MAX_INBOUND_BUFFER_BYTES", 1024 * 1024)
 # The long-poll transport (topics/transport/longpoll.py; README "Settings").
-<<<<<<< HEAD
 DPS_LONGPOLL_WINDOW = _float("DPS_LONGPOLL_WINDOW", 10)
 DPS_LONGPOLL_IDLE_TIMEOUT = _float("DPS_LONGPOLL_IDLE_TIMEOUT", 20)
 DPS_LONGPOLL_MAX_BUFFER_BYTES = _int("DPS_LONGPOLL_MAX_BUFFER_BYTES", 1024 * 1024)
 DPS_LONGPOLL_MAX_SESSIONS = _int("DPS_LONGPOLL_MAX_SESSIONS", 10000)
 DPS_LONGPOLL_MAX_BODY_BYTES = _int("DPS_LONGPOLL_MAX_BODY_BYTES", 4 * 1024 * 1024)
 DPS_LONGPOLL_MAX_PENDING_FRAMES = _int("DPS_LONGPOLL_MAX_PENDING_FRAMES", 100)
-=======
-DPS_LONGPOLL_WINDOW = float(os.environ.get("DPS_LONGPOLL_WINDOW", "10"))
-DPS_LONGPOLL_IDLE_TIMEOUT = float(os.environ.get("DPS_LONGPOLL_IDLE_TIMEOUT", "20"))
-DPS_LONGPOLL_MAX_BUFFER_BYTES = int(os.environ.get("DPS_LONGPOLL_MAX_BUFFER_BYTES",
-                                                   str(1024 * 1024)))
-DPS_LONGPOLL_MAX_SESSIONS = int(os.environ.get("DPS_LONGPOLL_MAX_SESSIONS", "10000"))
-DPS_LONGPOLL_MAX_BODY_BYTES = int(os.environ.get("DPS_LONGPOLL_MAX_BODY_BYTES",
-                                                 str(4 * 1024 * 1024)))
-DPS_LONGPOLL_MAX_PENDING_FRAMES = int(os.environ.get("DPS_LONGPOLL_MAX_PENDING_FRAMES", "100"))
 # Frames in one POST (Phoenix's and phoenix.js's batch size); a POST of more is refused whole.
-DPS_LONGPOLL_MAX_FRAMES_PER_POST = int(os.environ.get("DPS_LONGPOLL_MAX_FRAMES_PER_POST", "100"))
->>>>>>> main
+DPS_LONGPOLL_MAX_FRAMES_PER_POST = _int("DPS_LONGPOLL_MAX_FRAMES_PER_POST", 100)
 
 # Who may connect (topics/hooks/auth.py) and what each topic namespace means (topics/hooks/handlers.py).
 DPS_CONNECT = os.environ.get("DPS_CONNECT", "topics.hooks.auth.default_connect")

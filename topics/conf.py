@@ -138,6 +138,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest long-poll POST body."),
     Setting("DPS_LONGPOLL_MAX_PENDING_FRAMES", 100, "a positive integer", positive_int,
             "Posted frames a long-poll session may have waiting."),
+    Setting("DPS_LONGPOLL_MAX_FRAMES_PER_POST", 100, "a positive integer", positive_int,
+            "Frames in one long-poll POST; a POST of more is refused whole."),
     # --- the operator's view
     Setting("DPS_METRICS_TOKEN", "", "a string", is_str,
             "Bearer token `/metrics` requires; empty: no token."),

@@ -18,6 +18,16 @@ READERS = {"getattr", "_setting", "_django_setting"}  # getattr(settings, "DPS_X
 ENVIRONMENT = {"DPS_CLUSTER", "DPS_NODE"}
 
 
+def _longpoll_names() -> set[str]:
+    from topics.transport.longpoll import LongPollLimits
+
+    return {f"DPS_LONGPOLL_{f.name.upper()}" for f in dataclasses.fields(LongPollLimits)}
+
+
+# Names built at run time, getattr(settings, f"PREFIX{...}"): what each prefix expands to.
+DYNAMIC = {"DPS_LONGPOLL_": _longpoll_names}
+
+
 def _reads(tree: ast.AST) -> tuple[set[str], set[str]]:
     """(DPS settings read, DPS environment variables read) in one module."""
     settings, environ = set(), set()
@@ -27,6 +37,11 @@ def _reads(tree: ast.AST) -> tuple[set[str], set[str]]:
             settings.add(node.attr)
         elif isinstance(node, ast.Call):
             name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            for arg in node.args:
+                if (name in READERS and isinstance(arg, ast.JoinedStr) and arg.values
+                        and isinstance(arg.values[0], ast.Constant)
+                        and str(arg.values[0].value).startswith("DPS_")):
+                    settings.add(f"{arg.values[0].value}*")
             texts = [a.value for a in node.args if isinstance(a, ast.Constant)
                      and isinstance(a.value, str) and a.value.startswith("DPS_")]
             if not texts:
@@ -48,6 +63,10 @@ def _code_reads() -> tuple[set[str], set[str]]:
         found = _reads(ast.parse(path.read_text(), str(path)))
         settings |= found[0]
         environ |= found[1]
+    for pattern in [name for name in settings if name.endswith("*")]:
+        settings.discard(pattern)
+        assert pattern[:-1] in DYNAMIC, f"a setting name built at run time: {pattern}"
+        settings |= DYNAMIC[pattern[:-1]]()
     return settings, environ
 
 
@@ -77,5 +96,6 @@ def test_dps_reads_only_the_documented_environment_variables():
 
 def test_the_walk_finds_every_form_of_read():
     tree = ast.parse('settings.DPS_A; getattr(settings, "DPS_B", 1); _setting("DPS_C", 2)\n'
+                     'getattr(settings, f"DPS_G_{n}", 3)\n'
                      'os.environ.get("DPS_D"); os.environ["DPS_E"]; env.get("DPS_F")')
-    assert _reads(tree) == ({"DPS_A", "DPS_B", "DPS_C"}, {"DPS_D", "DPS_E", "DPS_F"})
+    assert _reads(tree) == ({"DPS_A", "DPS_B", "DPS_C", "DPS_G_*"}, {"DPS_D", "DPS_E", "DPS_F"})

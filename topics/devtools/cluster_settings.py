@@ -28,5 +28,3 @@ try:
 except OSError as exc:
     raise ImproperlyConfigured(f"cannot read the cluster's key {_secret_file}: {exc.strerror}") \
         from None
-# A key generated for this cluster is not the public development key the project may refuse.
-DPS_INSECURE_SECRET_KEY = False

@@ -103,7 +103,6 @@ def adopt_running_cluster() -> RunningCluster | None:
     if cluster is None:
         return None
     settings.SECRET_KEY = cluster.secret_key()
-    settings.DPS_INSECURE_SECRET_KEY = False  # generated for the cluster, not the public key
     os.environ["DPS_CLUSTER"] = str(cluster.cluster_file)
     return cluster
 
