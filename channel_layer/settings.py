@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 RUNTIME_LOOPS = ("auto", "server", "thread")
+# Durations that may be 0 (no wait); every other number must be positive.
+MAY_BE_ZERO = frozenset({"startup_sync_timeout", "ring_settle_time", "presence_interval"})
 
 
 @dataclass(frozen=True)
@@ -52,16 +54,50 @@ class LayerSettings:
                                       # remembers, to drop re-sent copies
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> LayerSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = set(config) - known - {"channel_capacity"}
-        if unknown:
-            raise TypeError(f"unknown DPS layer settings: {', '.join(sorted(unknown))}")
-        value = cls(**{k: v for k, v in config.items() if k in known})
-        if value.runtime_loop not in RUNTIME_LOOPS:
-            raise ValueError(f"runtime_loop must be one of {', '.join(RUNTIME_LOOPS)}, "
-                             f"not {value.runtime_loop!r}")
-        from channel_layer.history import HistoryPatterns
+    def problems(cls, config: Any) -> list[str]:
+        """What is wrong with ``config``, one sentence per key: an unknown key, a wrong type or
+        a bad value, each saying what was expected. Empty: ``from_config`` accepts it."""
+        if not isinstance(config, dict):
+            return [f"expected a dict of the layer's settings, not {type(config).__name__}"]
+        kinds = {f.name: f.type for f in fields(cls)}
+        found = []
+        for key, value in config.items():
+            if key == "channel_capacity":  # channels' own key, which the layer ignores
+                continue
+            kind = kinds.get(key)
+            if kind is None:
+                found.append(f"unknown key {key!r} (known: {', '.join(sorted(kinds))})")
+            elif kind in ("float", "int") and not _number(value, kind == "int", key in MAY_BE_ZERO):
+                what = "an integer" if kind == "int" else "a number"
+                what += " >= 0" if key in MAY_BE_ZERO else " > 0"
+                found.append(f"{key} must be {what}, not {value!r}")
+            elif kind == "str" and not isinstance(value, str):
+                found.append(f"{key} must be a string, not {value!r}")
+            elif kind == "dict" and not isinstance(value, dict):
+                found.append(f"{key} must be a dict, not {value!r}")
+        loop = config.get("runtime_loop", "auto")
+        if isinstance(loop, str) and loop not in RUNTIME_LOOPS:
+            found.append(f"runtime_loop must be one of {', '.join(RUNTIME_LOOPS)}, not {loop!r}")
+        if isinstance(config.get("history", {}), dict):
+            from channel_layer.history import HistoryPatterns
 
-        HistoryPatterns(value.history)  # a bad pattern fails at start, not at the first join
-        return value
+            try:
+                HistoryPatterns(config.get("history", {}))
+            except (TypeError, ValueError) as exc:
+                found.append(f"history: {exc}")
+        return found
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> LayerSettings:
+        """The settings of ``config``; ``ValueError`` naming every problem (a node refuses to
+        start with it, rather than run with a value it cannot use)."""
+        found = cls.problems(config)
+        if found:
+            raise ValueError(f"bad DPS layer settings: {'; '.join(found)}")
+        return cls(**{k: v for k, v in config.items() if k != "channel_capacity"})
+
+
+def _number(value: Any, integer: bool, zero_ok: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        return False
+    return value >= 0 if zero_ok else value > 0

@@ -30,8 +30,8 @@ from typing import Any
 import hiredis
 
 from channel_layer.resp import CommandPipe, RespError
+from channel_layer.version import VERSION  # noqa: F401  (DPS's version, as every node reports it)
 
-VERSION = "0.11.0"           # DPS's version, as every node reports it
 WINDOW_SECONDS = 60.0        # rates and per-topic history cover the last minute
 WRITE_CHUNK = 1000           # topic rows per pipelined write
 SCAN_COUNT = 5000            # ZSCAN hint when searching a topic table by name

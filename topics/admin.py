@@ -1,2 +1,2 @@
-"""Django autodiscovers ``<app>.admin``: the operator's pages live in ``topics.operator.admin_pages``."""
+"""Django autodiscovers ``<app>.admin``: the operator's pages register in ``topics.operator.admin_pages``."""
 from topics.operator import admin_pages  # noqa: F401

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.admin_session import Browser
 from tests.support.phoenix_client import PhoenixClient
+from tests.support.waiting import wait_until
 from topics.devtools.embedded_redis import free_port_block
 from topics.devtools.local_cluster import PROJECT_DIR, LocalCluster
 
@@ -36,17 +37,6 @@ TIMEOUT = 30.0
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def wait_until(check: Callable[[], object], timeout: float = TIMEOUT, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        time.sleep(0.2)
 
 
 class Activity:
@@ -135,14 +125,14 @@ def staff(cluster) -> Browser:
 def _settled(staff: Browser) -> dict:
     """The cluster JSON once every node has reported the whole activity."""
     def ready():
-        data = staff.json("/admin/dps/cluster.json")
+        data = staff.json("/admin/dps/cluster/json")
         servers = data["topic_servers"]
         if sum(s.get("member_count") or 0 for s in servers) != 7:
             return None
         ws = [n["snapshot"] for n in data["nodes"] if n["role"] == "ws"]
         if any(not s or s["counters"].get("deliveries", 0) < 60 for s in ws):
             return None
-        rows = staff.json("/admin/dps/topics.json")["rows"]
+        rows = staff.json("/admin/dps/topics/json")["rows"]
         if sorted(r["messages"] for r in rows) != [10, 20, 20]:
             return None
         return data
@@ -186,7 +176,7 @@ def test_pages_agree_with_the_activity(cluster, activity, staff):
     page = staff.get("/admin/dps/cluster/?topic=topics:alpha")[1].decode()
     assert page.count('class="dps-arcs"') == 2 and "hashes to" in page
 
-    listing = staff.json("/admin/dps/topics.json")
+    listing = staff.json("/admin/dps/topics/json")
     assert listing["total"] == 3
     by_topic = {r["topic"]: r for r in listing["rows"]}
     for topic, (on_a, on_b, publishes, _) in ACTIVITY.items():
@@ -197,14 +187,14 @@ def test_pages_agree_with_the_activity(cluster, activity, staff):
         assert sum(row["history"]) == publishes
     assert [r["topic"] for r in listing["rows"]] == ["topics:alpha", "topics:beta",
                                                      "topics:gamma"]  # by members, then name
-    by_rate = staff.json("/admin/dps/topics.json?o=rate")["rows"]
+    by_rate = staff.json("/admin/dps/topics/json?o=rate")["rows"]
     assert by_rate[-1]["topic"] == "topics:gamma"
-    assert [r["topic"] for r in staff.json("/admin/dps/topics.json?q=amm")["rows"]] == [
+    assert [r["topic"] for r in staff.json("/admin/dps/topics/json?q=amm")["rows"]] == [
         "topics:gamma"]
     html = staff.get("/admin/dps/topics/?q=alp")[1].decode()
     assert "topics:alpha" in html and "topics:beta" not in html
 
-    detail = staff.json("/admin/dps/topics/topics:beta.json")
+    detail = staff.json("/admin/dps/topics/topics:beta/json")
     assert detail["row"]["members"] == {"ws-a": 1, "ws-b": 1}
     assert detail["row"]["messages"] == 20 and detail["lookup"]["owner"] in ("ts-a", "ts-b")
     html = staff.get("/admin/dps/topics/topics:beta/")[1].decode()
@@ -312,7 +302,7 @@ def test_a_stopped_topic_server_is_shown_down(cluster, activity, staff):
     stopped = cluster.pid_of("ts-a")
     os.killpg(stopped, signal.SIGSTOP)
     try:
-        data = wait_until(lambda: (d := staff.json("/admin/dps/cluster.json")) and next(
+        data = wait_until(lambda: (d := staff.json("/admin/dps/cluster/json")) and next(
             n for n in d["nodes"] if n["name"] == "ts-a")["status"] == "down" and d,
             what="ts-a shown down")
         assert next(n for n in data["nodes"] if n["name"] == "ts-b")["status"] == "up"
@@ -335,14 +325,14 @@ def test_a_stopped_redis_costs_the_pages_at_most_the_admin_timeout(cluster, acti
     os.kill(redis_pid, signal.SIGSTOP)
     try:
         started = time.monotonic()
-        data = staff.json("/admin/dps/cluster.json")
+        data = staff.json("/admin/dps/cluster/json")
         elapsed = time.monotonic() - started
         ts_b = next(n for n in data["nodes"] if n["name"] == "ts-b")
         assert ts_b["status"] == "unreachable" and "***" not in ts_b["redis"]
         # One probe per Redis, in parallel: connect (answered by the kernel) then a read that
         # times out after DPS_ADMIN_REDIS_TIMEOUT (0.5 s).
         assert data["read_seconds"] < 1.5 and elapsed < 3.0
-        listing = staff.json("/admin/dps/topics.json")
+        listing = staff.json("/admin/dps/topics/json")
         assert [e["node"] for e in listing["errors"]] == ["ts-b"]
         assert listing["read_seconds"] < 1.5
         assert staff.get("/admin/dps/topics/")[0] == 200

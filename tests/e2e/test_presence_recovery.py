@@ -295,6 +295,45 @@ def test_the_demo_page_in_two_browsers_on_two_nodes(cluster, tmp_path):
         browser.close()
 
 
+def test_the_demo_page_shows_one_line_per_name_history_on_join_and_fits_a_phone(
+        cluster, tmp_path):
+    """Two tabs with one name are one line with a count; a new joiner sees the room's recent
+    messages; at 390 px "Here now" is on screen; the page has an icon; the room field takes
+    every name a site topic may have."""
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = Path(os.environ.get("DPS_SCREENSHOT_DIR") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    first, second = (f"http://127.0.0.1:{n.port}" for n in cluster.ws_nodes)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        tabs = [browser.new_context().new_page() for _ in range(2)]
+        for tab in tabs:
+            tab.goto(f"{first}/?room=details&name=Ada")
+            expect(tab.locator("#connection")).to_have_attribute("data-state", "open")
+        expect(tabs[0].locator("#presence li")).to_have_text(["Ada (2 tabs)"], timeout=5000)
+        for i in range(3):
+            tabs[0].fill("#text", f"earlier {i}")
+            tabs[0].press("#text", "Enter")
+            expect(tabs[1].locator("#messages li").last).to_have_text(f"Ada earlier {i}")
+
+        phone = browser.new_context(viewport={"width": 390, "height": 844}).new_page()
+        phone.goto(f"{second}/?room=details&name=Cy")
+        expect(phone.locator("#messages li.earlier")).to_have_text(
+            ["Ada earlier 0", "Ada earlier 1", "Ada earlier 2"], timeout=5000)
+        expect(phone.locator("#presence li")).to_have_text(["Ada (2 tabs)", "Cy"], timeout=5000)
+        box = phone.locator("aside h2").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+        phone.screenshot(path=str(shots / "demo-phone.png"), full_page=True)
+
+        icon = phone.eval_on_selector("link[rel=icon]", "e => e.href")
+        assert phone.request.get(icon).status == 200
+        valid = phone.eval_on_selector("#room", """e => ["a_b.c-d", "x", "x y"].map(
+            (v) => { e.value = v; return e.checkValidity(); })""")
+        assert valid == [True, True, False]
+        browser.close()
+
+
 def test_a_killed_ws_nodes_entries_vanish_within_node_timeout(cluster, js):
     topic = "rooms:killed1"
     js.connect("k_obs", url=endpoint(cluster, 0))

@@ -13,7 +13,7 @@ from tests.support.inproc import TopicServerThread, cluster_of
 from topics.operator import cluster_stats
 
 PAGE = "/admin/dps/cluster/"
-JSON = "/admin/dps/cluster.json"
+JSON = "/admin/dps/cluster/json"
 SECRET_URL = "redis://:s3cret@127.0.0.1:1/0"  # nothing listens on port 1
 
 pytestmark = pytest.mark.django_db
@@ -72,8 +72,8 @@ def _publish_and_wait(client, layer, group: str, count: int = 3) -> dict:
 
 # ------------------------------------------------------------------------------ access
 # Every DPS page and JSON endpoint.
-DPS_URLS = [PAGE, JSON, "/admin/dps/topics/", "/admin/dps/topics.json",
-            "/admin/dps/topics/topics:matrix/", "/admin/dps/topics/topics:matrix.json"]
+DPS_URLS = [PAGE, JSON, "/admin/dps/topics/", "/admin/dps/topics/json",
+            "/admin/dps/topics/topics:matrix/", "/admin/dps/topics/topics:matrix/json"]
 
 
 @pytest.mark.parametrize("url", DPS_URLS)
@@ -234,10 +234,32 @@ def test_the_embedded_topics_pages_read_the_in_process_topic_server(admin_client
     layer = _use_layer(settings)
     layers.append(layer)
     _publish_and_wait(admin_client, layer, "topics.foyer")
-    listing = admin_client.get("/admin/dps/topics.json", {"q": "foy"}).json()
+    listing = admin_client.get("/admin/dps/topics/json", {"q": "foy"}).json()
     assert [(r["topic"], r["owner"], r["members"], r["messages"]) for r in listing["rows"]] == [
         ("topics:foyer", "local-ts", {"local": 1}, 3)]
-    detail = admin_client.get("/admin/dps/topics/topics:foyer.json").json()
+    detail = admin_client.get("/admin/dps/topics/topics:foyer/json").json()
     assert detail["lookup"]["owner"] == "local-ts" and detail["row"]["messages"] == 3
     html = admin_client.get("/admin/dps/topics/", {"o": "-last"}).content.decode()
     assert "topics:foyer" in html and 'class="sortable column-last sorted ascending"' in html
+
+
+def test_site_topics_are_shown_and_addressed_by_their_topic_names():
+    from channel_layer.ring import Ring
+    from topics.operator.cluster_stats import owner_lookup, topic_of
+
+    assert topic_of("rooms.coffee") == "rooms:coffee"
+    assert topic_of("topics.matrix") == "topics:matrix"
+    assert topic_of("dps.identity.42") == "dps.identity.42"
+    found = owner_lookup(Ring(["ts-a", "ts-b"]), "rooms:coffee")
+    assert found["error"] is None and found["group"] == "rooms.coffee"
+
+
+def test_the_projects_admin_index_is_its_own_and_lists_the_dps_pages(admin_client):
+    from django.contrib import admin
+
+    assert admin.site.index_template is None
+    html = admin_client.get("/admin/").content.decode()
+    assert 'href="/admin/dps/cluster/"' in html and 'href="/admin/dps/topics/"' in html
+    assert admin_client.get("/admin/dps/").status_code == 200  # the app's own index
+    page = admin_client.get("/admin/dps/topics/rooms:coffee/")
+    assert page.status_code == 200 and "not a topic" not in page.content.decode()

@@ -5,7 +5,7 @@
 //   > {"id": 1, "cmd": "connect", "client": "a", "url": "ws://127.0.0.1:P/socket"}
 //   < {"id": 1, "ok": true, "result": null}
 //
-// Commands: connect {client, url, version ("phoenix": 1.8, "phoenix17": 1.7), transport
+// Commands: connect {client, url, params, version ("phoenix": 1.8, "phoenix17": 1.7), transport
 // ("websocket", "longpoll")}, join {topic, payload}, leave, presence, received, replies,
 // publish {topic, count, start}, push {topic, event, payload} (channel.push as Phoenix's guides
 // write it; the ok reply's response, or an error), listen {topic, event} then heard {topic,
@@ -54,11 +54,11 @@ function pushOk(push, what) {
 }
 
 const commands = {
-  async connect({client: name, url, version = "phoenix", transport = "websocket"}) {
+  async connect({client: name, url, params = {}, version = "phoenix", transport = "websocket"}) {
     if (!VERSIONS.has(version)) throw new Error(`unknown phoenix.js version ${version}`);
     const {LongPoll, Presence, Socket} = await import(version);
     const socket = new Socket(url, {transport: transport === "longpoll" ? LongPoll : WebSocket,
-                                    heartbeatIntervalMs: 5000, reconnectAfterMs: () => 200,
+                                    params, heartbeatIntervalMs: 5000, reconnectAfterMs: () => 200,
                                     rejoinAfterMs: () => 200});
     clients.set(name, {socket, Presence, topics: new Map()});
     await deadline(new Promise((resolve) => { socket.onOpen(resolve); socket.connect(); }),

@@ -27,6 +27,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http.request import split_domain_port, validate_host
 
 from topics.transport import connections
+from topics.transport.handshake import refuse
 
 # What Django itself allows under DEBUG when ALLOWED_HOSTS is empty.
 _DEBUG_HOSTS = [".localhost", "127.0.0.1", "[::1]"]
@@ -143,6 +144,6 @@ class OriginCheck:
             if origin is not None and not origin_allowed(origin, scope):
                 connections.count_refusal("origin")
                 await receive()  # the websocket.connect message
-                await send({"type": "websocket.close"})  # before accept: HTTP 403
+                await refuse(scope, send, 403, f"origin {origin[:200]!r} is not allowed")
                 return
         await self.app(scope, receive, send)

@@ -1,9 +1,12 @@
 """The operator's pages in the admin: the cluster, the topics list, one topic; and JSON twins.
 
-Every view is staff-only (wrapped in ``admin.site.admin_view``: anyone else gets the admin login
-redirect, never the data) and read-only. The data comes from :mod:`topics.operator.cluster_stats` and
-:mod:`topics.operator.topic_list`; the templates extend the admin's, so they carry its stylesheet, theme
-toggle and breadcrumbs. ``dps_site/urls.py`` mounts :data:`urlpatterns` under ``admin/dps/``.
+The pages are two ModelAdmins over the unmanaged models of :mod:`topics.models`, so any
+project's admin lists them in its own index and mounts them (``/admin/dps/cluster/``,
+``/admin/dps/topics/``, ``/admin/dps/topics/<topic>/``, each with a ``json`` twin) with no URLconf
+edit and its index template untouched. Every view is staff-only (wrapped in the site's
+``admin_view``: anyone else gets the admin login redirect, never the data) and read-only. The
+data comes from :mod:`topics.operator.cluster_stats` and :mod:`topics.operator.topic_list`; the
+templates extend the admin's, so they carry its stylesheet, theme toggle and breadcrumbs.
 """
 from __future__ import annotations
 
@@ -15,13 +18,11 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
-from django.urls import path
+from django.urls import URLPattern, path
 
 from channel_layer.cluster import ClusterConfigError
+from topics.models import Cluster, Topics
 from topics.operator import cluster_stats, topic_list
-
-app_name = "dps"
-admin.site.index_template = "admin/dps/index.html"
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -68,40 +69,6 @@ def _topic_data(topic: str) -> dict[str, Any]:
     return _with_source(lambda source: topic_list.topic_detail(source, topic, _timeout()))
 
 
-def _page(request: HttpRequest, template: str, title: str, **context: Any) -> TemplateResponse:
-    return TemplateResponse(request, f"admin/dps/{template}",
-                            {**admin.site.each_context(request), "title": title, **context})
-
-
-def cluster_view(request: HttpRequest) -> HttpResponse:
-    return _page(request, "cluster.html", "DPS cluster", data=_cluster_data(request))
-
-
-def cluster_json(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(_cluster_data(request))
-
-
-def topics_view(request: HttpRequest) -> HttpResponse:
-    data = _topics_data(request)
-    return _page(request, "topics.html", "DPS topics", data=data,
-                 columns=_sort_columns(data), pages=_page_links(data))
-
-
-def topics_json(request: HttpRequest) -> JsonResponse:
-    return JsonResponse(_topics_data(request))
-
-
-def topic_view(request: HttpRequest, topic: str) -> HttpResponse:
-    data = _topic_data(topic)
-    row = data.get("row") or {}
-    return _page(request, "topic.html", f"Topic {topic}", topic=topic, data=data,
-                 chart=_chart(row.get("history") or [], row.get("bucket") or 0.0))
-
-
-def topic_json(request: HttpRequest, topic: str) -> JsonResponse:
-    return JsonResponse(_topic_data(topic))
-
-
 # ------------------------------------------------------------------- template helpers
 def _sort_columns(data: dict[str, Any]) -> list[dict[str, Any]]:
     """The sortable headers of the change list: each links to its order, flipped if current."""
@@ -143,15 +110,72 @@ def _chart(history: list[int], bucket: float, bars: int = 30, width: int = 360,
                       "count": count} for i, count in enumerate(counts)]}
 
 
-def _staff(view: Callable) -> Callable:
-    return admin.site.admin_view(view)
+class _PagesAdmin(admin.ModelAdmin):
+    """A model's admin that serves read-only pages instead of a change list: staff see it,
+    nobody adds, changes or deletes anything (there is no table)."""
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_active and request.user.is_staff)
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return self.has_module_permission(request)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def page(self, request: HttpRequest, template: str, title: str,
+             **context: Any) -> TemplateResponse:
+        return TemplateResponse(request, f"admin/dps/{template}", {
+            **self.admin_site.each_context(request), "title": title,
+            "opts": self.model._meta, **context})
+
+    def staff(self, view: Callable) -> Callable:
+        return self.admin_site.admin_view(view)
 
 
-urlpatterns = [
-    path("cluster/", _staff(cluster_view), name="cluster"),
-    path("cluster.json", _staff(cluster_json), name="cluster_json"),
-    path("topics/", _staff(topics_view), name="topics"),
-    path("topics.json", _staff(topics_json), name="topics_json"),
-    path("topics/<str:topic>/", _staff(topic_view), name="topic"),
-    path("topics/<str:topic>.json", _staff(topic_json), name="topic_json"),
-]
+@admin.register(Cluster)
+class ClusterAdmin(_PagesAdmin):
+    def get_urls(self) -> list[URLPattern]:
+        return [path("", self.staff(self.cluster_view), name="dps_cluster_changelist"),
+                path("json", self.staff(cluster_json), name="dps_cluster_json")]
+
+    def cluster_view(self, request: HttpRequest) -> HttpResponse:
+        return self.page(request, "cluster.html", "DPS cluster", data=_cluster_data(request))
+
+
+@admin.register(Topics)
+class TopicsAdmin(_PagesAdmin):
+    def get_urls(self) -> list[URLPattern]:
+        return [path("", self.staff(self.topics_view), name="dps_topics_changelist"),
+                path("json", self.staff(topics_json), name="dps_topics_json"),
+                path("<str:topic>/", self.staff(self.topic_view), name="dps_topic"),
+                path("<str:topic>/json", self.staff(topic_json), name="dps_topic_json")]
+
+    def topics_view(self, request: HttpRequest) -> HttpResponse:
+        data = _topics_data(request)
+        return self.page(request, "topics.html", "DPS topics", data=data,
+                         columns=_sort_columns(data), pages=_page_links(data))
+
+    def topic_view(self, request: HttpRequest, topic: str) -> HttpResponse:
+        data = _topic_data(topic)
+        row = data.get("row") or {}
+        return self.page(request, "topic.html", f"Topic {topic}", topic=topic, data=data,
+                         chart=_chart(row.get("history") or [], row.get("bucket") or 0.0))
+
+
+def cluster_json(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(_cluster_data(request))
+
+
+def topics_json(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(_topics_data(request))
+
+
+def topic_json(request: HttpRequest, topic: str) -> JsonResponse:
+    return JsonResponse(_topic_data(topic))

@@ -30,8 +30,16 @@ from channel_layer.layer import DPSChannelLayer
 from channel_layer.ring import HASH_SPACE, Ring
 from channel_layer.runtime import NodeRuntime
 from channel_layer.settings import LayerSettings
+from topics.hooks.identity import IDENTITY_GROUP_PREFIX
 from topics.operator.ring_drawing import HotTopic, ring_drawing, shares
-from topics.protocol.topic_names import INVALID_NAME, PREFIX, group_for_topic, is_topics_topic, is_valid_topic
+from topics.protocol.topic_names import (
+    INVALID_NAME,
+    group_for_topic,
+    is_topics_topic,
+    is_valid_site_topic,
+    is_valid_topic,
+    topic_for_group,
+)
 
 DEFAULT_PREFIX = "dps"
 TOP_TOPICS = 50          # rows in the hot-topics table
@@ -256,9 +264,11 @@ def _ts_view(node: Node, node_view: dict[str, Any]) -> dict[str, Any]:
 
 
 def topic_of(group: str) -> str:
-    """The inverse of ``group_for_topic``: ``topics.matrix`` -> ``topics:matrix``."""
-    stem = PREFIX.replace(":", ".")
-    return PREFIX + group[len(stem):] if group.startswith(stem) else group
+    """The topic a group carries, in any namespace (``rooms.coffee`` -> ``rooms:coffee``); DPS's
+    own groups (an identity's sockets) and groups without a namespace keep their name."""
+    if group.startswith(IDENTITY_GROUP_PREFIX) or "." not in group:
+        return group
+    return topic_for_group(group)
 
 
 def _hot_topics(servers: Iterable[dict[str, Any]], now: float) -> list[dict[str, Any]]:
@@ -292,7 +302,8 @@ def ring_view(cluster: Cluster, lookup: str = "") -> dict[str, Any]:
 
 
 def owner_lookup(ring: Ring, text: str) -> dict[str, Any] | None:
-    """Which TS owns a topic (``topics:NAME`` -> group ``topics.NAME``) or a group name."""
+    """Which TS owns a topic (``topics:NAME`` -> group ``topics.NAME``, ``rooms:coffee`` ->
+    ``rooms.coffee``) or a group name."""
     text = text.strip()
     if not text:
         return None
@@ -300,11 +311,16 @@ def owner_lookup(ring: Ring, text: str) -> dict[str, Any] | None:
         if not is_valid_topic(text):
             return {"query": text, "group": None, "owner": None, "error": INVALID_NAME}
         group = group_for_topic(text)
+    elif ":" in text:
+        if not is_valid_site_topic(text):
+            return {"query": text, "group": None, "owner": None,
+                    "error": "not a valid topic name (NAMESPACE:NAME)"}
+        group = group_for_topic(text)
     else:
         group = text
     if not _valid_group(group):
         return {"query": text, "group": None, "owner": None,
-                "error": "not a topic (topics:NAME) or a valid group name"}
+                "error": "not a topic (NAMESPACE:NAME) or a valid group name"}
     position = ring.position_of(group)
     return {"query": text, "group": group, "owner": ring.owner_of(group), "error": None,
             "hash": f"{position:032x}", "position": position / HASH_SPACE}

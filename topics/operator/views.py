@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry
@@ -47,3 +48,31 @@ def demo(request: HttpRequest) -> HttpResponse:
     policy = getattr(get_channel_layer(), "history_policy", lambda group: None)("rooms.lobby")
     return render(request, "dps/demo.html", {"node": os.environ.get("DPS_NODE") or "dev",
                                              "history": policy})
+
+
+HISTORY_SHOWN = 100  # the most recent messages a new joiner of a demo room sees
+
+
+@require_GET
+async def demo_history(request: HttpRequest) -> JsonResponse:
+    """The demo room's recent messages up to offset ``until`` (the position of the visitor's
+    join reply, so that none is shown twice), from the owner's history (``topics.api``)."""
+    from topics.api import ahistory
+    from topics.protocol.topic_names import is_valid_site_topic
+
+    topic = "rooms:" + request.GET.get("room", "")
+    try:
+        until = int(request.GET.get("until", ""))
+    except ValueError:
+        until = None
+    if not is_valid_site_topic(topic) or until is None:
+        return JsonResponse({"error": "room and until are required"}, status=400)
+    try:
+        found = await ahistory(topic)
+    except Exception:  # no DPS layer, or the owner did not answer: show nothing, not a 500
+        found = None
+    messages = [{"offset": m["offset"], "payload": json.loads(m["payload"])}
+                for m in (found or {}).get("messages", [])
+                if m["event"] == "message" and m["offset"] <= until
+                and isinstance(m["payload"], str)]  # a binary broadcast is not a chat line
+    return JsonResponse({"messages": messages[-HISTORY_SHOWN:]})

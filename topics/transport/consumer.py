@@ -118,7 +118,7 @@ class PhoenixSocketConsumer(LeanAsyncConsumer):
             dispatch=self.dispatch, on_slow_client=self._close_slow_client)
         serializer = serializer_for_query_string(self.scope.get("query_string", b""))
         if serializer is None:
-            await self.send({"type": "websocket.close"})  # before accept: the server answers 403
+            await refuse(self.scope, self.base_send, 403, "unsupported vsn")
             return
         self.context = await admit(self.scope, self.base_send, self.channel_layer,
                                    self.channel_name)

@@ -7,10 +7,44 @@ extension: ``topics.adapters.daphne_denial`` teaches it.
 """
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 DENIAL_EXTENSION = "websocket.http.response"
+REFUSAL_LOG_INTERVAL = 10.0  # seconds: at most one line per status and reason in this time
+
+logger = logging.getLogger(__name__)
+
+
+class RefusalLog:
+    """One log line per refused handshake, with its status, reason and client, at most one
+    per (status, reason) each ``interval`` seconds; the next line says how many were not
+    logged meanwhile (a flood of refusals must not flood the log)."""
+
+    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._last: dict[tuple[int, str], float] = {}
+        self._quiet: dict[tuple[int, str], int] = {}
+
+    def refused(self, status: int, reason: str, scope: dict[str, Any]) -> None:
+        key, now = (status, reason), self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._quiet[key] = self._quiet.get(key, 0) + 1
+            return
+        self._last[key] = now
+        quiet = self._quiet.pop(key, 0)
+        client = scope.get("client") or ("?", 0)
+        more = f" ({quiet} more since the last such line)" if quiet else ""
+        logger.warning("refused a socket from %s: %d %s%s", client[0], status,
+                       reason or "refused", more)
+
+
+REFUSALS = RefusalLog()
 
 
 def supports_denial_response(scope: dict[str, Any]) -> bool:
@@ -20,7 +54,9 @@ def supports_denial_response(scope: dict[str, Any]) -> bool:
 async def refuse(scope: dict[str, Any], send: Callable[[dict], Awaitable[None]],
                  status: int = 403, reason: str = "") -> None:
     """Refuse the handshake: HTTP ``status`` with ``reason`` as a plain-text body where the
-    server supports it, else the close-before-accept that servers answer with 403."""
+    server supports it, else the close-before-accept that servers answer with 403. Logged
+    (rate-limited) with its reason, so that a refused client can be explained."""
+    REFUSALS.refused(status, reason, scope)
     if status == 403 or not supports_denial_response(scope):
         await send({"type": "websocket.close"})
         return

@@ -21,24 +21,45 @@
   socket.onClose(() => showState("closed", "disconnected"));
   socket.onError(() => showState("closed", "connection error"));
 
-  const addMessage = (payload, recovered) => {
+  const messageItem = (payload, className) => {
     const item = document.createElement("li");
-    if (recovered) item.className = "recovered";
+    if (className) item.className = className;
     const who = document.createElement("strong");
     who.textContent = payload.name || "?";
     item.append(who, document.createTextNode(" " + (payload.text || "")));
+    return item;
+  };
+  const addMessage = (payload, recovered) => {
+    const item = messageItem(payload, recovered ? "recovered" : "");
     $("messages").append(item);
     item.scrollIntoView({block: "nearest"});
+  };
+  // A new joiner sees what the room's owner keeps: every message up to its join's position,
+  // before the live ones (which come after that position: none is shown twice).
+  const showEarlier = async (room, until) => {
+    const answer = await fetch(`demo/history?room=${encodeURIComponent(room)}&until=${until}`);
+    if (!answer.ok) return;
+    const {messages} = await answer.json();
+    $("messages").prepend(...messages.map((m) => messageItem(m.payload, "earlier")));
+    $("messages").lastElementChild?.scrollIntoView({block: "nearest"});
   };
 
   const renderPresence = () => {
     const list = $("presence");
     list.replaceChildren();
-    const people = presence.list((key, {metas}) => ({key, name: metas[0].name || key, count: metas.length}))
-      .sort((a, b) => a.name.localeCompare(b.name));
+    // One line per name: two tabs (two sockets) with one name are one person, counted.
+    const byName = new Map();
+    presence.list((key, {metas}) => {
+      const name = metas[0].name || key;
+      const person = byName.get(name) || {name, keys: [], count: 0};
+      person.keys.push(key);
+      person.count += metas.length;
+      byName.set(name, person);
+    });
+    const people = [...byName.values()].sort((a, b) => a.name.localeCompare(b.name));
     for (const person of people) {
       const item = document.createElement("li");
-      item.dataset.key = person.key;
+      item.dataset.key = person.keys.join(" ");
       item.textContent = person.name + (person.count > 1 ? ` (${person.count} tabs)` : "");
       list.append(item);
     }
@@ -82,6 +103,7 @@
           note.hidden = false;
           note.textContent = "could not recover what was missed (too old)";
         }
+        if (reply.position && !rejoin) showEarlier(room, reply.position.offset);
         if (reply.position && !position) position = reply.position;
         if (reply.position && reply.position.epoch !== position.epoch) position = reply.position;
       })
