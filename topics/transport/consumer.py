@@ -45,6 +45,7 @@ from topics.transport import delivery, presence_tracking, ws_counters
 from topics.transport.admission import admit, leave_group, release
 from topics.transport.broadcasts import BROADCAST_TYPE, broadcast_message
 from topics.transport.delivery import MemberDelivery, presence_broadcast
+from topics.transport.handshake import refuse
 from topics.transport.idle_timers import IdleTimer, idle_timers
 from topics.transport.lean_consumer import LeanAsyncConsumer, handler_of
 
