@@ -648,7 +648,7 @@ async def test_with_the_patches_off_the_servers_own_paths_do_the_work(
         await publisher.join_ok(topic)
         await publish_and_mark(publisher, topic, "event", {"n": 1})
         await assert_exactly_once(member, topic, "event", {"n": 1})
-    figures = node_metrics(cluster.cluster.metrics_url(cluster.cluster.ws_nodes[0]))
+    figures = node_metrics(cluster.cluster.plan.metrics_url(cluster.cluster.ws_nodes[0]))
     assert figures["dps_direct_receive_frames_total"] == 0  # every frame took the server's parser
     assert figures["dps_daphne_scan_ticks_total"] == 0  # daphne's own scans
     assert figures["dps_direct_frame_fallbacks_total"] == 0  # switched off is no fallback

@@ -49,7 +49,7 @@ async def _open(node: E2ECluster) -> tuple[RawWebSocket, Answers]:
 
 
 def metrics(node: E2ECluster) -> dict[str, float]:
-    return node_metrics(node.cluster.metrics_url(node.cluster.ws_nodes[0]))
+    return node_metrics(node.cluster.plan.metrics_url(node.cluster.ws_nodes[0]))
 
 
 # --- the canary ---------------------------------------------------------------------------------
@@ -83,7 +83,7 @@ def test_the_fast_paths_are_taken(node: E2ECluster) -> None:
 
 
 def test_daphnes_due_only_scans_run(node: E2ECluster) -> None:
-    if node.cluster.server != "daphne":
+    if node.cluster.plan.server != "daphne":
         assert metrics(node)["dps_daphne_scan_ticks_total"] == 0  # nothing of daphne runs
         return
 
@@ -221,7 +221,7 @@ def test_credentials_in_query_strings_are_redacted_from_the_access_log(node: E2E
 
     lines = asyncio.run(logged())
     assert not [line for line in node.log if SECRET in line]
-    handshakes = 3 if node.cluster.server == "uvicorn" else 0
+    handshakes = 3 if node.cluster.plan.server == "uvicorn" else 0
     assert sum("/socket/websocket" in line for line in lines) == handshakes, lines
     for name in queries:
         redacted = [line for line in lines if re.search(rf"[?&]{name}=\[redacted\]", line)]
