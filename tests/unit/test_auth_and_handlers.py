@@ -4,6 +4,7 @@ processes, with phoenix.js, is tests/e2e/test_sample_site.py."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import threading
@@ -189,6 +190,33 @@ async def test_a_valid_token_is_accepted_and_a_bad_one_refused_even_with_anonymo
     expired = signing.dumps({"u": "42", "exp": time.time() - 1}, salt=TOKEN_SALT)
     assert await refused("&token=" + expired)
     assert connections.refused_handshakes()["unauthenticated"] >= 2
+
+
+def auth_token_protocol(token: str, urlsafe: bool = False) -> str:
+    """phoenix.js 1.8's ``authToken`` subprotocol: ``btoa(token)`` without its padding (the
+    URL-safe alphabet is what the prefix's name promises; DPS reads both)."""
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    return "base64url.bearer.phx." + encode(token.encode()).decode().rstrip("=")
+
+
+async def connect_offering(protocols: list[str]) -> tuple[bool, str | None]:
+    communicator = WebsocketCommunicator(application, PATH, subprotocols=protocols)
+    connected, subprotocol = await communicator.connect()
+    await communicator.disconnect()
+    return connected, subprotocol if connected else None
+
+
+async def test_an_auth_token_subprotocol_connects_and_only_phoenix_is_echoed(settings):
+    token = token_query().removeprefix("&token=")
+    for urlsafe in (False, True):
+        assert await connect_offering(["phoenix", auth_token_protocol(token, urlsafe)]) == (
+            True, "phoenix")
+    assert await connect_offering([auth_token_protocol(token)]) == (True, None)
+    settings.DPS_ALLOW_ANONYMOUS = True  # a bad authToken refuses, never falls back to anonymous
+    assert await connect_offering(["phoenix"]) == (True, "phoenix")
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    for bad in (auth_token_protocol(tampered), "base64url.bearer.phx.!not*base64"):
+        assert await connect_offering(["phoenix", bad]) == (False, None)
 
 
 def hook_returning_a_user(params, scope):

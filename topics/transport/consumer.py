@@ -45,7 +45,7 @@ from topics.transport import delivery, presence_tracking, ws_counters
 from topics.transport.admission import admit, leave_group, release
 from topics.transport.broadcasts import BROADCAST_TYPE, broadcast_message
 from topics.transport.delivery import MemberDelivery, presence_broadcast
-from topics.transport.handshake import refuse
+from topics.transport.handshake import accept_message, refuse
 from topics.transport.idle_timers import IdleTimer, idle_timers
 from topics.transport.lean_consumer import LeanAsyncConsumer, handler_of
 
@@ -137,7 +137,7 @@ class PhoenixSocketConsumer(LeanAsyncConsumer):
         self._presence_key = presence_tracking.new_socket_key()
         self._publish_gate = limits.publish_gate(self.context.identity, self._loop.time())
         self._max_payload_bytes = limits.max_payload_bytes()
-        await self.send({"type": "websocket.accept"})
+        await self.send(accept_message(self.scope))
         out.socket = self.socket
         add_fastlane = getattr(self.channel_layer, "add_fastlane", None)
         if add_fastlane is not None:

@@ -1,6 +1,11 @@
-"""Refusing a WebSocket handshake with a chosen HTTP status (403, 429, 503).
+"""The answer to a WebSocket handshake: accepting it (:func:`accept_message`), or refusing it
+with a chosen HTTP status (403, 429, 503).
 
-ASGI's "WebSocket Denial Response" extension (``websocket.http.response``) lets an application
+Accepting: a client that offers the ``phoenix`` subprotocol (phoenix.js with ``authToken``
+offers it next to the token's own) gets exactly that one back, as Phoenix answers; the
+token's subprotocol is never echoed. A client that offers none gets none.
+
+Refusing: ASGI's "WebSocket Denial Response" extension (``websocket.http.response``) lets an application
 answer the upgrade request with any HTTP response; uvicorn implements it. A close before accept
 is the portable fallback, which every server answers with 403. daphne does not implement the
 extension: ``topics.adapters.daphne_denial`` teaches it.
@@ -13,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 DENIAL_EXTENSION = "websocket.http.response"
+PHOENIX_SUBPROTOCOL = "phoenix"
 REFUSAL_LOG_INTERVAL = 10.0  # seconds: at most one line per status and reason in this time
 
 logger = logging.getLogger(__name__)
@@ -45,6 +51,14 @@ class RefusalLog:
 
 
 REFUSALS = RefusalLog()
+
+
+def accept_message(scope: dict[str, Any]) -> dict[str, Any]:
+    """The ASGI ``websocket.accept`` for this handshake (with the ``phoenix`` subprotocol
+    when the client offered it)."""
+    if PHOENIX_SUBPROTOCOL in (scope.get("subprotocols") or ()):
+        return {"type": "websocket.accept", "subprotocol": PHOENIX_SUBPROTOCOL}
+    return {"type": "websocket.accept"}
 
 
 def supports_denial_response(scope: dict[str, Any]) -> bool:
