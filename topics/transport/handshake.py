@@ -17,6 +17,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from topics.transport.log_limits import LineLimiter, held_back
+
 DENIAL_EXTENSION = "websocket.http.response"
 PHOENIX_SUBPROTOCOL = "phoenix"
 REFUSAL_LOG_INTERVAL = 10.0  # seconds: at most one line per status and reason in this time
@@ -31,23 +33,15 @@ class RefusalLog:
 
     def __init__(self, interval: float = REFUSAL_LOG_INTERVAL,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self.clock = clock
-        self._last: dict[tuple[int, str], float] = {}
-        self._quiet: dict[tuple[int, str], int] = {}
+        self._lines = LineLimiter(interval, clock)
 
     def refused(self, status: int, reason: str, scope: dict[str, Any]) -> None:
-        key, now = (status, reason), self.clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._quiet[key] = self._quiet.get(key, 0) + 1
+        quiet = self._lines.admit((status, reason))
+        if quiet is None:
             return
-        self._last[key] = now
-        quiet = self._quiet.pop(key, 0)
         client = scope.get("client") or ("?", 0)
-        more = f" ({quiet} more since the last such line)" if quiet else ""
         logger.warning("refused a socket from %s: %d %s%s", client[0], status,
-                       reason or "refused", more)
+                       reason or "refused", held_back(quiet))
 
 
 REFUSALS = RefusalLog()
