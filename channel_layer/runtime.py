@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from channel_layer import wire
 from channel_layer.cluster import EMBEDDED_TS, WS, Cluster, ClusterConfigError, ClusterFileWatcher
-from channel_layer.liveness import down_servers, live_ring, ring_id
+from channel_layer.liveness import down_servers, live_ring, not_started, ring_id, with_leases_seen
 from channel_layer.local_channels import LocalChannels, Wakeups
 from channel_layer.loop_home import LoopHome
 from channel_layer.membership import Membership
@@ -61,7 +61,8 @@ class NodeRuntime:
         self.ring = Ring(n.name for n in cluster.ts_nodes)  # without the servers that are down
         self.ring_id = ring_id(self.ring)
         self._previous_ring_id: str | None = None  # the ring before its last change (SYNC)
-        self._down: set[str] = set()  # configured servers whose lease lapsed
+        self._down: set[str] = set()  # configured servers out of the ring (liveness)
+        self._seen_leased: set[str] = set()  # servers seen holding a lease (liveness)
         self.counters: Counter[str] = Counter()
         self.origin = ""  # this node's name and boot: what its publishes are numbered under
         self.publish_log: PublishLog | None = None  # a node's publishes until acknowledged
@@ -574,9 +575,14 @@ class NodeRuntime:
         # The new cluster and its ring from the same moment: no publish routes by one and
         # sends by the other.
         self.cluster = cluster
-        down = down_servers(configured, leases, self._down)
-        went_down = down - self._down
+        down = down_servers(configured, leases, self._down, self._seen_leased)
+        unstarted = not_started(configured, leases, self._seen_leased)
+        went_down = down - self._down - unstarted
+        if unstarted - self._down:
+            logger.info("topic server(s) %s listed but not started (no lease yet): kept "
+                        "out of the ring until they take one", sorted(unstarted - self._down))
         self._down = down
+        self._seen_leased = with_leases_seen(self._seen_leased, leases)
         ring = live_ring(configured, down, self.ring)
         if ring == self.ring:
             return

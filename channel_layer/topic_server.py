@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from channel_layer import stats, wire
 from channel_layer.cluster import TS, Cluster, ClusterConfigError, ClusterFileWatcher, Node
 from channel_layer.history import HistoryPatterns, HistoryStore
-from channel_layer.liveness import down_servers, live_ring, ring_id
+from channel_layer.liveness import down_servers, live_ring, ring_id, with_leases_seen
 from channel_layer.outbox import Outbox
 from channel_layer.presence import PresenceBook
 from channel_layer.resp import CommandPipe
@@ -68,6 +68,7 @@ class TopicServer:
         self.ring = Ring(n.name for n in cluster.ts_nodes)  # without the servers that are down
         self.ring_id = ring_id(self.ring)
         self._down: set[str] = set()
+        self._seen_leased: set[str] = set()  # other servers seen holding a lease (liveness)
         self.boot = os.urandom(6).hex()
         self.cursors = OriginCursors()  # each WS node's publish numbers (sequencing)
         self._lease_renewed = 0.0  # time.monotonic() of the last renewal Redis confirmed
@@ -676,7 +677,8 @@ class TopicServer:
         configured = [n.name for n in self.cluster.ts_nodes]
         others = [n for n in configured if n != self.node]
         leases = await self.transport.read_leases(others)
-        self._down = down_servers(others, leases, self._down)
+        self._down = down_servers(others, leases, self._down, self._seen_leased)
+        self._seen_leased = with_leases_seen(self._seen_leased, leases)
         ring = live_ring(configured, self._down, self.ring)
         if ring == self.ring:
             return
