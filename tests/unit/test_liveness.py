@@ -44,3 +44,34 @@ def test_when_no_server_has_started_the_ring_is_all_of_them():
     down = down_servers(CONFIGURED, leases, set(), set())
     assert down == set(CONFIGURED)
     assert ring_id(live_ring(CONFIGURED, down)) == "ts-a,ts-b,ts-c"
+
+
+async def test_the_ring_follower_reports_joins_and_lapses_once():
+    from channel_layer.cluster import parse_cluster
+    from channel_layer.ring_follower import RingFollower, gains
+    from channel_layer.transport import MemoryTransport
+
+    cluster = parse_cluster({"nodes": [
+        {"name": name, "role": name[:2], "redis": f"redis://h:{port}/0"}
+        for port, name in enumerate(["ws-a", *CONFIGURED], start=1)]}, "test")
+    transport = MemoryTransport()
+    for node in ("ts-a", "ts-b"):
+        await transport.renew_lease(node, f"boot-{node}", 60_000)
+    follower = RingFollower(cluster)
+    first = await follower.follow(transport, cluster)
+    assert ring_id(first.new) == "ts-a,ts-b" and not first.went_down  # ts-c not started
+    assert await follower.follow(transport, cluster) is None  # nothing changed
+    await transport.renew_lease("ts-c", "boot-c", 60_000)
+    joined = await follower.follow(transport, cluster)
+    assert follower.ring_id == "ts-a,ts-b,ts-c" and not joined.went_down
+    await transport.drop_lease("ts-b", "boot-ts-b")
+    lapsed = await follower.follow(transport, cluster)
+    assert lapsed.went_down == {"ts-b"} and follower.ring_id == "ts-a,ts-c"
+    # A server judges the others, not itself: its own lease is not read.
+    itself = RingFollower(cluster)
+    assert await itself.follow(transport, cluster, skip="ts-b") is None  # its first ring: all
+    assert itself.ring_id == "ts-a,ts-b,ts-c"
+    assert gains("ts-a", ["ts-a", "ts-b"], ["ts-a"])
+    assert not gains("ts-a", ["ts-a"], ["ts-a", "ts-b"])
+    assert follower.ring_named("ts-a,ts-b").nodes == ("ts-a", "ts-b")
+    assert follower.ring_named(None) is follower.ring

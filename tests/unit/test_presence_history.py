@@ -148,14 +148,13 @@ def test_a_dead_node_takes_its_entries_and_snapshots_rebuild_the_state():
 def owner(**settings) -> TopicServer:
     ts = TopicServer(CLUSTER, "ts-a", MemoryTransport(), LayerSettings(history=HISTORY,
                                                                        **settings))
-    ts._warm_until = 0.0
     ts.history._own = lambda: None  # memory only: these tests are about the rules, not Redis
     ts.history._others = lambda: []
     return ts
 
 
 def joined_answers(ts: TopicServer, node: str = "ws-a") -> list:
-    pending = ts._outboxes[node]._pending
+    pending = ts.peers.outboxes[node]._pending
     return [wire.decode(e)[1] for e in pending if wire.decode(e)[0] == wire.JOINED]
 
 
@@ -171,13 +170,13 @@ async def test_a_join_storm_of_5000_costs_a_few_diffs_not_5000():
                     {"presence": [f"k{batch * 50 + i}", f"r{batch * 50 + i}", {}]}]
                    for i in range(50)]
         feed(ts, [wire.JOIN, "ws-a", "b1", entries])
-        if ts._presence_wait() <= 0:
-            ts._send_presence()
+        if ts.owner.presence_wait() <= 0:
+            ts.owner.send_presence()
             sent.append(time.monotonic())
         time.sleep(0.002)
     while ts.presence.changed:
-        time.sleep(max(0.0, ts._presence_wait()))
-        ts._send_presence()
+        time.sleep(max(0.0, ts.owner.presence_wait()))
+        ts.owner.send_presence()
         sent.append(time.monotonic())
     elapsed = time.monotonic() - started
     assert ts.counters["presence_messages"] == len(sent) <= elapsed / 0.1 + 2
@@ -190,8 +189,8 @@ async def test_a_join_storm_of_5000_costs_a_few_diffs_not_5000():
 async def test_join_answers_carry_position_and_recover_what_followed_it():
     ts = owner()
     feed(ts, [wire.JOIN, "ws-a", "b1", [["rooms.x", 1, 1, {}]]])
-    assert ts._history_loads == {"rooms.x"}  # held until its history is read
-    await ts._release_held()
+    assert ts.owner.history_loads == {"rooms.x"}  # held until its history is read
+    await ts.owner.release_held()
     [[answer]] = joined_answers(ts)
     token, response = answer
     epoch = response["history"]["position"]["epoch"]
@@ -227,7 +226,7 @@ async def test_broadcasts_of_a_history_group_carry_their_position_to_ws_nodes():
     ts = owner()
     await ts.history.load({"rooms.z"})
     feed(ts, [wire.MEMBER, "rooms.z", "ws-a", "b1", 1], [wire.PUBLISH, "rooms.z", 10**10, b"m"])
-    delivery = wire.decode(ts._outboxes["ws-a"]._pending[-1])
+    delivery = wire.decode(ts.peers.outboxes["ws-a"]._pending[-1])
     assert delivery[:4] == [wire.GROUP_DELIVER, "rooms.z", 10**10, b"m"]
     assert delivery[4] == [1, ts.history.loaded("rooms.z").epoch]
 
