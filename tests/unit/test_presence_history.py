@@ -3,13 +3,16 @@ topic server's join answers and recovery, the socket's join options, and ``topic
 embedded cluster."""
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections import Counter
 
 import pytest
 
 from channel_layer import wire
 from channel_layer.history import HistoryPatterns
+from channel_layer.membership import Membership
 from channel_layer.presence import DIFF_TYPE, STATE_TYPE, PresenceBook
 from channel_layer.settings import LayerSettings
 from channel_layer.topic_server import TopicServer
@@ -62,6 +65,64 @@ def test_a_new_member_starts_from_the_state_as_sent_and_the_pending_diff_follows
     [(_, message)] = book.take_messages()
     assert payload(message)["joins"] == {"bob": {"metas": [{"phx_ref": "r2"}]}}
     assert payload(message)["leaves"] == {"ada": {"metas": [{"n": "r1", "phx_ref": "r1"}]}}
+
+
+def test_an_update_replaces_its_entry_in_one_diff_with_phx_ref_prev_as_phoenix():
+    book = book_with(("ws-a", "ada", "r1"), ("ws-b", "ada", "r2"))
+    book.take_messages()
+    old = ["ada", "r1", {"n": "r1", "online_at": 7}]
+    key, ref, meta = socket_presence.updated(old, {"status": "away"})
+    assert meta == {"online_at": 7, "status": "away", "phx_ref_prev": "r1"} and ref != "r1"
+    book.track("g", "ws-a", key, ref, meta)
+    [(_, message)] = book.take_messages()
+    assert payload(message) == {
+        "joins": {"ada": {"metas": [{"online_at": 7, "status": "away", "phx_ref_prev": "r1",
+                                     "phx_ref": ref}]}},
+        "leaves": {"ada": {"metas": [{"n": "r1", "phx_ref": "r1"}]}}}
+    assert [m["phx_ref"] for m in book.current("g")["ada"]["metas"]] == ["r2", ref]
+    # Only an entry of the same key held by the same node is replaced (r2 is ws-b's ada).
+    book.track("g", "ws-a", "ada", "x1", {"phx_ref_prev": "r2"})
+    book.track("g", "ws-b", "bob", "x2", {"phx_ref_prev": "r2"})
+    assert [m["phx_ref"] for m in book.current("g")["ada"]["metas"]] == ["r2", ref, "x1"]
+
+
+class RecordingOutbox:
+    """An owner's outbox that records what is put in it (written at once)."""
+
+    def __init__(self) -> None:
+        self.sent: list[list] = []
+
+    def put(self, envelope: bytes, ack: bool = False):
+        self.sent.append(wire.decode(envelope))
+        if ack:
+            written = asyncio.get_running_loop().create_future()
+            written.set_result(None)
+            return written
+        return None
+
+
+async def test_a_member_updating_its_track_sends_no_untrack_before_the_join():
+    """The update's JOIN replaces the track at the owner by itself: an UNTRACK ahead of it
+    could leave in a diff of its own, and members would see the user go and come back."""
+    outbox = RecordingOutbox()
+    membership = Membership("ws-a", Counter(), lambda group: "ts-a", lambda node: outbox)
+    channel = "specific.ws-a!one"
+
+    async def join(track: list) -> None:
+        before = len(outbox.sent)
+        joining = asyncio.create_task(membership.add("g", channel, 5, {"presence": track}))
+        while len(outbox.sent) == before or outbox.sent[-1][0] != wire.JOIN:
+            await asyncio.sleep(0)  # one loop turn: the JOIN leaves on the next one
+        [[_, _, token, _]] = outbox.sent[-1][3]
+        membership.joined(token, {})
+        await joining
+
+    first = ["ada", "r1", {"online_at": 1}]
+    await join(first)
+    await join(socket_presence.updated(first, {"status": "away"}))
+    assert [envelope[0] for envelope in outbox.sent] == [wire.JOIN, wire.JOIN]
+    await join(["ada", "r3", {}])  # a plain rejoin: the old track leaves first
+    assert [envelope[0] for envelope in outbox.sent] == [wire.JOIN] * 2 + [wire.UNTRACK, wire.JOIN]
 
 
 def test_a_dead_node_takes_its_entries_and_snapshots_rebuild_the_state():
