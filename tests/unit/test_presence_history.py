@@ -13,14 +13,11 @@ from channel_layer.history import HistoryPatterns
 from channel_layer.presence import DIFF_TYPE, STATE_TYPE, PresenceBook
 from channel_layer.settings import LayerSettings
 from channel_layer.topic_server import TopicServer
-from channel_layer.transport import MemoryTransport
-from tests.unit.test_topic_server import CLUSTER, feed
+from tests.support.topic_server_input import HISTORY, feed, presence_owner
 from topics.protocol import PhoenixSocket
 from topics.protocol.serializers import SERIALIZERS
 from topics.protocol.v2_json import VSN as V2
 from topics.transport import presence_tracking as socket_presence
-
-HISTORY = {"rooms.*": {"size": 5, "ttl": 60}}
 
 
 def book_with(*tracks: tuple[str, str, str]) -> PresenceBook:
@@ -84,50 +81,14 @@ def test_a_dead_node_takes_its_entries_and_snapshots_rebuild_the_state():
 
 # --- the owner ------------------------------------------------------------------------------
 
-def owner(**settings) -> TopicServer:
-    ts = TopicServer(CLUSTER, "ts-a", MemoryTransport(), LayerSettings(history=HISTORY,
-                                                                       **settings))
-    ts._warm_until = 0.0
-    ts.history._own = lambda: None  # memory only: these tests are about the rules, not Redis
-    ts.history._others = lambda: []
-    return ts
-
 
 def joined_answers(ts: TopicServer, node: str = "ws-a") -> list:
     pending = ts._outboxes[node]._pending
     return [wire.decode(e)[1] for e in pending if wire.decode(e)[0] == wire.JOINED]
 
 
-async def test_a_join_storm_of_5000_costs_a_few_diffs_not_5000():
-    """5,000 joins in JOIN envelopes of 50 (what one loop iteration of a WS node sends), the
-    owner flushing after every envelope as its run loop does: diffs leave at most every
-    ``presence_interval``, so the storm costs each member a handful of diffs."""
-    ts = owner(presence_interval=0.1)
-    sent = []
-    started = time.monotonic()
-    for batch in range(100):
-        entries = [["lobby.storm", batch * 50 + i + 1, batch * 50 + i,
-                    {"presence": [f"k{batch * 50 + i}", f"r{batch * 50 + i}", {}]}]
-                   for i in range(50)]
-        feed(ts, [wire.JOIN, "ws-a", "b1", entries])
-        if ts._presence_wait() <= 0:
-            ts._send_presence()
-            sent.append(time.monotonic())
-        time.sleep(0.002)
-    while ts.presence.changed:
-        time.sleep(max(0.0, ts._presence_wait()))
-        ts._send_presence()
-        sent.append(time.monotonic())
-    elapsed = time.monotonic() - started
-    assert ts.counters["presence_messages"] == len(sent) <= elapsed / 0.1 + 2
-    assert len(sent) < 5000 / 50  # fewer diffs than even JOIN envelopes
-    print(f"5,000 joins in {elapsed:.2f}s: {len(sent)} diffs, at most {len(sent) * 5000} "
-          "frames to members")
-    assert len(ts.presence.current("lobby.storm")) == 5000
-
-
 async def test_join_answers_carry_position_and_recover_what_followed_it():
-    ts = owner()
+    ts = presence_owner()
     feed(ts, [wire.JOIN, "ws-a", "b1", [["rooms.x", 1, 1, {}]]])
     assert ts._history_loads == {"rooms.x"}  # held until its history is read
     await ts._release_held()
@@ -150,7 +111,7 @@ async def test_join_answers_carry_position_and_recover_what_followed_it():
 
 
 async def test_history_is_bounded_by_its_size_and_too_old_a_position_is_not_recovered():
-    ts = owner()
+    ts = presence_owner()
     await ts.history.load({"rooms.y"})
     for _ in range(8):
         feed(ts, [wire.PUBLISH, "rooms.y", 10**10, b"m"], now=time.time())
@@ -163,7 +124,7 @@ async def test_history_is_bounded_by_its_size_and_too_old_a_position_is_not_reco
 
 
 async def test_broadcasts_of_a_history_group_carry_their_position_to_ws_nodes():
-    ts = owner()
+    ts = presence_owner()
     await ts.history.load({"rooms.z"})
     feed(ts, [wire.MEMBER, "rooms.z", "ws-a", "b1", 1], [wire.PUBLISH, "rooms.z", 10**10, b"m"])
     delivery = wire.decode(ts._outboxes["ws-a"]._pending[-1])
