@@ -2,6 +2,8 @@
 
 - :func:`wait_until`: sync code waiting for another process or thread (a port, a page, a
   node's stats), on the real clock.
+- :func:`seconds_until`: the same, answering how long it took (a recovery time under test).
+- :func:`holds_within`: the same, answering whether it held (a retry loop that tries again).
 - :func:`await_until`: the same from a coroutine; the loop keeps running between checks.
 - :func:`settle_until`: unit tests, where everything runs on the test's own loop: yields to the
   loop (``asyncio.sleep(0)``) until the condition holds, bounded by a number of loop turns, not
@@ -29,6 +31,25 @@ def wait_until(check: Callable[[], object], timeout: float = 30.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout}s: {what}")
         time.sleep(interval)  # a bounded poll: re-check until the deadline
+
+
+def seconds_until(check: Callable[[], object], timeout: float, what: str,
+                  interval: float = 0.02) -> float:
+    """Seconds until ``check()`` held (polled finely: the figure is the result); fails as
+    :func:`wait_until` after ``timeout``."""
+    started = time.monotonic()
+    wait_until(check, timeout, what, interval)
+    return time.monotonic() - started
+
+
+def holds_within(check: Callable[[], object], timeout: float,
+                 interval: float = POLL_INTERVAL) -> bool:
+    """Whether ``check()`` held within ``timeout`` s, instead of failing."""
+    try:
+        wait_until(check, timeout, "", interval)
+    except AssertionError:
+        return False
+    return True
 
 
 async def await_until(check: Callable[[], object], timeout: float = 30.0, what: str = "",

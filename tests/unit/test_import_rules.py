@@ -138,3 +138,13 @@ def test_nothing_on_the_data_path_imports_the_views_built_on_it(path_package: st
                        and within(i.target, *VIEWS_ON_TOP)),
                 f"{path_package} is on the data path and must not import {VIEWS_ON_TOP}")
 
+
+
+def test_test_modules_import_helpers_only_from_tests_support() -> None:
+    tests_dir = ROOT / "tests"
+    offenders = sorted({
+        str(i) for path in tests_dir.rglob("test_*.py") if "node_modules" not in path.parts
+        for i in imports_of(path)
+        if within(i.target, "tests.unit", "tests.integration", "tests.e2e")})
+    assert_none(offenders, "a test module imports helpers from tests/support, never from "
+                "another test module")
