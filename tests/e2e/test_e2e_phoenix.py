@@ -595,7 +595,7 @@ async def test_a_silent_socket_is_closed_after_the_idle_timeout(idle_cluster: E2
             end = loop.time() + seconds
             while loop.time() < end:
                 assert (await chatty.heartbeat()).status == "ok"
-                await asyncio.sleep(IDLE_TIMEOUT / 4)
+                await asyncio.sleep(IDLE_TIMEOUT / 4)  # the pace under test
 
         chatting = asyncio.create_task(chat(IDLE_TIMEOUT * 2.5))
         code = await silent.wait_closed(timeout=IDLE_TIMEOUT * 10)

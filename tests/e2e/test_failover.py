@@ -60,7 +60,7 @@ def test_a_topic_server_paused_20s_fails_over_and_rejoins_without_duplicates(tmp
         cluster.start()
         paused_topics = owned_by(Ring(["ts-a", "ts-b"]), "ts-a")
         clients = cluster.traffic(seconds=3 + 20 + 6)
-        time.sleep(3)
+        time.sleep(3)  # the scenario's timeline: traffic flows before the fault
         paused = cluster.procs["ts-a"]
         before = wait_until(lambda: ts_stats(cluster.urls["ts-a"], "ts-a"))
         os.kill(paused.pid, signal.SIGSTOP)

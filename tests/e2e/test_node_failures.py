@@ -165,7 +165,7 @@ def test_topic_server_keeps_serving_across_a_restart_of_its_own_redis(tmp_path, 
         worker.go()
         asyncio.run(publish(cluster_file, "steady", 10, start=0))
         ts_redis.stop()
-        time.sleep(1.5)  # the topic server notices, and keeps retrying
+        time.sleep(1.5)  # the fault's duration: the topic server notices, and keeps retrying
         restarted = RedisProcess(ts_redis.port, binary=find_redis_server()).start()
         asyncio.run(publish(cluster_file, "steady", 10, start=10))
         done = worker.read_event("done", timeout=30)

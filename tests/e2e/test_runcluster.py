@@ -61,10 +61,10 @@ if role == "ws" and not os.environ.get("FAKE_WS_SILENT"):
 if role == "ts" and not os.environ.get("FAKE_TS_SILENT"):
     print(f"topic server {os.environ['DPS_NODE']} serving", flush=True)
 if exits:
-    time.sleep(float(os.environ["FAKE_EXIT_AFTER"]))
+    time.sleep(float(os.environ["FAKE_EXIT_AFTER"]))  # the fake's scripted lifetime
     sys.exit(code)  # dies once the cluster runs
 while True:
-    time.sleep(1)
+    time.sleep(1)  # the fake's scripted lifetime
 """
 
 

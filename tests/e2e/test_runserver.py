@@ -26,7 +26,7 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> Non
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
-        time.sleep(0.1)
+        time.sleep(0.1)  # a bounded poll of the port, until the deadline
     raise TimeoutError("runserver did not listen")
 
 

@@ -107,7 +107,7 @@ def test_a_payload_that_looks_like_a_frame_is_not_smuggled(node: E2ECluster) -> 
         ws, answers = await _open(node)
         hidden = heartbeat("SMUGGLED")
         ws.transport.write(bytes([0x82, 0x80 | len(hidden)]) + b"\0\0\0\0")
-        await asyncio.sleep(SEGMENT_PAUSE_S)
+        await asyncio.sleep(SEGMENT_PAUSE_S)  # the fault: a frame split across TCP segments
         ws.transport.write(hidden + heartbeat("after"))
         async with asyncio.timeout(WAIT_S):
             await ws.closed
@@ -125,7 +125,7 @@ def test_a_frame_split_right_after_its_header_and_mask_is_answered(
         frame = heartbeat("1", padding)
         header = 6 if padding == 0 else 8  # 2 bytes, the 16-bit length, the 4-byte mask
         ws.transport.write(frame[:header])
-        await asyncio.sleep(SEGMENT_PAUSE_S)
+        await asyncio.sleep(SEGMENT_PAUSE_S)  # the fault: a frame split across TCP segments
         ws.transport.write(frame[header:])
         await answers.wait_for(1)
         ws.transport.write(heartbeat("2"))

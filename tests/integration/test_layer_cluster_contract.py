@@ -239,7 +239,7 @@ async def test_instances_of_one_node_share_it(places):
         await second.group_add("second-instance", its)
         # Heartbeats of both instances for a while: the owner must not take them for a
         # node restarting over and over (and drop the other instance's memberships).
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(2.5)  # the duration under test: many heartbeats of both instances
         await places.there.group_send("first-instance", {"type": "a"})
         await places.there.group_send("second-instance", {"type": "b"})
         assert (await receive(places.here, mine))["type"] == "a"

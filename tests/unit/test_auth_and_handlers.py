@@ -324,7 +324,7 @@ class GuardedTopic(TopicHandler):
 
 class AsyncTopic(TopicHandler):
     async def handle_in(self, socket, event, payload):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn, no clock
         return Broadcast({**payload, "seen": True}, event="seen")
 
 
