@@ -11,7 +11,6 @@ from tests.support.topic_server_input import CLUSTER, feed
 
 def server() -> TopicServer:
     ts = TopicServer(CLUSTER, "ts-a", MemoryTransport(), LayerSettings(node_timeout=5))
-    ts._warm_until = 0.0  # not starting up: publishes are not held for resync
     return ts
 
 
@@ -27,7 +26,7 @@ async def test_one_delivery_per_node_with_members():
     ts = server()
     feed(ts, [wire.MEMBER, "g", "ws-a", "b1", 500], [wire.MEMBER, "g", "ws-b", "b2", 1])
     feed(ts, [wire.PUBLISH, "g", 10**10, b"msg"])
-    pending = {node: box._pending for node, box in ts._outboxes.items()}
+    pending = {node: box._pending for node, box in ts.peers.outboxes.items()}
     delivery = wire.encode([wire.GROUP_DELIVER, "g", 10**10, b"msg"])
     assert pending["ws-a"][-1] == delivery and pending["ws-b"][-1] == delivery
     assert ts.counters["node_deliveries"] == 2
@@ -86,12 +85,12 @@ async def test_plain_members_are_delivered_here_and_handed_to_a_new_owner():
     ts = server()
     feed(ts, [wire.PLAIN_MEMBER, "g", "worker", 99.0, 10],
          [wire.PUBLISH, "g", 10**10, b"job"])
-    assert [(c, data) for c, _, data, _ in ts._plain_pushes] == [("worker", b"job")]
-    ts._plain_pushes.clear()
+    assert [(c, data) for c, _, data, _ in ts.owner.plain_pushes] == [("worker", b"job")]
+    ts.owner.plain_pushes.clear()
     # The ring changes so that ts-b owns the group: its plain members go there, and here the
     # group (nobody else in it) is forgotten.
-    ts.ring = Ring(["ts-b"])
-    ts._hand_over_plain_members()
+    ts.follower.ring = Ring(["ts-b"])
+    ts.ring_moves.hand_over_plain_members()
     assert "g" not in ts.groups
-    [envelope] = [wire.decode(e) for e in ts._outboxes["ts-b"]._pending]
+    [envelope] = [wire.decode(e) for e in ts.peers.outboxes["ts-b"]._pending]
     assert envelope == [wire.PLAIN_MEMBER, "g", "worker", 99.0, 10]
