@@ -46,6 +46,14 @@ class Cluster:
 
     def __init__(self, *args: str, ws: int = 2, ts: int = 2, server: str = "daphne",
                  env: dict | None = None, timeout: float = 100) -> None:
+        for attempt in range(3):  # a port picked free may be taken before runcluster binds it
+            try:
+                return self._start(args, ws, ts, server, env, timeout)
+            except RuntimeError as exc:
+                if "is in use" not in str(exc) or attempt == 2:
+                    raise
+
+    def _start(self, args, ws, ts, server, env, timeout) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="dps-probe-"))
         self.port = free_base_port(ws)
         self.env = {**os.environ, "XDG_STATE_HOME": str(self.work / "state"),
