@@ -175,3 +175,106 @@ def admin_session_cookie(base: str, username: str, password: str) -> str:
 
 def run(coro):
     return asyncio.run(coro)
+
+
+# --- a raw WebSocket client: bytes written exactly as given -----------------------------------
+
+def client_frame(opcode: int, payload: bytes, mask: bytes | None = None, fin: bool = True) -> bytes:
+    """A masked client frame (``mask`` random unless given)."""
+    mask = os.urandom(4) if mask is None else mask
+    size = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if size < 126:
+        head += bytes([0x80 | size])
+    elif size < 65536:
+        head += bytes([0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        head += bytes([0x80 | 127]) + size.to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def heartbeat(ref: str, padding: int = 0) -> bytes:
+    return client_frame(0x1, (f'[null,"{ref}","phoenix","heartbeat",{{}}' + " " * padding
+                              + "]").encode())
+
+
+class RawSocket:
+    """One TCP connection after a WebSocket handshake; `events()` reads what the server sends:
+    ("text", obj), ("binary", bytes), ("pong", bytes), ("close", code, reason), ("eof",),
+    ("reset",)."""
+
+    def __init__(self, url: str) -> None:
+        import base64
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("closed during the handshake")
+            self.buffer += chunk
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        if b" 101 " not in head.split(b"\r\n")[0]:
+            raise RuntimeError(head.split(b"\r\n")[0].decode())
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self, size: int, deadline: float) -> bool:
+        while len(self.buffer) < size:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            self.buffer += chunk
+        return True
+
+    def events(self, seconds: float, until=None) -> list[tuple]:
+        """What arrives within ``seconds`` (or until ``until(event)`` is true, or the end)."""
+        found: list[tuple] = []
+        deadline = time.monotonic() + seconds
+        try:
+            while time.monotonic() < deadline:
+                self._fill(2, deadline)
+                first, second = self.buffer[0], self.buffer[1]
+                size, offset = second & 0x7F, 2
+                if size == 126:
+                    self._fill(4, deadline)
+                    size, offset = int.from_bytes(self.buffer[2:4], "big"), 4
+                elif size == 127:
+                    self._fill(10, deadline)
+                    size, offset = int.from_bytes(self.buffer[2:10], "big"), 10
+                self._fill(offset + size, deadline)
+                payload = self.buffer[offset:offset + size]
+                self.buffer = self.buffer[offset + size:]
+                opcode = first & 0x0F
+                if opcode == 0x1:
+                    event = ("text", json.loads(payload))
+                elif opcode == 0x2:
+                    event = ("binary", payload)
+                elif opcode == 0xA:
+                    event = ("pong", payload)
+                elif opcode == 0x8:
+                    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                    event = ("close", code, payload[2:].decode(errors="replace"))
+                else:
+                    event = ("opcode", opcode)
+                found.append(event)
+                if event[0] == "close" or (until and until(event)):
+                    break
+        except socket.timeout:
+            pass
+        except EOFError:
+            found.append(("eof",))
+        except ConnectionResetError:
+            found.append(("reset",))
+        return found
+
+    def close(self) -> None:
+        self.sock.close()
