@@ -117,7 +117,7 @@ class Cluster:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -268,7 +268,7 @@ class RawSocket:
                 found.append(event)
                 if event[0] == "close" or (until and until(event)):
                     break
-        except socket.timeout:
+        except TimeoutError:
             pass
         except EOFError:
             found.append(("eof",))

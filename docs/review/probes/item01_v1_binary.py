@@ -84,7 +84,7 @@ async def scenario(cluster: Cluster) -> dict:
     lp = {"base64": 0, "other": 0}
     events = [(asyncio.Event(), asyncio.Event()) for _ in members]
     tasks = [asyncio.create_task(member(url, topic, vsn, received, name, *ev))
-             for (name, (url, vsn)), ev in zip(members.items(), events)]
+             for (name, (url, vsn)), ev in zip(members.items(), events, strict=True)]
     lp_task = asyncio.create_task(asyncio.to_thread(longpoll_member, cluster.http[0], topic, lp, 25))
     for ready, _ in events:
         await ready.wait()

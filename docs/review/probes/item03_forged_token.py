@@ -5,9 +5,8 @@ import subprocess
 import time
 
 import django
-from django.conf import settings
-
 from _probe import PY, ROOT, Cluster, emit, free_base_port, run, ws_status
+from django.conf import settings
 
 DEV_KEY = "dps-development-only-not-secret"
 settings.configure(SECRET_KEY=DEV_KEY)

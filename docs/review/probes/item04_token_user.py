@@ -16,7 +16,7 @@ async def closed_after(url: str, cluster: Cluster, call: str) -> tuple[bool, int
     try:
         await asyncio.wait_for(ws.wait_closed(), 5)
         closed = True
-    except asyncio.TimeoutError:
+    except TimeoutError:
         closed = False
         await ws.close()
     return closed, await ws_status(url)

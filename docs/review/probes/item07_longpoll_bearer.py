@@ -2,7 +2,6 @@
 signed token (WebSocket ?token=) and a long-poll session token appear in the node's log; a
 cookieless client with Origin http://evil.example posting into and polling a logged-in user's
 long-poll session; whether long-poll accepts the signed token as ?token=."""
-import asyncio
 import json
 import sys
 

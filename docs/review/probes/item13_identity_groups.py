@@ -32,7 +32,7 @@ async def closed_within(ws, seconds: float) -> bool:
     try:
         await asyncio.wait_for(ws.wait_closed(), seconds)
         return True
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
 
 
