@@ -13,10 +13,10 @@ import pytest
 from channel_layer import wire
 from channel_layer.history import HistoryPatterns
 from channel_layer.membership import Membership
+from channel_layer.memory_transport import MemoryTransport
 from channel_layer.presence import DIFF_TYPE, STATE_TYPE, PresenceBook
 from channel_layer.settings import LayerSettings
 from channel_layer.topic_server import TopicServer
-from channel_layer.transport import MemoryTransport
 from tests.unit.test_topic_server import CLUSTER, feed
 from topics.protocol import PhoenixSocket
 from topics.protocol.serializers import SERIALIZERS
