@@ -7,9 +7,9 @@ import asyncio
 import time
 
 from channel_layer import wire
+from channel_layer.memory_transport import MemoryTransport
 from channel_layer.settings import LayerSettings
 from channel_layer.topic_server import TopicServer
-from channel_layer.transport import MemoryTransport
 from tests.support.topic_server_input import CLUSTER, feed
 from tests.support.waiting import await_until
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 from channel_layer import wire
 from channel_layer.clock import SYSTEM_CLOCK, Clock
 from channel_layer.cluster import parse_cluster
+from channel_layer.memory_transport import MemoryTransport
 from channel_layer.settings import LayerSettings
 from channel_layer.topic_server import TopicServer
-from channel_layer.transport import MemoryTransport
 
 CLUSTER = parse_cluster({"nodes": [
     {"name": "ws-a", "role": "ws", "redis": "redis://h:1/0"},

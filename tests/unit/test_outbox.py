@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 import pytest
 
+from channel_layer.memory_transport import MemoryTransport
 from channel_layer.outbox import Outbox, OutboxFull
 from channel_layer.settings import LayerSettings
-from channel_layer.transport import MemoryTransport, TransportError
+from channel_layer.transport import TransportError
 
 
 class GatedTransport(MemoryTransport):

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from channel_layer import wire
+from channel_layer.memory_transport import MemoryTransport
 from channel_layer.ring import Ring
 from channel_layer.settings import LayerSettings
 from channel_layer.topic_server import TopicServer
-from channel_layer.transport import MemoryTransport
 from tests.support.topic_server_input import CLUSTER, feed
 
 
