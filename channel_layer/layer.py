@@ -97,7 +97,7 @@ class DPSChannelLayer(BaseChannelLayer):
         runtime = self.runtime
         node = node_of_channel(channel)
         if node is None:
-            if not await runtime.call(runtime.send_plain(channel, expires_at, data,
+            if not await runtime.call(runtime.plain.send(channel, expires_at, data,
                                                          self.get_capacity(channel))):
                 raise ChannelFull(channel)
         elif node == self.node:
@@ -119,7 +119,7 @@ class DPSChannelLayer(BaseChannelLayer):
         self.require_valid_channel_name(channel, receive=True)
         node = node_of_channel(channel)
         if node is None:
-            return await self.runtime.receive_plain(channel)
+            return await self.runtime.plain.receive(channel)
         if node != self.runtime.require_node():
             raise ValueError(f"channel {channel!r} lives on node {node!r}, not on {self.node!r}")
         self.runtime.ensure_started()

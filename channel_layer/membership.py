@@ -67,6 +67,13 @@ def _time_out(done: asyncio.Future, owner: str, group: str, timeout: float) -> N
             f"{timeout:g}s"))
 
 
+def _updates_track(current: list | None, options: dict) -> bool:
+    """Whether ``options`` carry a presence track that replaces ``current`` (an update)."""
+    track = options.get("presence")
+    return (current is not None and track is not None and isinstance(track[2], dict)
+            and track[2].get("phx_ref_prev") == current[1])
+
+
 class Membership:
     def __init__(self, node: str | None, counters: Counter[str],
                  owner_of: Callable[[str], str], outbox: Callable[[str], Outbox]) -> None:
@@ -119,8 +126,12 @@ class Membership:
             members[channel] = time.time()  # renewed, as a repeated group_add does elsewhere
             if options is None:
                 return None
-            # Joining again with options (a Phoenix rejoin): the owner answers it again.
-            self._untrack(group, channel)
+            # Joining again with options (a Phoenix rejoin): the owner answers it again. A
+            # presence update (the new track's phx_ref_prev names the current one) replaces
+            # the current track at the owner in the same step, so no UNTRACK goes first
+            # (its leave would reach members in a diff of its own).
+            if not _updates_track(self.tracks.get(group, {}).get(channel), options):
+                self._untrack(group, channel)
         token = self._pending_token.get((group, channel))
         if token is not None:  # the same join, already on its way
             return await asyncio.shield(self._pending[token].done)

@@ -26,6 +26,10 @@ Messages to members (Channels messages, delivered like any group message)::
 
     {"type": "presence.diff",  "group": g, "payload": "<JSON of {joins, leaves}>"}
     {"type": "presence.state", "group": g, "payload": "<JSON of the state>"}
+
+A presence update is a track whose meta names the ref it replaces (``phx_ref_prev``), as
+Phoenix's ``Presence.update`` has it: the owner untracks that ref in the same step, so one diff
+carries both, the old meta in its leaves and the new one in its joins.
 """
 from __future__ import annotations
 
@@ -77,9 +81,17 @@ class PresenceBook:
         return sum(len(g.entries) for g in self.groups.values())
 
     def track(self, group: str, ws_node: str, key: str, ref: str, meta: dict) -> None:
+        """Track ``ref``. A meta whose ``phx_ref_prev`` names an entry of the same key and WS
+        node is Phoenix's presence update: that entry is untracked in the same step, so the
+        next diff carries both (the old meta in its leaves, the new one in its joins)."""
         state = self.groups.setdefault(group, GroupPresence())
         if ref in state.entries:
             return  # the same track again (a resent JOIN): nothing changes
+        previous = meta.get("phx_ref_prev") if isinstance(meta, dict) else None
+        replaced = state.entries.get(previous) if isinstance(previous, str) else None
+        if replaced is not None and replaced[0] == str(key) \
+                and state.nodes.get(previous) == ws_node:
+            self.untrack(group, previous)
         state.entries[ref] = (str(key), meta if isinstance(meta, dict) else {})
         state.nodes[ref] = ws_node
         if state.leaves.pop(ref, None) is None:

@@ -74,7 +74,8 @@ _DROP_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-LEASE_UNKNOWN = object()  # read_leases: that node's Redis did not answer, or never had one
+LEASE_UNKNOWN = object()  # read_leases: that node's Redis did not answer
+LEASE_NEVER_HELD = object()  # read_leases: its Redis answers and never had a lease of it
 LEASE_LAPSED = ""  # renew_lease: the lease had lapsed (others have taken this server out)
 LIVE_ENTRY_ID = b""  # envelopes received live have no stream id: nothing to trim for them
 
@@ -151,7 +152,8 @@ class Transport(ABC):
 
     @abstractmethod
     async def flush(self) -> None:
-        """Delete every key this transport's prefix owns, on every node."""
+        """Delete every key this transport's prefix owns, on every node, but the topic
+        servers' leases: they say which servers run, which a flush does not change."""
 
     async def close(self) -> None:
         return None
@@ -182,8 +184,9 @@ class Transport(ABC):
 
     @abstractmethod
     async def read_leases(self, nodes: Sequence[str]) -> dict[str, object]:
-        """Each node's lease holder: a boot, None (lapsed) or ``LEASE_UNKNOWN`` (its Redis
-        did not answer)."""
+        """Each node's lease holder: a boot, None (lapsed), ``LEASE_NEVER_HELD`` (its Redis
+        answers and never had one: not started, or the Redis lost its keys) or
+        ``LEASE_UNKNOWN`` (its Redis did not answer)."""
 
 
 class RedisTransport(Transport):
@@ -387,7 +390,9 @@ class RedisTransport(Transport):
                 continue
             done.add(node.redis_url)
             client = self._client(node.name)
-            keys = [key async for key in client.scan_iter(match=f"{self.prefix}:*", count=1000)]
+            leases = tuple(key.encode() for key in self.lease_keys(""))  # their prefixes
+            keys = [key async for key in client.scan_iter(match=f"{self.prefix}:*", count=1000)
+                    if not key.startswith(leases)]
             if keys:
                 await client.delete(*keys)
         self._read_cursor.clear()
@@ -424,7 +429,7 @@ class RedisTransport(Transport):
                 return LEASE_UNKNOWN
             if holder:
                 return holder.decode()
-            return None if seen else LEASE_UNKNOWN
+            return None if seen else LEASE_NEVER_HELD
 
         holders = await asyncio.gather(*(read(node) for node in nodes))
         return dict(zip(nodes, holders, strict=True))
@@ -537,7 +542,7 @@ class MemoryTransport(Transport):
             self._leases[node] = ("", 0.0)
 
     async def read_leases(self, nodes: Sequence[str]) -> dict[str, object]:
-        return {node: self._holder(node) if node in self._leases else LEASE_UNKNOWN
+        return {node: self._holder(node) if node in self._leases else LEASE_NEVER_HELD
                 for node in nodes}
 
     async def flush(self) -> None:

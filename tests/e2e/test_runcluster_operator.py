@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -48,6 +49,9 @@ def test_runcluster_creates_an_admin_account_and_serves_the_styled_admin(tmp_pat
            "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
            # With DEBUG off a node refuses the public development key.
            "DJANGO_SECRET_KEY": "runcluster-operator-test-" + os.urandom(16).hex()}
+    # With DEBUG off /metrics answers only a scrape that carries the operator's bearer token.
+    metrics_token = os.urandom(16).hex() if debug == "0" else ""
+    env["DPS_METRICS_TOKEN"] = metrics_token
     for name in ("DPS_NODE", "DPS_CLUSTER"):
         env.pop(name, None)
     proc, lines = _run_until_ready(["--ws", "1", "--ts", "1", "--port", str(port),
@@ -64,7 +68,13 @@ def test_runcluster_creates_an_admin_account_and_serves_the_styled_admin(tmp_pat
         metrics = re.findall(r"metrics of (ts-a|ws-a): (http://\S+/metrics)", output)
         assert {name for name, _ in metrics} == {"ws-a", "ts-a"}
         for _, url in metrics:
-            with urllib.request.urlopen(url, timeout=10) as response:
+            if metrics_token:
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(url, timeout=10)
+                assert refused.value.code in (401, 403)
+            scrape = urllib.request.Request(url, headers={"Authorization": f"Bearer {metrics_token}"}
+                                            if metrics_token else {})
+            with urllib.request.urlopen(scrape, timeout=10) as response:
                 assert b"dps_publishes_total" in response.read()
 
         # The demo chat comes first among the URLs, and the node serves it and its phoenix.js.

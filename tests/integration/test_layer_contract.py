@@ -261,14 +261,14 @@ async def test_plain_channels_received_on_leave_no_buffers_behind(layer_factory)
     for i in range(200):
         await layer.send(f"plain-once-{i}", {"type": "once", "i": i})
         assert (await receive(layer, f"plain-once-{i}"))["i"] == i
-    assert layer.runtime._plain_buffers == {}
+    assert layer.runtime.plain.buffers == {}
     # What a cancelled receive() had popped waits for the next one, then its buffer goes too.
     plain = asyncio.ensure_future(layer.receive("plain-cancelled"))
     await asyncio.sleep(0.05)
     plain.cancel()
     await layer.send("plain-cancelled", {"type": "kept"})
     assert (await receive(layer, "plain-cancelled"))["type"] == "kept"
-    assert layer.runtime._plain_buffers == {}
+    assert layer.runtime.plain.buffers == {}
 
 
 def test_async_to_sync_from_sync_code(layer_factory):

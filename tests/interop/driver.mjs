@@ -5,8 +5,11 @@
 //   > {"id": 1, "cmd": "connect", "client": "a", "url": "ws://127.0.0.1:P/socket"}
 //   < {"id": 1, "ok": true, "result": null}
 //
-// Commands: connect {client, url, params, version ("phoenix": 1.8, "phoenix17": 1.7), transport
-// ("websocket", "longpoll")}, join {topic, payload}, leave, presence, received, replies,
+// Commands: connect {client, url, params, authToken (1.8's option), version ("phoenix": 1.8,
+// "phoenix17": 1.7), transport ("websocket", "longpoll")}, closes (the close codes the socket
+// saw), join {topic, payload}, leave, presence, events (the channel's onError calls, its join
+// replies and Presence's onJoin / onLeave calls, in order), cast {topic, event, payload}
+// (channel.push, not waiting for a reply), received, replies,
 // publish {topic, count, start}, push {topic, event, payload} (channel.push as Phoenix's guides
 // write it; the ok reply's response, or an error), listen {topic, event} then heard {topic,
 // event} (the payloads of that event's broadcasts), offline (socket.disconnect()), online
@@ -54,13 +57,16 @@ function pushOk(push, what) {
 }
 
 const commands = {
-  async connect({client: name, url, params = {}, version = "phoenix", transport = "websocket"}) {
+  async connect({client: name, url, params = {}, authToken, version = "phoenix",
+                 transport = "websocket"}) {
     if (!VERSIONS.has(version)) throw new Error(`unknown phoenix.js version ${version}`);
     const {LongPoll, Presence, Socket} = await import(version);
     const socket = new Socket(url, {transport: transport === "longpoll" ? LongPoll : WebSocket,
-                                    params, heartbeatIntervalMs: 5000, reconnectAfterMs: () => 200,
-                                    rejoinAfterMs: () => 200});
-    clients.set(name, {socket, Presence, topics: new Map()});
+                                    params, authToken, heartbeatIntervalMs: 5000,
+                                    reconnectAfterMs: () => 200, rejoinAfterMs: () => 200});
+    const closes = [];
+    socket.onClose((event) => closes.push(event?.code ?? null));
+    clients.set(name, {socket, Presence, closes, topics: new Map()});
     await deadline(new Promise((resolve) => { socket.onOpen(resolve); socket.connect(); }),
                    `${name} connects`);
     return null;
@@ -68,11 +74,16 @@ const commands = {
 
   async join({client: name, topic, payload = {}}) {
     const {socket, Presence, topics} = client(name);
-    const state = {received: [], replies: [], position: null, waiters: []};
+    const state = {received: [], replies: [], position: null, waiters: [], events: []};
     const channel = socket.channel(topic, () => (
       payload.offsets && state.position ? {...payload, recover: state.position} : payload));
     state.channel = channel;
     state.presence = new Presence(channel);
+    state.presence.onJoin((key, current, joined) => state.events.push(
+      {kind: "presence_join", key, current: current ?? null, joined}));
+    state.presence.onLeave((key, current, left) => state.events.push(
+      {kind: "presence_leave", key, current, left}));
+    channel.onError((reason) => state.events.push({kind: "error", reason: reason ?? null}));
     channel.on("message", (body, ref) => {
       state.received.push([ref, body]);
       if (typeof ref === "string") {
@@ -84,6 +95,7 @@ const commands = {
     try {
       return await pushOk(channel.join().receive("ok", (r) => {
         state.replies.push(r);
+        state.events.push({kind: "joined", response: r});
         if (r.position && (!state.position || state.position.epoch !== r.position.epoch)) {
           state.position = r.position;
         }
@@ -112,6 +124,13 @@ const commands = {
   },
 
   async received({client: name, topic}) { return joined(name, topic).received; },
+  async events({client: name, topic}) { return joined(name, topic).events; },
+  async closes({client: name}) { return client(name).closes; },
+
+  async cast({client: name, topic, event, payload = {}}) {
+    joined(name, topic).channel.push(event, payload);
+    return null;
+  },
   async replies({client: name, topic}) { return joined(name, topic).replies; },
 
   async publish({client: name, topic, count = 1, start = 0}) {

@@ -4,6 +4,7 @@ processes, with phoenix.js, is tests/e2e/test_sample_site.py."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import threading
@@ -24,7 +25,9 @@ from topics import api
 from topics.hooks.auth import TOKEN_SALT, issue_token, verify_token
 from topics.hooks.handlers import Broadcast, Refuse, Reply, TopicHandler
 from topics.hooks.origin import origin_allowed
-from topics.transport import connections
+from topics.transport import connections, ws_counters
+from topics.transport import consumer as consumer_module
+from topics.transport.log_limits import LineLimiter
 
 # Tokens are checked against their users, read from the database by another thread.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -191,6 +194,33 @@ async def test_a_valid_token_is_accepted_and_a_bad_one_refused_even_with_anonymo
     assert connections.refused_handshakes()["unauthenticated"] >= 2
 
 
+def auth_token_protocol(token: str, urlsafe: bool = False) -> str:
+    """phoenix.js 1.8's ``authToken`` subprotocol: ``btoa(token)`` without its padding (the
+    URL-safe alphabet is what the prefix's name promises; DPS reads both)."""
+    encode = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+    return "base64url.bearer.phx." + encode(token.encode()).decode().rstrip("=")
+
+
+async def connect_offering(protocols: list[str]) -> tuple[bool, str | None]:
+    communicator = WebsocketCommunicator(application, PATH, subprotocols=protocols)
+    connected, subprotocol = await communicator.connect()
+    await communicator.disconnect()
+    return connected, subprotocol if connected else None
+
+
+async def test_an_auth_token_subprotocol_connects_and_only_phoenix_is_echoed(settings):
+    token = token_query().removeprefix("&token=")
+    for urlsafe in (False, True):
+        assert await connect_offering(["phoenix", auth_token_protocol(token, urlsafe)]) == (
+            True, "phoenix")
+    assert await connect_offering([auth_token_protocol(token)]) == (True, None)
+    settings.DPS_ALLOW_ANONYMOUS = True  # a bad authToken refuses, never falls back to anonymous
+    assert await connect_offering(["phoenix"]) == (True, "phoenix")
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    for bad in (auth_token_protocol(tampered), "base64url.bearer.phx.!not*base64"):
+        assert await connect_offering(["phoenix", bad]) == (False, None)
+
+
 def hook_returning_a_user(params, scope):
     # A sync hook: it runs off the loop (it may use the ORM).
     assert threading.current_thread() is not threading.main_thread()
@@ -299,6 +329,8 @@ class GuardedTopic(TopicHandler):
         calls.append(("join", socket.identity.user_id, topic))
         if payload.get("pass") == "forbidden":
             raise Refuse("you may not")
+        if payload.get("pass") == "crash":
+            raise RuntimeError("a bug in the join")
         if payload.get("pass") != "word":
             raise Refuse()
         socket.assigns["joined_at"] = topic
@@ -337,8 +369,7 @@ def handler_routes(settings):
     calls.clear()
 
 
-async def test_a_handler_refuses_accepts_transforms_replies_and_fails_alone(
-        handler_routes, caplog):
+async def test_a_handler_refuses_accepts_transforms_and_replies(handler_routes):
     alice, bob = await connect(token_query(SimpleNamespace(pk=1))), await connect(token_query())
     await send(alice, "1", "1", "rooms:lobby", "phx_join", {})
     assert await receive(alice) == ["1", "1", "rooms:lobby", "phx_reply", error("unauthorized")]
@@ -362,28 +393,62 @@ async def test_a_handler_refuses_accepts_transforms_replies_and_fails_alone(
                                     {"status": "ok", "response": {"pong": "rooms:lobby"}}]
     await send(alice, "1", "6", "rooms:lobby", "publish", ["secret", {}])
     assert await receive(alice) == ["1", "6", "rooms:lobby", "phx_reply", error("not here")]
-    await send(alice, "1", "6", "rooms:lobby", "publish", ["reserved", {}])
-    assert await receive(alice) == ["1", "6", "rooms:lobby", "phx_reply", error("internal error")]
-    with caplog.at_level(logging.ERROR, logger="topics.hooks.handlers"):
-        await send(alice, "1", "7", "rooms:lobby", "publish", ["boom", {}])
-        assert await receive(alice) == ["1", "7", "rooms:lobby", "phx_reply",
-                                        error("internal error")]
-    tracebacks = [r for r in caplog.records if r.exc_info]
-    assert len(tracebacks) == 1 and "a bug in the handler" in str(tracebacks[0].exc_info[1])
-    assert await bob.receive_nothing()  # the others saw nothing of the refusals or the error
-
-    # The join and the socket are unaffected: a plain publish still reaches both.
-    await send(alice, "1", "8", "rooms:lobby", "publish", ["say", {"text": "still here"}])
-    assert await receive(alice) == ["1", "8", "rooms:lobby", "phx_reply", OK]
-    assert await receive(alice) == ["1", None, "rooms:lobby", "say", {"text": "still here"}]
-    assert await receive(bob) == ["9", None, "rooms:lobby", "say", {"text": "still here"}]
-
+    assert await bob.receive_nothing()  # the others saw nothing of the refusals
     await send(alice, "1", "9", "rooms:lobby", "phx_leave", {})
     assert (await receive(alice))[3] == "phx_reply"
     assert (await receive(alice))[3] == "phx_close"
     await bob.disconnect()
     await alice.disconnect()
     assert ("leave", "1", "rooms:lobby") in calls and ("leave", "42", "rooms:lobby") in calls
+
+
+async def test_a_crashing_handler_crashes_that_channel_only_as_in_phoenix(
+        handler_routes, caplog, monkeypatch):
+    """A join that raises is refused with ``join crashed``; a handle_in that raises or returns
+    what it may not leaves the topic, with ``phx_error`` and no reply (phoenix.js rejoins);
+    each is counted, and one traceback is logged per handler method and interval."""
+    monkeypatch.setattr(consumer_module, "_CRASH_LINES", LineLimiter(60))
+    crashes = ws_counters.COUNTS.channel_crashes
+    alice, bob = await connect(token_query(SimpleNamespace(pk=1))), await connect(token_query())
+    await send(bob, "9", "9", "rooms:lobby", "phx_join", {"pass": "word"})
+    assert (await receive(bob))[4]["status"] == "ok"
+    with caplog.at_level(logging.ERROR, logger="topics.transport.consumer"):
+        await send(alice, "1", "1", "rooms:lobby", "phx_join", {"pass": "crash"})
+        assert await receive(alice) == ["1", "1", "rooms:lobby", "phx_reply",
+                                        error("join crashed")]
+        await send(alice, "2", "2", "rooms:lobby", "phx_join", {"pass": "word"})
+        assert (await receive(alice))[4]["status"] == "ok"
+        await send(alice, "2", "3", "rooms:lobby", "publish", ["boom", {}])
+        assert await receive(alice) == ["2", "2", "rooms:lobby", "phx_error",
+                                        {"reason": "channel_crash"}]
+        assert ("leave", "1", "rooms:lobby") in calls  # the crashed channel's leave ran
+        # Left: a publish from the other member does not reach it, a push is not joined.
+        await send(bob, "9", "10", "rooms:lobby", "publish", ["say", {"n": 1}])
+        assert (await receive(bob))[3:] == ["phx_reply", OK]
+        assert (await receive(bob))[3:] == ["say", {"n": 1}]
+        await send(alice, "2", "4", "rooms:lobby", "publish", ["say", {}])
+        assert await receive(alice) == [None, "4", "rooms:lobby", "phx_reply",
+                                        error("unmatched topic")]
+        # phoenix.js's rejoin: joined again, and a handler that returns what it may not
+        # (a phx_ broadcast) crashes the channel the same way.
+        await send(alice, "3", "5", "rooms:lobby", "phx_join", {"pass": "word"})
+        assert (await receive(alice))[4]["status"] == "ok"
+        await send(alice, "3", "6", "rooms:lobby", "publish", ["reserved", {}])
+        assert await receive(alice) == ["3", "3", "rooms:lobby", "phx_error",
+                                        {"reason": "channel_crash"}]
+    assert ws_counters.COUNTS.channel_crashes == crashes + 3
+    lines = [r for r in caplog.records if "crashed on rooms:lobby" in r.getMessage()]
+    # join and handle_in once each; the second handle_in crash is held back
+    assert [r.getMessage() for r in lines] == ["GuardedTopic.join crashed on rooms:lobby",
+                                               "GuardedTopic.handle_in crashed on rooms:lobby"]
+    assert "a bug in the join" in str(lines[0].exc_info[1])
+    assert "a bug in the handler" in str(lines[1].exc_info[1])
+    assert await bob.receive_nothing()  # the other member saw nothing of it
+    await send(bob, "9", "11", "rooms:lobby", "publish", ["say", {"n": 2}])
+    assert (await receive(bob))[3:] == ["phx_reply", OK]
+    assert (await receive(bob))[3:] == ["say", {"n": 2}]
+    await bob.disconnect()
+    await alice.disconnect()
 
 
 async def test_async_handlers_unmatched_and_invalid_site_topics(handler_routes, settings):
@@ -504,3 +569,40 @@ def test_dps_publish_refuses_without_a_cluster_and_for_bad_input(monkeypatch, se
         call_command("dps_publish", "topics:news", "e", "{nope")
     with pytest.raises(CommandError, match="payload must be a JSON object"):
         call_command("dps_publish", "topics:news", "e", "[1]")
+
+
+async def test_presence_update_sends_one_diff_with_phx_ref_prev(handler_routes, settings):
+    """``topics.api.presence_update``: the updated member's old meta leaves and its new one
+    joins, naming the old ``phx_ref``, in one ``presence_diff`` (Phoenix's Presence.update)."""
+    settings.DPS_PRESENCE = ["rooms:*"]
+    settings.DPS_LAYER = {**getattr(settings, "DPS_LAYER", {}), "presence_interval": 0.05}
+    alice, bob = await connect(token_query(SimpleNamespace(pk=1))), await connect(token_query())
+
+    async def presence_of(client, join_ref: str) -> dict:
+        await send(client, join_ref, join_ref, "rooms:lobby", "phx_join", {"pass": "word"})
+        assert (await receive(client))[4]["status"] == "ok"
+        frame = await receive(client)
+        assert frame[3] == "presence_state"
+        return frame[4]
+
+    await presence_of(alice, "1")
+    state = await presence_of(bob, "9")
+    [old] = state["1"]["metas"]
+    while "42" not in state:  # until bob's own join has reached him in a diff
+        diff = await receive(bob)
+        assert diff[3] == "presence_diff"
+        state.update(diff[4]["joins"])
+    await api.apresence_update(api.Identity("1"), "rooms:lobby", {"status": "away"})
+    diff = await receive(bob)
+    assert diff[3] == "presence_diff"
+    [new] = diff[4]["joins"]["1"]["metas"]
+    assert diff[4]["leaves"] == {"1": {"metas": [old]}}
+    assert new == {"online_at": old["online_at"], "status": "away",
+                   "phx_ref_prev": old["phx_ref"], "phx_ref": new["phx_ref"]}
+    assert new["phx_ref"] != old["phx_ref"]
+    presence = await api.apresence("rooms:lobby")
+    assert presence["1"]["metas"] == [new]
+    with pytest.raises(ValueError):
+        await api.apresence_update(api.Identity(), "rooms:lobby", {})
+    await bob.disconnect()
+    await alice.disconnect()

@@ -3,13 +3,16 @@ topic server's join answers and recovery, the socket's join options, and ``topic
 embedded cluster."""
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections import Counter
 
 import pytest
 
 from channel_layer import wire
 from channel_layer.history import HistoryPatterns
+from channel_layer.membership import Membership
 from channel_layer.presence import DIFF_TYPE, STATE_TYPE, PresenceBook
 from channel_layer.settings import LayerSettings
 from channel_layer.topic_server import TopicServer
@@ -64,6 +67,64 @@ def test_a_new_member_starts_from_the_state_as_sent_and_the_pending_diff_follows
     assert payload(message)["leaves"] == {"ada": {"metas": [{"n": "r1", "phx_ref": "r1"}]}}
 
 
+def test_an_update_replaces_its_entry_in_one_diff_with_phx_ref_prev_as_phoenix():
+    book = book_with(("ws-a", "ada", "r1"), ("ws-b", "ada", "r2"))
+    book.take_messages()
+    old = ["ada", "r1", {"n": "r1", "online_at": 7}]
+    key, ref, meta = socket_presence.updated(old, {"status": "away"})
+    assert meta == {"online_at": 7, "status": "away", "phx_ref_prev": "r1"} and ref != "r1"
+    book.track("g", "ws-a", key, ref, meta)
+    [(_, message)] = book.take_messages()
+    assert payload(message) == {
+        "joins": {"ada": {"metas": [{"online_at": 7, "status": "away", "phx_ref_prev": "r1",
+                                     "phx_ref": ref}]}},
+        "leaves": {"ada": {"metas": [{"n": "r1", "phx_ref": "r1"}]}}}
+    assert [m["phx_ref"] for m in book.current("g")["ada"]["metas"]] == ["r2", ref]
+    # Only an entry of the same key held by the same node is replaced (r2 is ws-b's ada).
+    book.track("g", "ws-a", "ada", "x1", {"phx_ref_prev": "r2"})
+    book.track("g", "ws-b", "bob", "x2", {"phx_ref_prev": "r2"})
+    assert [m["phx_ref"] for m in book.current("g")["ada"]["metas"]] == ["r2", ref, "x1"]
+
+
+class RecordingOutbox:
+    """An owner's outbox that records what is put in it (written at once)."""
+
+    def __init__(self) -> None:
+        self.sent: list[list] = []
+
+    def put(self, envelope: bytes, ack: bool = False):
+        self.sent.append(wire.decode(envelope))
+        if ack:
+            written = asyncio.get_running_loop().create_future()
+            written.set_result(None)
+            return written
+        return None
+
+
+async def test_a_member_updating_its_track_sends_no_untrack_before_the_join():
+    """The update's JOIN replaces the track at the owner by itself: an UNTRACK ahead of it
+    could leave in a diff of its own, and members would see the user go and come back."""
+    outbox = RecordingOutbox()
+    membership = Membership("ws-a", Counter(), lambda group: "ts-a", lambda node: outbox)
+    channel = "specific.ws-a!one"
+
+    async def join(track: list) -> None:
+        before = len(outbox.sent)
+        joining = asyncio.create_task(membership.add("g", channel, 5, {"presence": track}))
+        while len(outbox.sent) == before or outbox.sent[-1][0] != wire.JOIN:
+            await asyncio.sleep(0)  # one loop turn: the JOIN leaves on the next one
+        [[_, _, token, _]] = outbox.sent[-1][3]
+        membership.joined(token, {})
+        await joining
+
+    first = ["ada", "r1", {"online_at": 1}]
+    await join(first)
+    await join(socket_presence.updated(first, {"status": "away"}))
+    assert [envelope[0] for envelope in outbox.sent] == [wire.JOIN, wire.JOIN]
+    await join(["ada", "r3", {}])  # a plain rejoin: the old track leaves first
+    assert [envelope[0] for envelope in outbox.sent] == [wire.JOIN] * 2 + [wire.UNTRACK, wire.JOIN]
+
+
 def test_a_dead_node_takes_its_entries_and_snapshots_rebuild_the_state():
     book = book_with(("ws-a", "ada", "r1"), ("ws-b", "bob", "r2"))
     book.take_messages()
@@ -87,14 +148,13 @@ def test_a_dead_node_takes_its_entries_and_snapshots_rebuild_the_state():
 def owner(**settings) -> TopicServer:
     ts = TopicServer(CLUSTER, "ts-a", MemoryTransport(), LayerSettings(history=HISTORY,
                                                                        **settings))
-    ts._warm_until = 0.0
     ts.history._own = lambda: None  # memory only: these tests are about the rules, not Redis
     ts.history._others = lambda: []
     return ts
 
 
 def joined_answers(ts: TopicServer, node: str = "ws-a") -> list:
-    pending = ts._outboxes[node]._pending
+    pending = ts.peers.outboxes[node]._pending
     return [wire.decode(e)[1] for e in pending if wire.decode(e)[0] == wire.JOINED]
 
 
@@ -110,13 +170,13 @@ async def test_a_join_storm_of_5000_costs_a_few_diffs_not_5000():
                     {"presence": [f"k{batch * 50 + i}", f"r{batch * 50 + i}", {}]}]
                    for i in range(50)]
         feed(ts, [wire.JOIN, "ws-a", "b1", entries])
-        if ts._presence_wait() <= 0:
-            ts._send_presence()
+        if ts.owner.presence_wait() <= 0:
+            ts.owner.send_presence()
             sent.append(time.monotonic())
         time.sleep(0.002)
     while ts.presence.changed:
-        time.sleep(max(0.0, ts._presence_wait()))
-        ts._send_presence()
+        time.sleep(max(0.0, ts.owner.presence_wait()))
+        ts.owner.send_presence()
         sent.append(time.monotonic())
     elapsed = time.monotonic() - started
     assert ts.counters["presence_messages"] == len(sent) <= elapsed / 0.1 + 2
@@ -129,8 +189,8 @@ async def test_a_join_storm_of_5000_costs_a_few_diffs_not_5000():
 async def test_join_answers_carry_position_and_recover_what_followed_it():
     ts = owner()
     feed(ts, [wire.JOIN, "ws-a", "b1", [["rooms.x", 1, 1, {}]]])
-    assert ts._history_loads == {"rooms.x"}  # held until its history is read
-    await ts._release_held()
+    assert ts.owner.history_loads == {"rooms.x"}  # held until its history is read
+    await ts.owner.release_held()
     [[answer]] = joined_answers(ts)
     token, response = answer
     epoch = response["history"]["position"]["epoch"]
@@ -166,7 +226,7 @@ async def test_broadcasts_of_a_history_group_carry_their_position_to_ws_nodes():
     ts = owner()
     await ts.history.load({"rooms.z"})
     feed(ts, [wire.MEMBER, "rooms.z", "ws-a", "b1", 1], [wire.PUBLISH, "rooms.z", 10**10, b"m"])
-    delivery = wire.decode(ts._outboxes["ws-a"]._pending[-1])
+    delivery = wire.decode(ts.peers.outboxes["ws-a"]._pending[-1])
     assert delivery[:4] == [wire.GROUP_DELIVER, "rooms.z", 10**10, b"m"]
     assert delivery[4] == [1, ts.history.loaded("rooms.z").epoch]
 

@@ -94,9 +94,9 @@ def test_the_filter_keeps_a_fixed_window_however_many_it_sees():
 def test_a_server_is_down_only_when_its_own_redis_says_so():
     configured = ["ts-a", "ts-b", "ts-c"]
     leases = {"ts-a": "boot1", "ts-b": None, "ts-c": LEASE_UNKNOWN}
-    assert down_servers(configured, leases, set()) == {"ts-b"}
+    assert down_servers(configured, leases, set(), set()) == {"ts-b"}
     # An unreachable Redis keeps the last verdict.
-    assert down_servers(configured, leases, {"ts-c"}) == {"ts-b", "ts-c"}
+    assert down_servers(configured, leases, {"ts-c"}, set()) == {"ts-b", "ts-c"}
     assert ring_id(live_ring(configured, {"ts-b"})) == "ts-a,ts-c"
     # All down: route to all of them (their backlogs hold what comes).
     assert ring_id(live_ring(configured, set(configured))) == "ts-a,ts-b,ts-c"

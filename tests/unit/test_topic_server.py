@@ -20,7 +20,6 @@ CLUSTER = parse_cluster({"nodes": [
 
 def server() -> TopicServer:
     ts = TopicServer(CLUSTER, "ts-a", MemoryTransport(), LayerSettings(node_timeout=5))
-    ts._warm_until = 0.0  # not starting up: publishes are not held for resync
     return ts
 
 
@@ -41,7 +40,7 @@ async def test_one_delivery_per_node_with_members():
     ts = server()
     feed(ts, [wire.MEMBER, "g", "ws-a", "b1", 500], [wire.MEMBER, "g", "ws-b", "b2", 1])
     feed(ts, [wire.PUBLISH, "g", 10**10, b"msg"])
-    pending = {node: box._pending for node, box in ts._outboxes.items()}
+    pending = {node: box._pending for node, box in ts.peers.outboxes.items()}
     delivery = wire.encode([wire.GROUP_DELIVER, "g", 10**10, b"msg"])
     assert pending["ws-a"][-1] == delivery and pending["ws-b"][-1] == delivery
     assert ts.counters["node_deliveries"] == 2
@@ -100,14 +99,14 @@ async def test_plain_members_are_delivered_here_and_handed_to_a_new_owner():
     ts = server()
     feed(ts, [wire.PLAIN_MEMBER, "g", "worker", 99.0, 10],
          [wire.PUBLISH, "g", 10**10, b"job"])
-    assert [(c, data) for c, _, data, _ in ts._plain_pushes] == [("worker", b"job")]
-    ts._plain_pushes.clear()
+    assert [(c, data) for c, _, data, _ in ts.owner.plain_pushes] == [("worker", b"job")]
+    ts.owner.plain_pushes.clear()
     # The ring changes so that ts-b owns the group: its plain members go there, and here the
     # group (nobody else in it) is forgotten.
-    ts.ring = Ring(["ts-b"])
-    ts._hand_over_plain_members()
+    ts.follower.ring = Ring(["ts-b"])
+    ts.ring_moves.hand_over_plain_members()
     assert "g" not in ts.groups
-    [envelope] = [wire.decode(e) for e in ts._outboxes["ts-b"]._pending]
+    [envelope] = [wire.decode(e) for e in ts.peers.outboxes["ts-b"]._pending]
     assert envelope == [wire.PLAIN_MEMBER, "g", "worker", 99.0, 10]
 
 
@@ -117,7 +116,6 @@ async def test_a_pause_inside_a_redis_round_trip_is_excused_before_nodes_are_jud
     must not judge the WS nodes on the stale view it had before."""
     ts = TopicServer(CLUSTER, "ts-a", MemoryTransport(),
                      LayerSettings(node_timeout=0.5, heartbeat_interval=0.1, stats_interval=0.1))
-    ts._warm_until = 0.0
     feed(ts, [wire.MEMBER, "g", "ws-a", "b1", 2], now=time.time())
     rounds = 0
 
@@ -127,7 +125,7 @@ async def test_a_pause_inside_a_redis_round_trip_is_excused_before_nodes_are_jud
         if rounds == 2:
             await asyncio.sleep(1.0)  # longer than node_timeout, inside an await of the round
 
-    ts._follow_ring = follow_ring_paused_once
+    ts.ring_moves.follow = follow_ring_paused_once
     stop = asyncio.Event()
     housekeeping = asyncio.ensure_future(ts._housekeeping(stop))
     try:

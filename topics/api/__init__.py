@@ -4,7 +4,8 @@ configuration, ``DPS_CLUSTER``; no ``DPS_NODE`` needed) can do with Phoenix clie
 ``broadcast`` goes to the topic's owner like a client's publish, so it takes its place in the
 same order and reaches every member on every node exactly once. Topic handlers do not see it:
 it is the site speaking. ``presence`` and ``history`` are answered by the topic's owner at their
-place in the topic's order. Call the ``a``-prefixed coroutines from async code.
+place in the topic's order; ``presence_update`` changes a user's presence meta there. Call the
+``a``-prefixed coroutines from async code.
 """
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ from topics.protocol import group_for_topic, is_valid_topic, publish_error
 from topics.protocol.message import dumps
 from topics.protocol.topic_names import is_topics_topic, is_valid_site_topic
 from topics.transport.broadcasts import broadcast_message
-from topics.transport.consumer import DISCONNECT_TYPE
+from topics.transport.consumer import DISCONNECT_TYPE, PRESENCE_UPDATE_TYPE
 
-__all__ = ["BroadcastError", "abroadcast", "adisconnect", "ahistory", "apresence", "arevoke_tokens",
-           "averify_token", "broadcast", "disconnect", "history", "issue_token", "presence",
-           "revoke_tokens", "verify_token", "Identity"]
+__all__ = ["BroadcastError", "abroadcast", "adisconnect", "ahistory", "apresence",
+           "apresence_update", "arevoke_tokens", "averify_token", "broadcast", "disconnect",
+           "history", "issue_token", "presence", "presence_update", "revoke_tokens",
+           "verify_token", "Identity"]
 
 
 class BroadcastError(ValueError):
@@ -92,6 +94,31 @@ async def adisconnect(who: Any, revoke: bool = False) -> None:
 def disconnect(who: Any, revoke: bool = False) -> None:
     """:func:`adisconnect` for sync code."""
     async_to_sync(adisconnect)(who, revoke)
+
+
+async def apresence_update(who: Any, topic: str, meta: dict[str, Any]) -> None:
+    """Give ``who``'s presence on ``topic`` (each of its sockets tracked there, on every WS
+    node) the meta ``meta``, as Phoenix's ``Presence.update``: ``meta`` replaces the old meta
+    (DPS's ``online_at`` and ``name`` stay unless it gives them), and members get one
+    ``presence_diff`` whose ``leaves`` hold the old meta and whose ``joins`` hold the new one,
+    with ``phx_ref_prev`` naming the old ``phx_ref``. ``who``: a user, a user id or an
+    :class:`Identity`; sockets that are not tracked on ``topic`` are left alone."""
+    group = identity_of(who).group
+    if group is None:
+        raise ValueError("anonymous sockets have no identity to update the presence of")
+    if not isinstance(meta, dict):
+        raise TypeError(f"a presence meta is a dict, not {type(meta).__name__}")
+    meta_json = dumps(meta)  # raises for what is not JSON, here rather than at every socket
+    too_large = payload_too_large(meta_json, max_payload_bytes())
+    if too_large is not None:
+        raise ValueError(too_large)
+    await get_channel_layer().group_send(group, {"type": PRESENCE_UPDATE_TYPE, "topic": topic,
+                                                 "meta": meta})
+
+
+def presence_update(who: Any, topic: str, meta: dict[str, Any]) -> None:
+    """:func:`apresence_update` for sync code."""
+    async_to_sync(apresence_update)(who, topic, meta)
 
 
 def _dps_layer() -> Any:

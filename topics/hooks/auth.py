@@ -5,7 +5,9 @@ query string, which is where phoenix.js puts ``params``) and the ASGI scope (wit
 ``session`` from Channels' ``AuthMiddlewareStack``, headers, client address) and returns an
 :class:`~topics.hooks.identity.Identity`, or None to refuse. :func:`default_connect` accepts
 
-- a signed, expiring token from :func:`issue_token` (``?token=...``): it names a user;
+- a signed, expiring token from :func:`issue_token`: it names a user. It comes as
+  ``?token=...``, or as phoenix.js's ``authToken`` option (:func:`auth_token`), which keeps it
+  out of URLs and access logs;
 - a logged-in Django session (same-origin pages);
 - otherwise an anonymous socket, which :func:`authenticate` lets through only when
   ``DPS_ALLOW_ANONYMOUS`` is on.
@@ -19,6 +21,8 @@ raised by :func:`revoke_tokens` since refuses it. The version lives in
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import inspect
 import logging
 import time
@@ -46,6 +50,11 @@ TOKEN_SALT = "dps.socket-token"
 DEFAULT_TOKEN_TTL = 3600.0
 DEFAULT_CONNECT = "topics.hooks.auth.default_connect"
 TOKEN_PARAM = "token"
+# phoenix.js's ``authToken`` over a WebSocket: a subprotocol of this prefix and the token in
+# base64 without padding (the standard alphabet despite the name, as Phoenix decodes it; the
+# URL-safe one is read too), next to the ``phoenix`` subprotocol. (Over long-poll it is a
+# header, which ``topics.transport.longpoll_http`` hands on as the ``token`` param.)
+AUTH_TOKEN_PROTOCOL_PREFIX = "base64url.bearer.phx."
 
 ConnectHook = Callable[[dict[str, str], dict[str, Any]], Awaitable[Identity | None]]
 
@@ -205,9 +214,31 @@ async def arevoke_tokens(who: Any) -> None:
     await database_sync_to_async(revoke_tokens)(who)
 
 
+def auth_token(scope: dict[str, Any]) -> str | None:
+    """The token phoenix.js's ``authToken`` option sent in a WebSocket handshake's
+    ``base64url.bearer.phx.`` subprotocol (None when it sent none). One that does not decode
+    gives ``""``, which no check accepts (it must refuse, not fall back to anonymous)."""
+    for protocol in scope.get("subprotocols") or ():
+        if protocol.startswith(AUTH_TOKEN_PROTOCOL_PREFIX):
+            return _decode_auth_token(protocol[len(AUTH_TOKEN_PROTOCOL_PREFIX):])
+    return None
+
+
+def _decode_auth_token(encoded: str) -> str:
+    try:
+        raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_",
+                               validate=True)
+        return raw.decode("utf-8")
+    except (binascii.Error, ValueError):
+        return ""
+
+
 async def default_connect(params: dict[str, str], scope: dict[str, Any]) -> Identity | None:
-    """A token if one is given (a bad one refuses), else the session's user, else anonymous."""
-    token = params.get(TOKEN_PARAM)
+    """A token if one is given (``authToken`` or ``?token=``; a bad one refuses), else the
+    session's user, else anonymous."""
+    token = auth_token(scope)
+    if token is None:
+        token = params.get(TOKEN_PARAM)
     if token is not None:
         return await averify_token(token)
     user = scope.get("user")

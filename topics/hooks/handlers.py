@@ -21,8 +21,11 @@ docs/handlers.md has the whole contract with examples.
 
 Each method may be sync (it runs off the event loop, so it may use the ORM) or async. One
 instance per join: it may keep per-join state on ``self``; per-socket state goes in
-``socket.assigns``. A method that raises anything else answers ``internal error`` to that
-client only and logs the traceback once.
+``socket.assigns``. A method that raises anything but :class:`Refuse`, or returns something
+that is not one of its documented results, crashes that join's channel, as in Phoenix: a
+``join`` is answered ``{"reason": "join crashed"}``; a ``handle_in`` leaves the topic and sends
+the client ``phx_error``, on which phoenix.js fires ``onError`` and rejoins. The consumer
+counts it (``channel_crashes``) and logs its traceback (rate-limited).
 
 Handlers run on the publisher's WS node only (join and handle_in), before the layer: the
 fan-out path (one encode per node, direct frames) is the same for every handler, and a method a
@@ -33,7 +36,6 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -47,11 +49,8 @@ from topics.hooks.identity import Identity
 from topics.protocol import publish_error
 from topics.protocol.message import dumps
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_TOPICS = {"topics:*": "topics.hooks.handlers.SeedTopic"}
 UNAUTHORIZED = "unauthorized"
-INTERNAL_ERROR = "internal error"
 
 
 class Refuse(Exception):
@@ -119,6 +118,15 @@ class Refused:
 
 
 @dataclass(frozen=True, slots=True)
+class Crashed:
+    """The method raised (``error``) or returned something it may not (``error`` is None)."""
+
+    handler: str  # the handler's class name and method, for the log
+    error: BaseException | None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Accepted:
     response: dict[str, Any]
 
@@ -165,11 +173,12 @@ class BoundHandler:
         """Nothing to run at all (the seed's handler)."""
         return self.join is None and self.handle_in is None and self.leave is None
 
-    async def run_join(self, socket: SocketContext, topic: str, payload: Any) -> Accepted | Refused:
+    async def run_join(self, socket: SocketContext, topic: str,
+                       payload: Any) -> Accepted | Refused | Crashed:
         if self.join is None:
             return ACCEPTED
-        outcome = await self._call(self.join, socket, topic, payload)
-        if isinstance(outcome, Refused):
+        outcome = await self._call("join", self.join, socket, topic, payload)
+        if isinstance(outcome, Refused | Crashed):
             return outcome
         if outcome is None or outcome is True:
             return ACCEPTED
@@ -180,14 +189,14 @@ class BoundHandler:
         return self._bad_result("join", outcome)
 
     async def run_handle_in(self, socket: SocketContext, event: str,
-                            payload: str | bytes) -> Publishing | Reply | Refused:
+                            payload: str | bytes) -> Publishing | Reply | Refused | Crashed:
         """``payload``: a publish's JSON text (the method gets the decoded object) or a binary
         push's bytes (the method gets them as they are)."""
         if self.handle_in is None:
             return Publishing(event, payload)
         decoded = payload if isinstance(payload, bytes) else json.loads(payload)
-        outcome = await self._call(self.handle_in, socket, event, decoded)
-        if isinstance(outcome, Refused | Reply):
+        outcome = await self._call("handle_in", self.handle_in, socket, event, decoded)
+        if isinstance(outcome, Refused | Reply | Crashed):
             return outcome
         if outcome is None:
             return Publishing(event, payload)
@@ -196,33 +205,34 @@ class BoundHandler:
                 [outcome.event or event, outcome.payload]) is None:
             try:
                 return Publishing(outcome.event or event, dumps(outcome.payload))
-            except (TypeError, ValueError, RecursionError):
-                logger.exception("%s.handle_in broadcast a payload that is not JSON",
-                                 type(self.handler).__name__)
-                return Refused(INTERNAL_ERROR)
+            except (TypeError, ValueError, RecursionError) as exc:
+                return Crashed(self._name("handle_in"), exc, "broadcast a payload that is not JSON")
         return self._bad_result("handle_in", outcome)
 
-    async def run_leave(self, socket: SocketContext, topic: str) -> None:
+    async def run_leave(self, socket: SocketContext, topic: str) -> Crashed | None:
         if self.leave is not None:
-            await self._call(self.leave, socket, topic)
+            outcome = await self._call("leave", self.leave, socket, topic)
+            if isinstance(outcome, Crashed):
+                return outcome
+        return None
 
-    async def _call(self, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    async def _call(self, name: str, method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         try:
             outcome = await method(*args)
         except Refuse as refusal:
             return Refused(str(refusal.reason))
-        except Exception:
-            logger.exception("%s raised; the client gets %r", type(self.handler).__name__,
-                             INTERNAL_ERROR)
-            return Refused(INTERNAL_ERROR)
+        except Exception as exc:
+            return Crashed(self._name(name), exc)
         if isinstance(outcome, Refuse):
             return Refused(str(outcome.reason))
         return outcome
 
-    def _bad_result(self, method: str, outcome: Any) -> Refused:
-        logger.error("%s.%s returned %r, which is not one of its documented results",
-                     type(self.handler).__name__, method, type(outcome).__name__)
-        return Refused(INTERNAL_ERROR)
+    def _name(self, method: str) -> str:
+        return f"{type(self.handler).__name__}.{method}"
+
+    def _bad_result(self, method: str, outcome: Any) -> Crashed:
+        return Crashed(self._name(method), None,
+                       f"returned {type(outcome).__name__}, which is not one of its results")
 
 
 def _bind(handler: Any, name: str) -> Callable[..., Awaitable[Any]]:

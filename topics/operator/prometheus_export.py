@@ -182,6 +182,8 @@ class WsNodeCollector:
         for name, doc in (("joins", "Topic joins accepted"),
                           ("publishes", "Publishes accepted from clients"),
                           ("deliveries", "Broadcast frames handed to members"),
+                          ("channel_crashes",
+                           "Topic handlers that raised: the join refused or the channel left"),
                           ("slow_client_disconnects", "Clients closed with 1013 for a backlog"),
                           ("direct_frame_fallbacks",
                            "Connections whose broadcasts fell back to ASGI send"),

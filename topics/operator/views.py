@@ -51,6 +51,7 @@ def demo(request: HttpRequest) -> HttpResponse:
 
 
 HISTORY_SHOWN = 100  # the most recent messages a new joiner of a demo room sees
+CHAT_EVENT = "new_msg"  # what the demo's rooms broadcast (dps_site/chat.py, demo.js)
 
 
 @require_GET
@@ -73,6 +74,6 @@ async def demo_history(request: HttpRequest) -> JsonResponse:
         found = None
     messages = [{"offset": m["offset"], "payload": json.loads(m["payload"])}
                 for m in (found or {}).get("messages", [])
-                if m["event"] == "message" and m["offset"] <= until
+                if m["event"] == CHAT_EVENT and m["offset"] <= until
                 and isinstance(m["payload"], str)]  # a binary broadcast is not a chat line
     return JsonResponse({"messages": messages[-HISTORY_SHOWN:]})

@@ -37,6 +37,7 @@ TOO_MANY_TOPICS = "too many topics"
 INVALID_SITE_TOPIC = "invalid topic name"
 BINARY_NOT_SUPPORTED = "binary payloads need vsn=2.0.0"
 CHANNEL_CRASH = "channel_crash"  # phx_error's reason when a topic's handler raised
+JOIN_CRASHED = "join crashed"  # Phoenix's answer to a join whose channel crashed in its join
 _REF_MARK = "\x00ref\x00"  # stands for the ref in a reply template (never sent)
 
 
@@ -182,6 +183,10 @@ class PhoenixSocket:
             return [refusal]
         return [Unsubscribe(subscribe.topic), self._close_frame(old.join_ref, subscribe.topic),
                 refusal]
+
+    def join_crashed(self, subscribe: Subscribe) -> list[Action]:
+        """The topic's handler crashed in its join: refuse it as Phoenix does."""
+        return self.subscribe_failed(subscribe, JOIN_CRASHED)
 
     def handle_channel_crash(self, topic: str) -> list[Action]:
         """The topic's handler raised: the channel is gone, as a crashed Phoenix channel is.

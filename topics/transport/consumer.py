@@ -13,6 +13,11 @@ protocol rule lives in the protocol package. The rest is delegated, each part te
 What it keeps: the join (handler, presence, recovery) and the publish (rate limit, payload size,
 handler, ``group_send``), the disconnect, the heartbeat answered in the server's read callback,
 and the idle timeout. The group message it publishes is ``topics.transport.broadcasts``'s.
+
+A handler that crashes (``topics.hooks.handlers.Crashed``) crashes that join's channel, as in
+Phoenix: a join is refused with ``join crashed``; a crash later leaves the topic and sends
+``phx_error`` (phoenix.js rejoins). Each is counted (``channel_crashes``) and logged with its
+traceback, at most one line per handler method each ``CRASH_LOG_INTERVAL`` seconds.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from channel_layer.runtime import POSITION_KEY
 from topics.adapters.direct_frames import direct_frames_for
 from topics.adapters.direct_receive import receive_directly, stop_receiving
 from topics.hooks import limits
-from topics.hooks.handlers import BoundHandler, Refused, Reply, SocketContext, topic_routes
+from topics.hooks.handlers import BoundHandler, Crashed, Refused, Reply, SocketContext, topic_routes
 from topics.protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_TOPICS,
@@ -39,21 +44,27 @@ from topics.protocol import (
     SendFrame,
     Subscribe,
     Unsubscribe,
+    group_for_topic,
     serializer_for_query_string,
 )
 from topics.transport import delivery, presence_tracking, ws_counters
 from topics.transport.admission import admit, leave_group, release
 from topics.transport.broadcasts import BROADCAST_TYPE, broadcast_message
 from topics.transport.delivery import MemberDelivery, presence_broadcast
-from topics.transport.handshake import refuse
+from topics.transport.handshake import accept_message, refuse
 from topics.transport.idle_timers import IdleTimer, idle_timers
 from topics.transport.lean_consumer import LeanAsyncConsumer, handler_of
+from topics.transport.log_limits import LineLimiter, held_back
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_IDLE_TIMEOUT = 60.0
 # What topics.api.disconnect sends to an identity's group: close that identity's sockets.
 DISCONNECT_TYPE = "dps.disconnect"
+# What topics.api.presence_update sends there: re-track that identity's presence on a topic.
+PRESENCE_UPDATE_TYPE = "dps.presence_update"
+CRASH_LOG_INTERVAL = 10.0  # seconds: at most one crash traceback per handler method in this time
+_CRASH_LINES = LineLimiter(CRASH_LOG_INTERVAL)
 # Counted by member delivery; the node's report reads it here.
 SENDS_AFTER_CLOSE = delivery.SENDS_AFTER_CLOSE
 UNAVAILABLE = "unavailable"
@@ -68,6 +79,15 @@ def _failure_reason(operation: str, exc: Exception) -> str:
         # nothing was published or joined; the client may retry (README, delivery guarantees).
         return UNAVAILABLE
     return f"{operation} failed: {type(exc).__name__}"
+
+
+def _channel_crashed(crash: Crashed, topic: str) -> None:
+    ws_counters.COUNTS.channel_crashes += 1
+    quiet = _CRASH_LINES.admit(crash.handler)
+    if quiet is not None:
+        detail = f" ({crash.detail})" if crash.detail else ""
+        logger.error("%s crashed on %s%s%s", crash.handler, topic, detail, held_back(quiet),
+                     exc_info=crash.error)
 
 
 class PhoenixSocketConsumer(LeanAsyncConsumer):
@@ -127,6 +147,7 @@ class PhoenixSocketConsumer(LeanAsyncConsumer):
             return
         self._routes = topic_routes()
         self._handlers = {}
+        self._tracks: dict[str, list] = {}  # topic -> this socket's presence track there
         self.socket = PhoenixSocket(
             serializer,
             max_frame_bytes=getattr(settings, "DPS_MAX_FRAME_BYTES", DEFAULT_MAX_FRAME_BYTES),
@@ -137,7 +158,7 @@ class PhoenixSocketConsumer(LeanAsyncConsumer):
         self._presence_key = presence_tracking.new_socket_key()
         self._publish_gate = limits.publish_gate(self.context.identity, self._loop.time())
         self._max_payload_bytes = limits.max_payload_bytes()
-        await self.send({"type": "websocket.accept"})
+        await self.send(accept_message(self.scope))
         out.socket = self.socket
         add_fastlane = getattr(self.channel_layer, "add_fastlane", None)
         if add_fastlane is not None:
@@ -241,6 +262,9 @@ class PhoenixSocketConsumer(LeanAsyncConsumer):
         response = None
         if handler is not None and handler.join is not None:
             outcome = await handler.run_join(self.context, action.topic, action.payload)
+            if isinstance(outcome, Crashed):
+                _channel_crashed(outcome, action.topic)
+                return socket.join_crashed(action)
             if isinstance(outcome, Refused):
                 return socket.subscribe_failed(action, outcome.reason)
             response = outcome.response
@@ -256,11 +280,12 @@ class PhoenixSocketConsumer(LeanAsyncConsumer):
             ws_counters.COUNTS.join_errors += 1
             return socket.subscribe_failed(action, _failure_reason("join", exc))
         ws_counters.COUNTS.joins += 1
-        replaced = self._handlers.pop(action.topic, None)
-        if replaced is not None:
-            await replaced.run_leave(self.context, action.topic)
+        await self._run_leave(action.topic)  # of the join this one replaced, if any
         if handler is not None and not handler.passthrough:
             self._handlers[action.topic] = handler
+        track = (options or {}).get("presence")
+        if track is not None:
+            self._tracks[action.topic] = track
         if options is None:
             return socket.joined(action, response)
         return self._joined_with(socket, action, answer, response)
@@ -319,6 +344,9 @@ class PhoenixSocketConsumer(LeanAsyncConsumer):
         handler = self._handlers.get(action.topic)
         if handler is not None and handler.handle_in is not None:
             outcome = await handler.run_handle_in(self.context, event, payload)
+            if isinstance(outcome, Crashed):
+                _channel_crashed(outcome, action.topic)
+                return socket.handle_channel_crash(action.topic)
             if isinstance(outcome, Refused):
                 return socket.publish_failed(action, outcome.reason)
             if isinstance(outcome, Reply):
@@ -336,9 +364,38 @@ class PhoenixSocketConsumer(LeanAsyncConsumer):
 
     async def _unsubscribe(self, action: Unsubscribe) -> None:
         await leave_group(self.channel_layer, action.group, self.channel_name, action.topic)
-        handler = self._handlers.pop(action.topic, None)
+        self._tracks.pop(action.topic, None)
+        await self._run_leave(action.topic)
+
+    async def _run_leave(self, topic: str) -> None:
+        handler = self._handlers.pop(topic, None)
         if handler is not None:
-            await handler.run_leave(self.context, action.topic)
+            crash = await handler.run_leave(self.context, topic)
+            if crash is not None:  # the channel is gone already: nothing more to tell the client
+                _channel_crashed(crash, topic)
+
+    async def dps_presence_update(self, message: dict[str, Any]) -> None:
+        """``topics.api.presence_update`` of this socket's identity: if it is tracked on the
+        message's topic, track it again with the new meta, replacing the old track at the
+        owner in one step (``presence_tracking.updated``), so members get Phoenix's diff:
+        the old meta leaving, the new one joining with ``phx_ref_prev``."""
+        topic = message.get("topic")
+        old = self._tracks.get(topic) if self.socket is not None else None
+        if old is None:
+            return
+        new = presence_tracking.updated(old, message.get("meta") or {})
+        group = group_for_topic(topic)
+        try:
+            await self.channel_layer.group_join(group, self.channel_name, {"presence": new})
+        except Exception as exc:
+            logger.warning("presence update on %s failed: %s", topic, type(exc).__name__)
+            return
+        if topic not in self.socket.topics:
+            # The topic was left while the update travelled: leave again, since the update
+            # may have made this channel a member once more.
+            await leave_group(self.channel_layer, group, self.channel_name, topic)
+        elif self._tracks.get(topic) is old:
+            self._tracks[topic] = new
 
     # --- idle timeout: on the loop's wheel (topics.transport.idle_timers), re-armed from the
     # last receive

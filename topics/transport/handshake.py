@@ -1,6 +1,11 @@
-"""Refusing a WebSocket handshake with a chosen HTTP status (403, 429, 503).
+"""The answer to a WebSocket handshake: accepting it (:func:`accept_message`), or refusing it
+with a chosen HTTP status (403, 429, 503).
 
-ASGI's "WebSocket Denial Response" extension (``websocket.http.response``) lets an application
+Accepting: a client that offers the ``phoenix`` subprotocol (phoenix.js with ``authToken``
+offers it next to the token's own) gets exactly that one back, as Phoenix answers; the
+token's subprotocol is never echoed. A client that offers none gets none.
+
+Refusing: ASGI's "WebSocket Denial Response" extension (``websocket.http.response``) lets an application
 answer the upgrade request with any HTTP response; uvicorn implements it. A close before accept
 is the portable fallback, which every server answers with 403. daphne does not implement the
 extension: ``topics.adapters.daphne_denial`` teaches it.
@@ -12,7 +17,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from topics.transport.log_limits import LineLimiter, held_back
+
 DENIAL_EXTENSION = "websocket.http.response"
+PHOENIX_SUBPROTOCOL = "phoenix"
 REFUSAL_LOG_INTERVAL = 10.0  # seconds: at most one line per status and reason in this time
 
 logger = logging.getLogger(__name__)
@@ -25,26 +33,26 @@ class RefusalLog:
 
     def __init__(self, interval: float = REFUSAL_LOG_INTERVAL,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self.clock = clock
-        self._last: dict[tuple[int, str], float] = {}
-        self._quiet: dict[tuple[int, str], int] = {}
+        self._lines = LineLimiter(interval, clock)
 
     def refused(self, status: int, reason: str, scope: dict[str, Any]) -> None:
-        key, now = (status, reason), self.clock()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._quiet[key] = self._quiet.get(key, 0) + 1
+        quiet = self._lines.admit((status, reason))
+        if quiet is None:
             return
-        self._last[key] = now
-        quiet = self._quiet.pop(key, 0)
         client = scope.get("client") or ("?", 0)
-        more = f" ({quiet} more since the last such line)" if quiet else ""
         logger.warning("refused a socket from %s: %d %s%s", client[0], status,
-                       reason or "refused", more)
+                       reason or "refused", held_back(quiet))
 
 
 REFUSALS = RefusalLog()
+
+
+def accept_message(scope: dict[str, Any]) -> dict[str, Any]:
+    """The ASGI ``websocket.accept`` for this handshake (with the ``phoenix`` subprotocol
+    when the client offered it)."""
+    if PHOENIX_SUBPROTOCOL in (scope.get("subprotocols") or ()):
+        return {"type": "websocket.accept", "subprotocol": PHOENIX_SUBPROTOCOL}
+    return {"type": "websocket.accept"}
 
 
 def supports_denial_response(scope: dict[str, Any]) -> bool:

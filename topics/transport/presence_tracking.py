@@ -7,6 +7,8 @@ tracked as, and what a join asks its topic's owner (``DPSChannelLayer.group_join
   socket), with the meta ``{"online_at": unix seconds, "name": ...}``; ``name`` is the user's
   name, or for an anonymous socket the join payload's ``name`` (at most
   ``DPS_PRESENCE_NAME_CHARS`` characters, control characters removed).
+- A presence update (``topics.api.presence_update``) re-tracks a socket with a new meta
+  (:func:`updated`).
 - History is the layer's (``history`` patterns by group, at the owner); a join on such a
   topic may ask ``{"recover": {"offset": N, "epoch": "E"}}`` and ``{"offsets": true}``.
 """
@@ -71,6 +73,16 @@ def track(scope: dict, socket_key: str, payload: Any, user_id: str | None = None
     if name is not None:
         meta["name"] = name
     return [key, new_ref(), meta]
+
+
+def updated(track: list, meta: dict[str, Any]) -> list:
+    """The track replacing ``track`` (``[key, phx_ref, meta]``) in a presence update, as
+    Phoenix's ``Presence.update``: a new ``phx_ref``, ``meta`` in place of the old meta (DPS's
+    own ``online_at`` and ``name`` stay unless ``meta`` gives them), and ``phx_ref_prev``
+    naming the old ref, which is how the owner knows to replace that track in one step."""
+    key, ref, old = track
+    kept = {name: old[name] for name in ("online_at", "name") if name in old}
+    return [key, new_ref(), {**kept, **meta, "phx_ref_prev": ref}]
 
 
 def recover_request(payload: Any) -> list | None:
