@@ -88,3 +88,35 @@ def test_quick_many_topics_and_idle_on_dps(tmp_path):
     assert idle["ws_node_wakeups_per_s"] > 0  # 200 sockets' heartbeats at least
     png = out / "many_topics_cpu.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_capacity_on_dps_and_a_plain_consumer(tmp_path):
+    """The capacity scenario end to end: servers pinned, the ladder, every delivery checked,
+    the table and both plot files (no figure is asserted: it is a command, not a timed test)."""
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, "manage.py", "benchmark", "--quick", "--scenarios", "capacity",
+         "--backends", "dps,plain_redis_pubsub", "--shapes", "small_rooms",
+         "--rates", "40,80", "--step-seconds", "1", "--server-cores", "0", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "capacity, small rooms" in proc.stdout and "limits raised" in proc.stdout
+    data = json.loads((out / "results.json").read_text())
+    for backend in ("dps", "plain_redis_pubsub"):
+        result = data["results"][backend]["capacity"]["small_rooms"]
+        assert result["pinned"] and result["server_cores"] == [0]
+        assert result["server_threads_pinned"] > 0
+        assert result["members"] == 398 and result["publishers"] == 199
+        assert result["limits"]
+        assert 1 <= len(result["steps"]) <= 2
+        for step in result["steps"]:
+            assert step["published"] > 0
+            assert step["deliveries"] == step["expected_deliveries"] == step["published"] * 2
+            assert (step["lost"], step["dups"], step["reorders"], step["order_violations"]) \
+                == (0, 0, 0, 0)
+            assert step["loadgen_core_share"] > 0 and step["server_core_share"] > 0
+            assert step["cpu_us_per_delivery"] is not None
+        assert "rate" in result["capacity"]
+    for name in ("capacity_p99.png", "capacity_p99.svg"):
+        assert (out / name).stat().st_size > 0

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from topics.devtools.benchmark import shapes
 from topics.devtools.benchmark.measures import CpuMeter, RedisMeter, hist_percentile, merge_hist, rss_bytes
 from topics.devtools.benchmark.servers import BenchServers, start_servers
 from topics.devtools.cluster_plan import REPOSITORY_DIR
@@ -150,7 +151,7 @@ class Bench:
         run.servers.stop()
 
     # ----------------------------------------------------------------------- building blocks
-    def _connect(self, run: Run, sockets_per_gen: list[int]) -> dict:
+    def connect(self, run: Run, sockets_per_gen: list[int]) -> dict:
         rss0 = rss_bytes(run.ws_pids)
         replies = all_call(run.gens, [("open", {"url": url, "sockets": n}) for url, n in
                                       zip(run.servers.ws_urls, sockets_per_gen, strict=True)])
@@ -158,7 +159,7 @@ class Bench:
                 "reconnects": sum(r.get("reconnects", 0) for r in replies),
                 "seconds": max(r["seconds"] for r in replies)}
 
-    def _join(self, run: Run, joins_per_gen: list[list]) -> list[dict]:
+    def join(self, run: Run, joins_per_gen: list[list]) -> list[dict]:
         replies = all_call(run.gens, [("join", {"joins": j}) for j in joins_per_gen])
         for reply in replies:
             if reply["errors"] or reply["timed_out"]:
@@ -181,7 +182,7 @@ class Bench:
                 "commands_per_s": measured["commands"] / span,
                 "bytes_per_s": (measured["in"] + measured["out"]) / span}
 
-    def _step(self, run: Run, rate: float, duration: float, pubs_per_gen: list[list],
+    def step(self, run: Run, rate: float, duration: float, pubs_per_gen: list[list],
               previous: dict[str, dict[str, int]], idle: dict | None = None) -> tuple[dict, dict]:
         """Publish at ``rate`` (total) for ``duration``; wait for delivery; measure."""
         active = [i for i, pubs in enumerate(pubs_per_gen) if pubs]
@@ -277,18 +278,16 @@ class Bench:
         run = self.open_run(backend)
         try:
             n = len(run.gens)
-            sockets = [members // n + (1 if i < members % n else 0) for i in range(n)]
-            conn = self._connect(run, sockets)
-            topic = "topics:fanout"
-            self._join(run, [[[s, topic] for s in range(k)] for k in sockets])
+            layout = shapes.fanout(members, n)
+            conn = self.connect(run, layout.sockets)
+            self.join(run, layout.joins)
             rss = rss_bytes(run.ws_pids)
             idle = self.idle_rates(run, min(duration, 2.0))
-            pubs = [[[j, topic, i * 1000 + j] for j in range(min(2, k))]
-                    for i, k in enumerate(sockets)]
+            pubs = layout.publishers
             steps = []
             previous: dict[str, dict[str, int]] = {}
             for rate in rates:
-                step, previous = self._step(run, rate, duration, pubs, previous, idle)
+                step, previous = self.step(run, rate, duration, pubs, previous, idle)
                 step["ok"] = _step_ok(step)
                 steps.append(step)
                 self.say(_step_line(backend, "fanout", step))
@@ -296,7 +295,7 @@ class Bench:
                     break
             reference = None
             if cpu_rate:
-                reference, previous = self._step(run, cpu_rate, cpu_duration, pubs, previous,
+                reference, previous = self.step(run, cpu_rate, cpu_duration, pubs, previous,
                                                  idle)
                 reference["ok"] = _step_ok(reference)
                 self.say(_step_line(backend, "cpu ref", reference))
@@ -318,26 +317,15 @@ class Bench:
         joined on one socket (1: a socket per member, the issue's 398 sockets on 199 topics)."""
         run = self.open_run(backend)
         try:
-            n = len(run.gens)
-            names = [f"topics:mt{t}" for t in range(topics)]
-            sockets_needed = (topics + per_socket - 1) // per_socket
-            copies = 2 // n
-            sockets = [sockets_needed * copies] * n
-            conn = self._connect(run, sockets)
-            joins: list[list] = [[] for _ in range(n)]
-            pubs: list[list] = [[] for _ in range(n)]
-            for t, name in enumerate(names):
-                for copy in range(copies):
-                    for i in range(n):
-                        sock = copy * sockets_needed + t // per_socket
-                        joins[i].append([sock, name])
-                pubs[t % n].append([t // per_socket, name, t + 1])
-            self._join(run, joins)
+            layout = shapes.rooms(topics, per_socket, len(run.gens))
+            conn = self.connect(run, layout.sockets)
+            pubs = layout.publishers
+            self.join(run, layout.joins)
             rss = rss_bytes(run.ws_pids)
             steps = []
             previous: dict[str, dict[str, int]] = {}
             for rate in rates:
-                step, previous = self._step(run, rate, duration, pubs, previous)
+                step, previous = self.step(run, rate, duration, pubs, previous)
                 step["ok"] = _step_ok(step)
                 steps.append(step)
                 self.say(_step_line(backend, "many_topics", step))
@@ -354,11 +342,11 @@ class Bench:
         run = self.open_run(backend)
         try:
             counts = [sockets] + [0] * (len(run.gens) - 1)
-            conn = self._connect(run, counts)
+            conn = self.connect(run, counts)
             # In chunks: the setup, not a join storm (each join waits for its owner's
             # confirmation at most confirm_timeout, 5 s, which a busy machine can miss).
             for start in range(0, sockets, IDLE_JOIN_CHUNK):
-                self._join(run, [[[s, f"topics:idle{s % topics}"] for s in
+                self.join(run, [[[s, f"topics:idle{s % topics}"] for s in
                                   range(start, min(start + IDLE_JOIN_CHUNK, sockets))]]
                            + [[] for _ in counts[1:]])
             loaded = CpuMeter({"ws": run.ws_pids[:1]})
@@ -394,7 +382,7 @@ class Bench:
         try:
             n = len(run.gens)
             counts = [sockets // n + (1 if i < sockets % n else 0) for i in range(n)]
-            conn = self._connect(run, counts)
+            conn = self.connect(run, counts)
             joins: list[list] = []
             base = 0
             for k in counts:
@@ -402,7 +390,7 @@ class Bench:
                               for s in range(k) for j in range(per_socket)])
                 base += k
             before = run.sample()
-            replies = self._join(run, joins)
+            replies = self.join(run, joins)
             after = run.sample()
             measured = run.measure(before, after)
             rss = rss_bytes(run.ws_pids)
@@ -434,12 +422,12 @@ class Bench:
         for size in sizes:
             run = self.open_run(backend, standins=size - 2)
             try:
-                self._connect(run, [members // 2, members // 2])
+                self.connect(run, [members // 2, members // 2])
                 topic = "topics:scale"
-                self._join(run, [[[s, topic] for s in range(members // 2)]] * 2)
+                self.join(run, [[[s, topic] for s in range(members // 2)]] * 2)
                 idle = self.idle_rates(run, duration)
                 pubs = [[[0, topic, 1]], [[0, topic, 1001]]]
-                busy, _ = self._step(run, rate, duration, pubs, {}, idle)
+                busy, _ = self.step(run, rate, duration, pubs, {}, idle)
                 point = {
                     "ws_nodes": size, "ws_nodes_with_members": 2, "published": busy["published"],
                     "commands_per_publish": busy["redis_commands_per_publish"],

@@ -6,6 +6,11 @@
   that baseline's settings module (``topics.devtools.benchmark.settings_<backend>``), so the
   same consumer runs over channels_redis' ``RedisChannelLayer`` / ``RedisPubSubChannelLayer``.
 - ``local``: ONE WS node over :class:`topics.devtools.local_broadcast.LocalBroadcastLayer`.
+- ``plain_redis`` / ``plain_redis_pubsub``: as ``redis`` / ``redis_pubsub``, but the WS nodes
+  serve the plain Channels consumer (``plain_consumer``, ``plain_asgi``), not DPS's.
+
+Every limit that would cap the offered load rather than measure it is raised for every back end
+that has it (:func:`raised_limits` says which, and the benchmark prints it).
 
 The WS nodes of every back end run the command lines of :mod:`topics.devtools.cluster_plan`, in
 a :class:`topics.devtools.process_group.ProcessGroup`.
@@ -16,6 +21,7 @@ the cluster is N WS nodes big for the layer while only 2 real servers hold membe
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -28,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from topics.devtools.benchmark.baseline_settings import REDIS_URL_ENV
+from topics.devtools.benchmark.baseline_settings import CHANNEL_CAPACITY, REDIS_URL_ENV
 from topics.devtools.cluster_plan import REPOSITORY_DIR, Project, node_suffix, plan_cluster
 from topics.devtools.embedded_redis import (
     RedisProcess,
@@ -39,7 +45,12 @@ from topics.devtools.embedded_redis import (
 from topics.devtools.local_cluster import LocalCluster
 from topics.devtools.process_group import ProcessGroup
 
-BACKENDS = ("dps", "redis", "redis_pubsub", "local")
+# The back ends every scenario runs by default; the plain-consumer ones on request (capacity).
+DEFAULT_BACKENDS = ("dps", "redis", "redis_pubsub", "local")
+PLAIN_BACKENDS = ("plain_redis_pubsub", "plain_redis")
+BACKENDS = DEFAULT_BACKENDS + PLAIN_BACKENDS
+PLAIN_ASGI_APP = "topics.devtools.benchmark.plain_asgi:application"
+PUBLISH_RATE = 100_000  # per socket (DPS_PUBLISH_RATE, default 100/s), and its burst
 _READY_TIMEOUT = 60.0
 REDIS_POOL_QUERY = "?max_connections=10000"
 _FAILURE_LINES = 20  # the servers' last lines quoted when one of them does not start
@@ -67,10 +78,28 @@ def _base_env(workdir: str) -> dict[str, str]:
     env["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(40)
     env["DJANGO_ALLOWED_HOSTS"] = "127.0.0.1,localhost"
     env["DPS_ALLOW_ANONYMOUS"] = "1"
-    env["DPS_PUBLISH_RATE"] = "100000"
-    env["DPS_PUBLISH_BURST"] = "100000"
+    env["DPS_PUBLISH_RATE"] = str(PUBLISH_RATE)
+    env["DPS_PUBLISH_BURST"] = str(PUBLISH_RATE)
+    env["DPS_LAYER"] = json.dumps({"capacity": CHANNEL_CAPACITY})
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def raised_limits(backend: str) -> dict[str, str]:
+    """The limits this benchmark raises for ``backend``'s servers, with their defaults: what
+    would otherwise cap the offered load (and count as loss) before the servers do."""
+    limits: dict[str, str] = {}
+    if backend not in PLAIN_BACKENDS:  # DPS's consumer
+        limits["DPS_PUBLISH_RATE"] = f"{PUBLISH_RATE}/s per socket (default 100)"
+        limits["DPS_PUBLISH_BURST"] = f"{PUBLISH_RATE} (default 1000)"
+    else:
+        limits["publish limit"] = "none (the plain consumer has none)"
+    if backend in ("dps", "redis", "plain_redis"):
+        limits["channel capacity"] = f"{CHANNEL_CAPACITY} messages (default 100)"
+    if backend in ("redis", "redis_pubsub", *PLAIN_BACKENDS):
+        limits["redis-py pool"] = (f"{REDIS_POOL_QUERY.rpartition('=')[2]} connections "
+                                   "(default 100)")
+    return limits
 
 
 class BenchServers:
@@ -134,8 +163,11 @@ class BenchServers:
             # redis-py 8's asyncio pool allows 100 connections by default, and channels_redis
             # takes one per concurrent command: raise it so that the load, not the pool, limits.
             env[REDIS_URL_ENV] = self._redis.url + REDIS_POOL_QUERY
+        project = Project.repository_site(env["DJANGO_SETTINGS_MODULE"])
+        if self.backend in PLAIN_BACKENDS:
+            project = Project(REPOSITORY_DIR, env["DJANGO_SETTINGS_MODULE"], PLAIN_ASGI_APP)
         plan = plan_cluster(self.ws, 0, port=free_port_block(self.ws), server=self.server,
-                            project=Project.repository_site(env["DJANGO_SETTINGS_MODULE"]),
+                            project=project,
                             base_env=env, free_port=free_port, quiet_servers=True)
         self._group = ProcessGroup(REPOSITORY_DIR, self._emit, name="benchmark")
         for node in plan.ws_nodes:

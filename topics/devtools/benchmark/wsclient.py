@@ -8,18 +8,24 @@ loop and each text message is handed to a callback synchronously.
 
 It speaks exactly what the benchmark needs (RFC 6455): the opening handshake, masked text
 frames out, unfragmented unmasked frames in (server frames are never masked), pings answered,
-a close frame ends the connection. No extensions are offered.
+a close frame ends the connection. No extensions are offered. With ``text_as_bytes`` a text
+message reaches the callback as its UTF-8 bytes, undecoded (the load generator's byte search).
+
+Masking keys come from a seeded ``random.Random``, not ``os.urandom``: a key per frame is a
+``getrandom`` system call per publish otherwise, and a server cannot tell the difference.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
 import os
+import random
 import struct
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_MASK_KEYS = random.Random(os.urandom(16))
 
 
 class HandshakeError(ConnectionError):
@@ -36,7 +42,7 @@ def _mask(payload: bytes, key: bytes) -> bytes:
 
 
 def client_frame(opcode: int, payload: bytes) -> bytes:
-    key = os.urandom(4)
+    key = _MASK_KEYS.randbytes(4)
     size = len(payload)
     if size < 126:
         header = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
@@ -48,13 +54,16 @@ def client_frame(opcode: int, payload: bytes) -> bytes:
 
 
 class RawWebSocket(asyncio.Protocol):
-    """One connection; ``on_text(str)`` is called for every text message, in order, and
-    ``on_binary(bytes)`` (when given) for every binary message. ``close_code`` is the code of
-    the server's close frame (None before one, or for a close frame without a code)."""
+    """One connection; ``on_text(str)`` is called for every text message, in order (with
+    ``text_as_bytes``: ``on_text(bytes)``, the message undecoded), and ``on_binary(bytes)``
+    (when given) for every binary message. ``close_code`` is the code of the server's close
+    frame (None before one, or for a close frame without a code)."""
 
     def __init__(self, on_text: Callable[[str], None],
-                 on_binary: Callable[[bytes], None] | None = None) -> None:
+                 on_binary: Callable[[bytes], None] | None = None,
+                 text_as_bytes: bool = False) -> None:
         self.on_text = on_text
+        self.text_as_bytes = text_as_bytes
         self.on_binary = on_binary
         self.close_code: int | None = None
         self.transport: asyncio.Transport | None = None
@@ -89,6 +98,7 @@ class RawWebSocket(asyncio.Protocol):
         """Handle every complete frame in ``buffer``; return the incomplete rest."""
         pos, size = 0, len(buffer)
         on_text = self.on_text
+        decode = not self.text_as_bytes
         while size - pos >= 2:
             b0, b1 = buffer[pos], buffer[pos + 1]
             length = b1 & 0x7F
@@ -108,14 +118,15 @@ class RawWebSocket(asyncio.Protocol):
                 break
             opcode = b0 & 0x0F
             if opcode == OP_TEXT and b0 & 0x80:
-                on_text(buffer[start:end].decode())
+                on_text(buffer[start:end].decode() if decode else buffer[start:end])
             elif opcode == OP_BINARY and b0 & 0x80:
                 if self.on_binary is not None:
                     self.on_binary(buffer[start:end])
             elif opcode in (OP_TEXT, OP_CONT):
                 self._fragments.append(buffer[start:end])
                 if b0 & 0x80:
-                    on_text(b"".join(self._fragments).decode())
+                    message = b"".join(self._fragments)
+                    on_text(message.decode() if decode else message)
                     self._fragments = []
             elif opcode == OP_PING:
                 self.transport.write(client_frame(OP_PONG, buffer[start:end]))
@@ -151,6 +162,12 @@ class RawWebSocket(asyncio.Protocol):
             raise ConnectionError("the connection is closed")
         self.transport.write(client_frame(opcode, payload))
 
+    def send_texts(self, texts: list[str]) -> None:
+        """Several text messages in one write (one send system call, not one per message)."""
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionError("the connection is closed")
+        self.transport.write(b"".join(client_frame(OP_TEXT, t.encode()) for t in texts))
+
     async def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(client_frame(OP_CLOSE, struct.pack("!H", 1000)))
@@ -161,13 +178,15 @@ class RawWebSocket(asyncio.Protocol):
 
 
 async def connect(url: str, on_text: Callable[[str], None], timeout: float = 30.0,
-                  on_binary: Callable[[bytes], None] | None = None) -> RawWebSocket:
+                  on_binary: Callable[[bytes], None] | None = None,
+                  text_as_bytes: bool = False) -> RawWebSocket:
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = parts.path + (f"?{parts.query}" if parts.query else "")
     loop = asyncio.get_running_loop()
     _, ws = await asyncio.wait_for(
-        loop.create_connection(lambda: RawWebSocket(on_text, on_binary), host, port), timeout)
+        loop.create_connection(lambda: RawWebSocket(on_text, on_binary, text_as_bytes), host,
+                               port), timeout)
     key = base64.b64encode(os.urandom(16)).decode()
     ws.transport.write((
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"

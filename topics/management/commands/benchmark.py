@@ -6,6 +6,11 @@ delivered rate, delivery latency, server CPU per delivery (WS, TS and Redis proc
 commands and bytes per publish, RSS per connection. Every delivery is checked: no loss, no
 duplicate, one order per topic. Writes ``results.json`` and ``fanout_p99.png`` to ``--out`` and
 prints a table and whether the issue's targets hold.
+
+``--scenarios capacity`` (not in the default set) pins the servers to ``--server-cores`` and
+raises the rate step by step (``--step-seconds``, ``--rates``, ``--fanout-rates``) for DPS,
+RedisPubSub under DPS's consumer, and RedisPubSub and RedisChannelLayer under a plain Channels
+consumer (``topics.devtools.benchmark.capacity``); it adds ``capacity_p99.png``/``.svg``.
 """
 from __future__ import annotations
 
@@ -17,11 +22,20 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from topics.devtools.benchmark import floor, report
+from topics.devtools.benchmark import capacity_report, floor, pinning, report
+from topics.devtools.benchmark.capacity import (
+    CAPACITY_BACKENDS,
+    CAPACITY_SHAPES,
+    FANOUT_RATES,
+    ROOM_RATES,
+    STEP_SECONDS,
+    Capacity,
+)
 from topics.devtools.benchmark.scenarios import Bench
-from topics.devtools.benchmark.servers import BACKENDS
+from topics.devtools.benchmark.servers import BACKENDS, DEFAULT_BACKENDS, PLAIN_BACKENDS
 
-SCENARIOS = ("fanout", "many_topics", "idle", "join_storm", "node_scale")
+DEFAULT_SCENARIOS = ("fanout", "many_topics", "idle", "join_storm", "node_scale")
+SCENARIOS = (*DEFAULT_SCENARIOS, "capacity")
 # Steps of about x1.4: fine enough to compare limits a few times apart.
 FULL_RATES = [5, 7, 10, 14, 20, 28, 40, 56, 80, 110, 160, 220, 320, 450, 640, 900, 1280]
 
@@ -42,8 +56,13 @@ class Command(BaseCommand):
     help = "Benchmark DPS against channels_redis' layers and an in-process baseline."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--backends", default=",".join(BACKENDS))
-        parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+        parser.add_argument("--backends", default=None,
+                            help=f"comma-separated, of {', '.join(BACKENDS)} (default: "
+                                 f"{','.join(DEFAULT_BACKENDS)}; for capacity "
+                                 f"{','.join(CAPACITY_BACKENDS)})")
+        parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
+                            help=f"comma-separated, of {', '.join(SCENARIOS)} (default: all "
+                                 "but capacity)")
         parser.add_argument("--server", choices=("daphne", "uvicorn"), default="daphne")
         parser.add_argument("--duration", type=float, default=None,
                             help="seconds per measured step (default 4; 1 with --quick)")
@@ -52,7 +71,21 @@ class Command(BaseCommand):
                             help="tiny sizes: a correctness check of the harness, not a benchmark")
         parser.add_argument("--members", type=int, default=None, help="fanout members (200)")
         parser.add_argument("--rates", default=None,
-                            help="fanout publish rates, comma-separated (5,7,10,14,...,1280)")
+                            help="publish rates, comma-separated: the fanout scenario's "
+                                 "(5,7,10,14,...,1280) and capacity's small rooms' "
+                                 f"({','.join(map(str, ROOM_RATES))})")
+        parser.add_argument("--fanout-rates", default=None,
+                            help="capacity: the fan-out shape's publish rates "
+                                 f"({','.join(map(str, FANOUT_RATES))})")
+        parser.add_argument("--shapes", default=",".join(CAPACITY_SHAPES),
+                            help="capacity: small_rooms, fanout or both")
+        parser.add_argument("--step-seconds", type=float, default=None,
+                            help=f"capacity: seconds per step ({STEP_SECONDS:.0f}; 2 with "
+                                 "--quick)")
+        parser.add_argument("--server-cores", default="0",
+                            help="capacity: the cores every server process is pinned to "
+                                 "(0; e.g. 0-1); the load generators get the others. 'none': "
+                                 "nothing pinned")
         parser.add_argument("--cpu-rate", type=float, default=20.0,
                             help="fanout rate of the CPU comparison step, the same for every "
                                  "back end (20 msg/s; 0: none)")
@@ -73,8 +106,9 @@ class Command(BaseCommand):
         # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so every cluster this run started
         # is stopped by its ``finally`` instead of being left behind.
         signal.signal(signal.SIGTERM, _interrupt)
-        backends = _csv(options["backends"], BACKENDS, "backends")
+        chosen = _csv(options["backends"], BACKENDS, "backends") if options["backends"] else None
         scenarios = _csv(options["scenarios"], SCENARIOS, "scenarios")
+        shapes = _csv(options["shapes"], CAPACITY_SHAPES, "shapes")
         quick = options["quick"]
         duration = options["duration"] or (1.0 if quick else 4.0)
         members = options["members"] or (10 if quick else 200)
@@ -99,16 +133,41 @@ class Command(BaseCommand):
             self.stdout.flush()
 
         bench = Bench(options["server"], say, log)
+        capacity = None
+        if "capacity" in scenarios:
+            try:
+                cores = None if options["server_cores"] == "none" else \
+                    pinning.parse_cores(options["server_cores"])
+                capacity = Capacity(bench, cores, say)
+            except pinning.PinningError as exc:
+                raise CommandError(f"--server-cores: {exc}") from None
+        step_seconds = options["step_seconds"] or (2.0 if quick else STEP_SECONDS)
+        room_rates = _rates(options["rates"]) or ([100.0, 200.0] if quick else ROOM_RATES)
+        fanout_rates = _rates(options["fanout_rates"]) or ([5.0, 10.0] if quick
+                                                           else FANOUT_RATES)
+
+        def backends_of(scenario: str) -> list[str]:
+            if chosen:
+                return chosen
+            return list(CAPACITY_BACKENDS if scenario == "capacity" else DEFAULT_BACKENDS)
+
+        backends = list(dict.fromkeys(b for sc in scenarios for b in backends_of(sc)))
         results: dict[str, dict] = {b: {} for b in backends}
         machine: dict[str, dict] = {}  # what this machine's own floor is (topics.devtools.benchmark.floor)
         started = time.monotonic()
         try:
             for scenario in scenarios:
                 say(f"== {scenario}")
-                for backend in backends:
-                    if scenario == "node_scale" and backend == "local":
-                        continue  # one process, no Redis: nothing grows with the cluster
-                    if scenario == "fanout":
+                for backend in backends_of(scenario):
+                    if scenario == "node_scale" and backend in ("local", *PLAIN_BACKENDS):
+                        continue  # one process, no Redis / no stand-in for a plain consumer
+                    if scenario == "capacity":
+                        results[backend]["capacity"] = {
+                            shape: capacity.run(backend, shape, room_rates
+                                                if shape == "small_rooms" else fanout_rates,
+                                                step_seconds)
+                            for shape in shapes}
+                    elif scenario == "fanout":
                         results[backend]["fanout"] = bench.fanout(
                             backend, members, rates, duration, stop_at_limit=not quick,
                             cpu_rate=options["cpu_rate"], cpu_duration=cpu_duration)
@@ -142,7 +201,9 @@ class Command(BaseCommand):
                      "backends": backends, "scenarios": scenarios, "fanout_members": members,
                      "fanout_rates": rates, "cpu_rate": options["cpu_rate"],
                      "cpu_duration_s": cpu_duration, "sizes": sizes, "python": platform.python_version(),
-                     "cpus": _cpus(), "wall_s": time.monotonic() - started},
+                     "cpus": _cpus(), "wall_s": time.monotonic() - started,
+                     "machine": _machine(), "capacity_step_s": step_seconds,
+                     "capacity_rates": {"small_rooms": room_rates, "fanout": fanout_rates}},
             "results": results, "targets": found, "machine": machine,
         }
         report.write_json(out / "results.json", data)
@@ -152,7 +213,12 @@ class Command(BaseCommand):
         if "many_topics" in scenarios and report.plot_publish_cost(
                 out / "many_topics_cpu.png", results, options["server"]):
             plots.append(str(out / "many_topics_cpu.png"))
-        lines = ["", *report.fanout_table(results), *report.other_tables(results, machine),
+        if "capacity" in scenarios and capacity_report.plot(
+                [out / "capacity_p99.png", out / "capacity_p99.svg"], results):
+            plots.append(str(out / "capacity_p99.png"))
+        fanout_lines = report.fanout_table(results) if "fanout" in scenarios else []
+        lines = ["", *fanout_lines, *report.other_tables(results, machine),
+                 *capacity_report.table(results),
                  *report.target_lines(found), "",
                  f"results: {out / 'results.json'}" + "".join(f", plot: {p}" for p in plots)]
         say("\n".join(lines))
@@ -171,3 +237,19 @@ def _cpus() -> int | None:
     import os
 
     return os.cpu_count()
+
+
+def _machine() -> dict:
+    """What the figures were measured on: the CPU model, the cores, and how busy the machine
+    was (the load averages) when the run ended."""
+    import os
+
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                          if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cpu_model": model, "cpus": os.cpu_count(), "platform": platform.platform(),
+            "load_average": os.getloadavg()}

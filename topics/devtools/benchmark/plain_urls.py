@@ -1,0 +1,2 @@
+"""The plain-Channels baseline serves no HTTP pages."""
+urlpatterns: list = []
