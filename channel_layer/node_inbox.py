@@ -84,11 +84,11 @@ class NodeInbox:
             wake.fire()
 
     # ------------------------------------------------------------------------ deliveries
-    def deliver_group(self, envelope: list, now: float, wake: Wakeups) -> None:
-        _, group, expires_at, data, *extra = envelope
-        if len(extra) > 1 and extra[1] is not None and not self.deliveries.first_time(extra[1]):
+    def deliver_group(self, delivery: wire.GroupDeliver, now: float, wake: Wakeups) -> None:
+        identity, expires_at = delivery.identity, delivery.expires_at
+        if identity is not None and not self.deliveries.first_time(identity):
             return  # a publish re-sent after its first owner died, which had fanned it out
-        members = self.membership.members(group)
+        members = self.membership.members(delivery.group)
         if not members:
             self.counters["group_deliveries_without_members"] += 1
             return
@@ -97,9 +97,9 @@ class NodeInbox:
             return
         # Decoded once for the node and shared by every local member (consumers must treat
         # a received message as read-only, as with any Channels layer that avoids copies).
-        message = wire.decode_message(data)
-        if extra and extra[0] is not None:  # a group with history: [offset, epoch]
-            message[POSITION_KEY] = extra[0]
+        message = wire.decode_message(delivery.message)
+        if delivery.position is not None:  # a group with history: [offset, epoch]
+            message[POSITION_KEY] = delivery.position
         fastlanes = self.local.fastlanes
         for channel in members:  # all of them this node's own channels (see membership)
             lane = fastlanes.get(channel)
@@ -109,25 +109,23 @@ class NodeInbox:
                 self._deliver_local(channel, expires_at, message, wake)
         self.counters["group_deliveries"] += 1
 
-    def deliver_channel(self, envelope: list, now: float, wake: Wakeups) -> None:
-        _, channel, expires_at, message = envelope
-        if expires_at < now:
+    def deliver_channel(self, delivery: wire.Channel, now: float, wake: Wakeups) -> None:
+        if delivery.expires_at < now:
             self.counters["expired"] += 1
         else:
-            self._deliver_local(channel, expires_at, wire.decode_message(message), wake)
+            self._deliver_local(delivery.channel, delivery.expires_at,
+                                wire.decode_message(delivery.message), wake)
 
     # ------------------------------------------------------------------ topic servers
-    def resync_requested(self, envelope: list, now: float, wake: Wakeups) -> None:
-        _, ts, ts_boot = envelope
-        self.links.answer_resync(ts, ts_boot)
+    def resync_requested(self, resync: wire.Resync, now: float, wake: Wakeups) -> None:
+        self.links.answer_resync(resync.ts_node, resync.ts_boot)
 
-    def acknowledged(self, envelope: list, now: float, wake: Wakeups) -> None:
-        _, ts, ts_boot, origin, through = envelope
-        self.links.acknowledged(ts, ts_boot, origin, through)
+    def acknowledged(self, ack: wire.Ack, now: float, wake: Wakeups) -> None:
+        self.links.acknowledged(ack.ts_node, ack.ts_boot, ack.origin, ack.through)
 
-    def joined(self, envelope: list, now: float, wake: Wakeups) -> None:
-        states = envelope[2] if len(envelope) > 2 else {}
-        for answer in envelope[1]:
+    def joined(self, joined: wire.Joined, now: float, wake: Wakeups) -> None:
+        states = joined.states
+        for answer in joined.answers:
             if isinstance(answer, list):  # [token, response]: a join with options
                 token, response = answer
                 if "presence" in response:
@@ -137,11 +135,12 @@ class NodeInbox:
                 self.membership.joined(answer)
 
     # ------------------------------------------------------------------ other nodes
-    def membership_requested(self, envelope: list, now: float, wake: Wakeups) -> None:
-        _, op, group, channel, reply = envelope
+    def membership_requested(self, request: wire.MembershipChange, now: float,
+                             wake: Wakeups) -> None:
+        group, channel = request.group, request.channel
         change = self.membership.add(group, channel, self.settings.confirm_timeout) \
-            if op == "add" else self.membership.discard(group, channel)
-        self.peers.spawn(self._apply_and_answer(change, reply))
+            if request.op == "add" else self.membership.discard(group, channel)
+        self.peers.spawn(self._apply_and_answer(change, request.reply))
 
     async def _apply_and_answer(self, change: Awaitable[None], reply: str) -> None:
         try:
@@ -151,6 +150,6 @@ class NodeInbox:
             answer = str(exc)
         await self.peers.answer(reply, answer)
 
-    def flush_requested(self, envelope: list, now: float, wake: Wakeups) -> None:
+    def flush_requested(self, flush: wire.Flush, now: float, wake: Wakeups) -> None:
         self._flush_local()
-        self.peers.spawn_answer(envelope[1], None)
+        self.peers.spawn_answer(flush.reply, None)

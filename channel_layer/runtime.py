@@ -31,6 +31,7 @@ from channel_layer.cluster import EMBEDDED_TS, WS, Cluster
 from channel_layer.local_channels import LocalChannels, Wakeups
 from channel_layer.loop_home import LoopHome
 from channel_layer.membership import Membership
+from channel_layer.memory_transport import MemoryTransport
 from channel_layer.node_inbox import POSITION_KEY, NodeInbox
 from channel_layer.owner_links import OwnerLinks
 from channel_layer.peers import Peers
@@ -39,7 +40,7 @@ from channel_layer.ring_follower import RingFollower
 from channel_layer.sequencing import DeliveryFilter, PublishLog, origin_of
 from channel_layer.settings import LayerSettings
 from channel_layer.topic_server import TopicServer
-from channel_layer.transport import MemoryTransport, RedisTransport, Transport, TransportError
+from channel_layer.transport import RedisTransport, Transport, TransportError
 
 logger = logging.getLogger("channel_layer.runtime")
 T = TypeVar("T")
@@ -60,6 +61,11 @@ class NotAReceivingNode(RuntimeError):
 
 
 class NodeRuntime:
+    """One process's side of the cluster: its inbox, its links to owners and peers, its
+    memberships and the ring it follows, and their start and stop. About 25 methods: each unit
+    (``NodeInbox``, ``OwnerLinks``, ``Peers``, ``RingFollower``, ``PlainChannels``) is its own
+    class; what is left here is the layer's calls into them and the lifecycle."""
+
     def __init__(self, cluster: Cluster, node: str | None, settings: LayerSettings,
                  capacity_for: Callable[[str], int]) -> None:
         self.node = node

@@ -14,15 +14,15 @@ receiver subscribes first and then drains its backlog (trimming what it has hand
 same round trip as its next read) before it takes live envelopes, so what was queued while it
 was away arrives first and in order.
 
-``MemoryTransport`` is the same contract inside one process, for the embedded cluster.
+``channel_layer.memory_transport.MemoryTransport`` is the same contract inside one process,
+for the embedded cluster.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from abc import ABC, abstractmethod
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -84,12 +84,12 @@ class TransportError(ConnectionError):
     """A node's Redis could not be reached; the message names the node, never a password."""
 
 
-def _next_id(entry_id: bytes) -> bytes:
+def next_entry_id(entry_id: bytes) -> bytes:
     ms, _, seq = entry_id.partition(b"-")
     return ms + b"-" + str(int(seq) + 1).encode()
 
 
-def _resolve(future: asyncio.Future) -> None:
+def resolve_if_pending(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
 
@@ -190,7 +190,10 @@ class Transport(ABC):
 
 
 class RedisTransport(Transport):
-    """Inbox channels (with backlog streams), one connection pool per distinct Redis URL."""
+    """Inbox channels (with backlog streams), one connection pool per distinct Redis URL.
+
+    Its methods are the :class:`Transport` contract, one per Redis operation a node needs, plus
+    the connections they share; about 25 because the contract is that wide."""
 
     def __init__(self, cluster: Cluster, prefix: str = "dps", inbox_cap: int = 100_000,
                  connect_timeout: float = 2.0) -> None:
@@ -310,7 +313,7 @@ class RedisTransport(Transport):
             if cursor != self._acked.get(node, b"0-0"):
                 # Trim what the previous read returned (it has been handled) in the same round
                 # trip as the next read.
-                pipe.execute_command("XTRIM", key, "MINID", _next_id(cursor))
+                pipe.execute_command("XTRIM", key, "MINID", next_entry_id(cursor))
             pipe.execute_command("XREAD", "COUNT", count, "STREAMS", key, cursor)
             reply = (await pipe.execute())[-1]
             self._acked[node] = cursor
@@ -354,7 +357,7 @@ class RedisTransport(Transport):
         cursor = self._read_cursor.get(node)
         if cursor is not None and cursor != self._acked.get(node):
             await self._reader(node).execute_command("XTRIM", self.inbox_key(node), "MINID",
-                                                     _next_id(cursor))
+                                                     next_entry_id(cursor))
             self._acked[node] = cursor
 
     async def inbox_length(self, node: str) -> int:
@@ -455,98 +458,3 @@ class RedisTransport(Transport):
                 await client.aclose()
             except Exception:  # closing is best effort; the loop may already be going away
                 logger.debug("error closing a Redis client", exc_info=True)
-
-
-class MemoryTransport(Transport):
-    """The same contract in one process and one event loop: the embedded cluster."""
-
-    def __init__(self, prefix: str = "dps", inbox_cap: int = 100_000) -> None:
-        super().__init__(prefix, inbox_cap)
-        self._inboxes: dict[str, deque[bytes]] = {}
-        self._readers: dict[str, asyncio.Future] = {}
-        self._channels: dict[str, deque[bytes]] = {}
-        self._stats: dict[str, bytes] = {}
-        self._leases: dict[str, tuple[str, float]] = {}  # node -> (boot, expires: monotonic)
-        self._seq = 0
-
-    def _inbox(self, node: str) -> deque[bytes]:
-        inbox = self._inboxes.get(node)
-        if inbox is None:
-            inbox = self._inboxes[node] = deque(maxlen=self.inbox_cap)
-        return inbox
-
-    async def push(self, node: str, envelopes: Sequence[bytes]) -> None:
-        self._inbox(node).extend(envelopes)
-        reader = self._readers.pop(node, None)
-        if reader is not None and not reader.done():
-            reader.set_result(None)
-
-    async def read(self, node: str, count: int, block_ms: int) -> list[Entry]:
-        inbox = self._inbox(node)
-        if not inbox and block_ms:
-            loop = asyncio.get_running_loop()
-            arrived = self._readers[node] = loop.create_future()
-            timer = loop.call_later(block_ms / 1000, _resolve, arrived)
-            try:
-                await arrived
-            finally:
-                timer.cancel()
-        batch = []
-        while inbox and len(batch) < count:
-            self._seq += 1
-            batch.append((str(self._seq).encode(), inbox.popleft()))
-        return batch
-
-    async def inbox_length(self, node: str) -> int:
-        return len(self._inbox(node))
-
-    async def channel_push(self, node: str, channel: str, data: bytes, capacity: int,
-                           ttl_ms: int) -> bool:
-        queue = self._channels.setdefault(channel, deque())
-        if len(queue) >= capacity:
-            return False
-        queue.append(data)
-        return True
-
-    async def channel_pop(self, node: str, channel: str, timeout: float) -> bytes | None:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            queue = self._channels.get(channel)
-            if queue:
-                return queue.popleft()
-            if asyncio.get_running_loop().time() >= deadline:
-                return None
-            await asyncio.sleep(0.005)
-
-    async def put_stats(self, node: str, blob: bytes, ttl_s: int) -> None:
-        self._stats[node] = blob
-
-    async def get_stats(self, node: str) -> bytes | None:
-        return self._stats.get(node)
-
-    async def listening(self, node: str) -> bool:
-        return True  # every node of the embedded cluster lives in this process
-
-    def _holder(self, node: str) -> str | None:
-        lease = self._leases.get(node)
-        return lease[0] if lease and lease[1] > time.monotonic() else None
-
-    async def renew_lease(self, node: str, boot: str, ttl_ms: int) -> str | None:
-        seen = node in self._leases
-        before = self._holder(node)
-        self._leases[node] = (boot, time.monotonic() + ttl_ms / 1000)
-        return before if before is not None else (LEASE_LAPSED if seen else None)
-
-    async def drop_lease(self, node: str, boot: str) -> None:
-        if self._holder(node) == boot:
-            self._leases[node] = ("", 0.0)
-
-    async def read_leases(self, nodes: Sequence[str]) -> dict[str, object]:
-        return {node: self._holder(node) if node in self._leases else LEASE_NEVER_HELD
-                for node in nodes}
-
-    async def flush(self) -> None:
-        for inbox in self._inboxes.values():
-            inbox.clear()
-        self._channels.clear()
-        self._stats.clear()

@@ -3,17 +3,25 @@
 Every inbox entry is one msgpack array whose first item is its kind. A user's message is
 encoded once by the sender (``encode_message``) and travels inside envelopes as opaque bytes:
 the topic server forwards those bytes to each WS node without decoding them.
+
+A handler receives its envelope as a named type (``Publish``, ``Sync``, ...), one per kind,
+decoded by :func:`dispatch`; a peer of an older version leaves trailing fields out and they get
+their defaults. Senders still build the array (the hot paths encode it without a detour).
 """
 from __future__ import annotations
 
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypeVar
 
 import msgpack
 
+from channel_layer.clock import SYSTEM_CLOCK, Clock
+
 logger = logging.getLogger("channel_layer.wire")
+T = TypeVar("T")
 
 # Envelope kinds. Keep the numbers stable: they are the wire format.
 CHANNEL = 1         # [CHANNEL, channel, expires_at, message_bytes]          -> the channel's node
@@ -106,15 +114,246 @@ def decode_plain(data: bytes) -> tuple[float, bytes]:
     return expires_at, message
 
 
-def ignore(envelope: list, *context: Any) -> None:
+def ignore(envelope: Any, *context: Any) -> None:
     """Handler for envelopes that only need to arrive (WAKE)."""
+
+
+# ------------------------------------------------------------------------- named envelopes
+# One type per kind, decoded from the array that arrived (``Kind.decode(array)``). A field an
+# older peer does not send yet has its default (they are trailing, in the order the wire grew);
+# a field a newer peer adds beyond the known ones is ignored. Each field's type is checked, so
+# bad input fails here, as a decoding error, and never inside a handler.
+_NUMBER = (int, float)
+_OPTIONAL_STR = (str, type(None))
+_OPTIONAL_LIST = (list, type(None))
+_NO_ENTRIES: Mapping = MappingProxyType({})  # the default of a map an older peer leaves out
+
+
+def _decode(cls: type[T], envelope: list) -> T:
+    fields = cls._fields
+    values = envelope[1:1 + len(fields)]
+    required = len(fields) - len(cls._field_defaults)
+    if len(values) < required:
+        raise MalformedEnvelope(f"{cls.__name__} has {len(values)} of its {required} fields")
+    for name, value, kinds in zip(fields, values, cls.SHAPE, strict=False):
+        if not isinstance(value, kinds):
+            raise MalformedEnvelope(f"{cls.__name__}.{name} is a {type(value).__name__}")
+    return cls._make(values + [cls._field_defaults[f] for f in fields[len(values):]])
+
+
+class Channel(NamedTuple):
+    channel: str
+    expires_at: float
+    message: bytes
+    KIND = CHANNEL
+    SHAPE = (str, _NUMBER, bytes)
+    decode = classmethod(_decode)
+
+
+class Publish(NamedTuple):
+    group: str
+    expires_at: float
+    message: bytes
+    # A WS node's publish is numbered (channel_layer.sequencing): its origin and number at
+    # this owner, and its identity [origin, first owner, its seq] once re-sent. A process
+    # without a node sends none of them; a forwarded publish has origin and seq None.
+    origin: str | None = None
+    seq: int | None = None
+    identity: list | None = None
+    numbered: bool = False  # it carried the numbering fields (set by decode)
+    KIND = PUBLISH
+    SHAPE = (str, _NUMBER, bytes, _OPTIONAL_STR, (int, type(None)), _OPTIONAL_LIST)
+
+    @classmethod
+    def decode(cls, envelope: list) -> Publish:
+        publish = _decode(cls, envelope[:7])
+        return publish._replace(numbered=len(envelope) > 4)
+
+    @property
+    def forwarded(self) -> bool:
+        """Forwarded once by a server behind whose ring it arrived: never forwarded again."""
+        return self.numbered and self.origin is None
+
+
+class GroupDeliver(NamedTuple):
+    group: str
+    expires_at: float
+    message: bytes
+    position: list | None = None  # [offset, epoch], for a group with history
+    identity: list | None = None  # a numbered publish's identity (duplicates are dropped)
+    KIND = GROUP_DELIVER
+    SHAPE = (str, _NUMBER, bytes, _OPTIONAL_LIST, _OPTIONAL_LIST)
+    decode = classmethod(_decode)
+
+
+class Member(NamedTuple):
+    group: str
+    ws_node: str
+    boot: str
+    count: int
+    KIND = MEMBER
+    SHAPE = (str, str, str, int)
+    decode = classmethod(_decode)
+
+
+class Hello(NamedTuple):
+    ws_node: str
+    boot: str
+    KIND = HELLO
+    SHAPE = (str, str)
+    decode = classmethod(_decode)
+
+
+class Resync(NamedTuple):
+    ts_node: str
+    ts_boot: str
+    KIND = RESYNC
+    SHAPE = (str, str)
+    decode = classmethod(_decode)
+
+
+class Sync(NamedTuple):
+    ws_node: str
+    boot: str
+    ts_node: str
+    counts: dict  # {group: local member count}
+    presence: Mapping = _NO_ENTRIES  # {group: [[key, ref, meta], ...]}
+    ring: str | None = None  # the sender's ring (liveness.ring_id); None: an older peer
+    first_seq: int = 0  # the number of its next publish here (0: nothing to skip)
+    previous_ring: str | None = None  # the ring it last moved from (None: none since start)
+    KIND = SYNC
+    SHAPE = (str, str, str, dict, dict, _OPTIONAL_STR, int, _OPTIONAL_STR)
+    decode = classmethod(_decode)
+
+
+class Bye(NamedTuple):
+    ws_node: str
+    boot: str
+    KIND = BYE
+    SHAPE = (str, str)
+    decode = classmethod(_decode)
+
+
+class Wake(NamedTuple):
+    KIND = WAKE
+    SHAPE = ()
+    decode = classmethod(_decode)
+
+
+class Join(NamedTuple):
+    ws_node: str
+    boot: str
+    joins: list  # [[group, local_count, token(, options)], ...]
+    KIND = JOIN
+    SHAPE = (str, str, list)
+    decode = classmethod(_decode)
+
+
+class Joined(NamedTuple):
+    answers: list  # [token | [token, response], ...]
+    states: Mapping = _NO_ENTRIES  # {group: presence state JSON}
+    KIND = JOINED
+    SHAPE = (list, dict)
+    decode = classmethod(_decode)
+
+
+class MembershipChange(NamedTuple):
+    op: str  # "add" or "discard"
+    group: str
+    channel: str
+    reply: str
+    KIND = MEMBERSHIP
+    SHAPE = (str, str, str, str)
+    decode = classmethod(_decode)
+
+
+class PlainMember(NamedTuple):
+    group: str
+    channel: str
+    joined_at: float  # 0: it left
+    capacity: int
+    KIND = PLAIN_MEMBER
+    SHAPE = (str, str, _NUMBER, int)
+    decode = classmethod(_decode)
+
+
+class Flush(NamedTuple):
+    reply: str
+    KIND = FLUSH
+    SHAPE = (str,)
+    decode = classmethod(_decode)
+
+
+class Untrack(NamedTuple):
+    ws_node: str
+    boot: str
+    leaves: list  # [[group, ref], ...]
+    KIND = UNTRACK
+    SHAPE = (str, str, list)
+    decode = classmethod(_decode)
+
+
+class Query(NamedTuple):
+    what: str  # "presence" or "history"
+    group: str
+    argument: object
+    reply: str
+    KIND = QUERY
+    SHAPE = (str, str, object, str)
+    decode = classmethod(_decode)
+
+
+class Ack(NamedTuple):
+    ts_node: str
+    ts_boot: str
+    origin: str
+    through: int
+    KIND = ACK
+    SHAPE = (str, str, str, int)
+    decode = classmethod(_decode)
+
+
+ENVELOPES: dict[int, Any] = {kind.KIND: kind for kind in (
+    Channel, Publish, GroupDeliver, Member, Hello, Resync, Sync, Bye, Wake, Join, Joined,
+    MembershipChange, PlainMember, Flush, Untrack, Query, Ack)}
+
+
+# ----------------------------------------------------------------------------- dispatch
+class BugReports:
+    """Tracebacks of handler errors: one per kind every ``interval`` seconds at most (a bug on
+    a hot path must not flood the log), each saying how many it stood for."""
+
+    def __init__(self, interval: float = 60.0, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._last: dict[str, tuple[float, int]] = {}  # kind -> (logged at, silenced since)
+
+    def report(self, kind: str) -> bool:
+        """Log the exception being handled, unless one of ``kind`` was logged less than
+        ``interval`` ago; whether it was logged."""
+        now = self.clock.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last[0] < self.interval:
+            self._last[kind] = (last[0], last[1] + 1)
+            return False
+        self._last[kind] = (now, 0)
+        logger.error("bug: the handler of %s envelopes raised (%d more since the last report)",
+                     kind, last[1] if last else 0, exc_info=True)
+        return True
+
+
+handler_bugs = BugReports()
 
 
 def dispatch(data: bytes, handlers: Mapping[int, Callable[..., None]], counters: Counter,
              *context: Any) -> None:
-    """Decode one inbox entry and call the handler for its kind with ``context``.
+    """Decode one inbox entry and call the handler for its kind with the named envelope and
+    ``context``.
 
-    Bad input is counted and skipped, never fatal: a node must outlive any peer's bytes.
+    Bad input is counted (``malformed_envelopes``, ``unknown_envelopes``) and skipped, never
+    fatal: a node must outlive any peer's bytes. An exception inside a handler is a bug here,
+    not bad input: it is counted in ``envelope_handler_errors`` and logged with its traceback
+    (:data:`handler_bugs`).
     """
     try:
         envelope = decode(data)
@@ -122,7 +361,13 @@ def dispatch(data: bytes, handlers: Mapping[int, Callable[..., None]], counters:
         if handler is None:
             counters["unknown_envelopes"] += 1
             return
-        handler(envelope, *context)
-    except (MalformedEnvelope, ValueError, TypeError, IndexError) as exc:
+        named = ENVELOPES[envelope[0]].decode(envelope)
+    except MalformedEnvelope as exc:
         counters["malformed_envelopes"] += 1
         logger.warning("skipped a malformed inbox entry: %s", exc)
+        return
+    try:
+        handler(named, *context)
+    except Exception:
+        counters["envelope_handler_errors"] += 1
+        handler_bugs.report(type(named).__name__)

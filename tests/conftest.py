@@ -1,11 +1,29 @@
-"""Shared fixtures. Real Redis servers come from tests.support.fixtures (never port 6379)."""
+"""Shared fixtures, and each test's tier marker. Real Redis servers come from
+tests.support.fixtures (never port 6379)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from tests.support.inproc import TopicServerThread, cluster_of
 
 pytest_plugins = ["tests.support.fixtures"]
+
+TIERS = ("unit", "integration", "e2e")  # tests/<tier>/ holds that tier's tests, and only them
+TESTS_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test with its directory's tier, so ``-m "not e2e"`` and ``-m unit`` select
+    exactly ``tests/unit`` + ``tests/integration`` and ``tests/unit``. A test outside the
+    three directories is a collection error: it would belong to no tier."""
+    for item in items:
+        tier = Path(str(item.path)).resolve().relative_to(TESTS_DIR).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/unit, tests/integration "
+                                    "or tests/e2e")
+        item.add_marker(tier)
 
 
 @pytest.fixture(params=["memory", "redis", "redis-on-test-loop"])

@@ -17,7 +17,7 @@ class HoldGate:
     def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         self.clock = clock
         self.until = 0.0  # clock.monotonic() after which nothing is held any more
-        self.held: list[list] = []  # envelopes, in arrival order
+        self.held: list[tuple] = []  # envelopes, in arrival order
 
     def hold_for(self, seconds: float) -> None:
         """Hold for ``seconds`` from now at least (a ring change: never shortens a hold)."""
@@ -36,14 +36,14 @@ class HoldGate:
         has re-registered yet)."""
         return self.clock.monotonic() < self.until and not all_synced()
 
-    def hold(self, envelope: list) -> None:
+    def hold(self, envelope: tuple) -> None:
         self.held.append(envelope)
 
-    def take(self) -> list[list]:
+    def take(self) -> list[tuple]:
         held, self.held = self.held, []
         return held
 
-    def put_back(self, envelopes: list[list]) -> None:
+    def put_back(self, envelopes: list[tuple]) -> None:
         """Hold ``envelopes`` again, ahead of what was held since they were taken."""
         self.held = envelopes + self.held
 

@@ -26,6 +26,8 @@ from channel_layer.topic_server.registry import GroupRegistry, WsNodeState
 from channel_layer.transport import TransportError
 
 logger = logging.getLogger("channel_layer.topic_server")
+# What keeps one order (held behind a hold or a history read).
+Ordered = wire.Publish | wire.Join | wire.PlainMember | wire.Untrack | wire.Query
 
 
 class GroupOwner:
@@ -69,14 +71,14 @@ class GroupOwner:
         }
 
     # --------------------------------------------------------------------- one order
-    def in_order(self, envelope: list, now: float) -> None:
+    def in_order(self, envelope: Ordered, now: float) -> None:
         """Publishes, joins and plain memberships keep one order: while publishes are held
         for a resync, the joins behind them wait too (a join never sees an earlier publish);
         so does everything behind an envelope whose group's history must be read first."""
         if self.gate.held or self.holding() or self._needs_history(envelope):
             self.gate.hold(envelope)
         else:
-            self._ordered[envelope[0]](envelope, now)
+            self._ordered[envelope.KIND](envelope, now)
 
     def holding(self) -> bool:
         """Whether publishes wait: after a start, a rejoin or a ring change, until every WS
@@ -93,14 +95,13 @@ class GroupOwner:
         return self.registry.all_synced((ws.name for ws in self.follower.cluster.ws_nodes),
                                         self.follower.ring_id)
 
-    def _needs_history(self, envelope: list) -> bool:
+    def _needs_history(self, envelope: Ordered) -> bool:
         """Whether ``envelope`` touches a group whose history is not in memory yet (noted in
         ``history_loads``)."""
-        kind = envelope[0]
-        if kind == wire.PUBLISH or kind == wire.QUERY:
-            groups = [envelope[1] if kind == wire.PUBLISH else envelope[2]]
-        elif kind == wire.JOIN:
-            groups = [entry[0] for entry in envelope[3]]
+        if isinstance(envelope, wire.Publish | wire.Query):
+            groups = [envelope.group]
+        elif isinstance(envelope, wire.Join):
+            groups = [entry[0] for entry in envelope.joins if entry]
         else:
             return False
         missing = {g for g in groups if isinstance(g, str) and self.history.needs_load(g)}
@@ -124,26 +125,25 @@ class GroupOwner:
                 if self._needs_history(envelope):  # it and all behind it wait for the read
                     self.gate.put_back(held[i:])
                     return
-                self._ordered[envelope[0]](envelope, now)
+                self._ordered[envelope.KIND](envelope, now)
 
     # --------------------------------------------------------------------- in order
-    def handle_publish(self, envelope: list, now: float) -> None:
-        _, group, expires_at, data, *numbered = envelope
-        identity = None
-        if numbered:  # a WS node's publish (channel_layer.sequencing)
-            origin, seq, identity = numbered
-            if origin is not None:
-                if not self.cursors.admit(origin, seq):
-                    self.counters["publishes_superseded"] += 1  # re-sent since: that copy counts
-                    return
-                if identity is None:
-                    identity = [origin, self.node, seq]
+    def handle_publish(self, publish: wire.Publish, now: float) -> None:
+        group, expires_at, data = publish.group, publish.expires_at, publish.message
+        identity = publish.identity
+        origin = publish.origin
+        if origin is not None:  # a WS node's publish (channel_layer.sequencing)
+            if not self.cursors.admit(origin, publish.seq):
+                self.counters["publishes_superseded"] += 1  # re-sent since: that copy counts
+                return
+            if identity is None:
+                identity = [origin, self.node, publish.seq]
         state = self.registry.groups.get(group)
         owner = self.follower.owner_of(group)
         if state is None and owner != self.node:
             # Sent by a node whose ring is behind ours, after we forgot the group: its
             # owner has the members. Forwarded once (origin None), never back and forth.
-            if not numbered or numbered[0] is not None:
+            if not publish.forwarded:
                 self.peers.outbox(owner).put(wire.encode(
                     [wire.PUBLISH, group, expires_at, data, None, None, identity]))
                 self.counters["publishes_forwarded"] += 1
@@ -171,11 +171,11 @@ class GroupOwner:
         for channel, (_joined, capacity) in state.plain.items():
             self.plain_pushes.append((channel, expires_at, data, capacity))
 
-    def handle_join(self, envelope: list, now: float) -> None:
+    def handle_join(self, join: wire.Join, now: float) -> None:
         """A WS node's new member: count it, then answer behind every delivery already sent
         to that node, so the member receives only what this server fans out from now on."""
-        _, ws_node, boot, joins = envelope
-        self.see(ws_node, boot, now)
+        ws_node, joins = join.ws_node, join.joins
+        self.see(ws_node, join.boot, now)
         answers = []
         states: dict[str, str] = {}  # each group's presence state once per answer
         for group, count, token, *options in joins:
@@ -212,15 +212,14 @@ class GroupOwner:
                 self.counters["recoveries" if recovery.recovered else "recoveries_failed"] += 1
         return response
 
-    def handle_untrack(self, envelope: list, now: float) -> None:
-        _, ws_node, boot, leaves = envelope
-        self.see(ws_node, boot, now)
-        for group, ref in leaves:
+    def handle_untrack(self, untrack: wire.Untrack, now: float) -> None:
+        self.see(untrack.ws_node, untrack.boot, now)
+        for group, ref in untrack.leaves:
             self.presence.untrack(group, ref)
 
-    def handle_query(self, envelope: list, now: float) -> None:
+    def handle_query(self, query: wire.Query, now: float) -> None:
         """``topics.api``'s questions, answered in the group's order."""
-        _, what, group, argument, reply = envelope
+        what, group, argument = query.what, query.group, query.argument
         if what == "presence":
             answer: object = self.presence.current(group)
         elif what == "history":
@@ -231,19 +230,19 @@ class GroupOwner:
                              if o > int(argument or 0) and at >= now - history.policy.ttl]}
         else:
             answer = {"error": f"unknown query {what!r}"}
-        self.peers.spawn_answer(reply, answer)
+        self.peers.spawn_answer(query.reply, answer)
 
-    def handle_plain_member(self, envelope: list, now: float) -> None:
-        _, group, channel, joined_at, capacity = envelope
-        if joined_at:
-            self.registry.plain_join(group, channel, joined_at, capacity, now)
+    def handle_plain_member(self, member: wire.PlainMember, now: float) -> None:
+        if member.joined_at:
+            self.registry.plain_join(member.group, member.channel, member.joined_at,
+                                     member.capacity, now)
         else:
-            self.registry.plain_leave(group, channel)
+            self.registry.plain_leave(member.group, member.channel)
 
     # --------------------------------------------------------------------- at once
-    def handle_flush(self, envelope: list, now: float) -> None:
+    def handle_flush(self, flush: wire.Flush, now: float) -> None:
         self.flush_state()
-        self.peers.spawn_answer(envelope[1], None)
+        self.peers.spawn_answer(flush.reply, None)
 
     def flush_state(self) -> None:
         """Forget every group (``flush``): the WS nodes forget their members in the same call."""
@@ -253,19 +252,16 @@ class GroupOwner:
         self.presence.clear()
         self.history.forget()
 
-    def handle_member(self, envelope: list, now: float) -> None:
-        _, group, ws_node, boot, count = envelope
-        self.see(ws_node, boot, now)
-        self.registry.set_count(group, ws_node, int(count), now)
+    def handle_member(self, member: wire.Member, now: float) -> None:
+        self.see(member.ws_node, member.boot, now)
+        self.registry.set_count(member.group, member.ws_node, member.count, now)
 
-    def handle_hello(self, envelope: list, now: float) -> None:
-        _, ws_node, boot = envelope
-        self.see(ws_node, boot, now)
+    def handle_hello(self, hello: wire.Hello, now: float) -> None:
+        self.see(hello.ws_node, hello.boot, now)
 
-    def handle_sync(self, envelope: list, now: float) -> None:
-        _, ws_node, boot, _ts, snapshot, *rest = envelope
-        state = self.see(ws_node, boot, now)
-        ring = rest[1] if len(rest) >= 3 else None
+    def handle_sync(self, sync: wire.Sync, now: float) -> None:
+        ws_node, ring = sync.ws_node, sync.ring
+        state = self.see(ws_node, sync.boot, now)
         # The snapshot holds the groups the sender's ring gives this server. Groups it gives
         # another server stay registered here until the change settles (RingMoves): nodes
         # that have not noticed yet still publish here.
@@ -274,16 +270,14 @@ class GroupOwner:
         def owned(group: str) -> bool:
             return sender_ring.owner_of(group) == self.node
 
-        self.presence.replace_node(ws_node, rest[0] if rest else {}, owned)
+        self.presence.replace_node(ws_node, sync.presence, owned)
         if ring is not None:
-            first_seq = rest[2]
             # The ring it moved from: as this server last heard it, or else as it says
             # (None: it has not moved since it started, a new WS node is no ring change).
-            previous = state.ring if state.ring is not None else \
-                (rest[3] if len(rest) > 3 else None)
+            previous = state.ring if state.ring is not None else sync.previous_ring
             state.ring = ring
-            if first_seq:  # what it sends next is numbered from here: older copies are stale
-                self.cursors.restart_at(origin_of(ws_node, boot), int(first_seq))
+            if sync.first_seq:  # what it sends next is numbered from here: older ones are stale
+                self.cursors.restart_at(origin_of(ws_node, sync.boot), sync.first_seq)
             if ring != self.follower.ring_id:
                 self._ring_differs()  # perhaps we are the one behind
             if previous is not None and previous != ring \
@@ -296,13 +290,12 @@ class GroupOwner:
                 self.gate.hold_for(self.settings.ring_settle_time)
         # Replace this node's memberships with the snapshot, keeping the state (counters) of
         # groups that stay.
-        self.registry.apply_snapshot(ws_node, snapshot, owned, now)
+        self.registry.apply_snapshot(ws_node, sync.counts, owned, now)
         state.synced = True
         self.counters["syncs"] += 1
 
-    def handle_bye(self, envelope: list, now: float) -> None:
-        _, ws_node, boot = envelope
-        self.registry.bye(ws_node, boot)
+    def handle_bye(self, bye: wire.Bye, now: float) -> None:
+        self.registry.bye(bye.ws_node, bye.boot)
 
     def see(self, ws_node: str, boot: str, now: float) -> WsNodeState:
         """Record a sign of life; a new process behind a node name replaces the old one's

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.test_e2e_phoenix import E2ECluster, _run_cluster, fresh_topic
+from tests.support.e2e_cluster import E2ECluster, fresh_topic, run_cluster
 from tests.support.raw_frames import WAIT_S, Answers, heartbeat, open_raw
 from topics.devtools.benchmark.wsclient import OP_CONT, OP_PING, OP_TEXT, RawWebSocket, client_frame
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module", params=["daphne", "uvicorn"])
 def node(request: pytest.FixtureRequest,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
-    yield from _run_cluster(tmp_path_factory, server=request.param, ws=1, ts=1)
+    yield from run_cluster(tmp_path_factory, server=request.param, ws=1, ts=1)
 
 
 def fragment(opcode: int, payload: bytes, final: bool) -> bytes:

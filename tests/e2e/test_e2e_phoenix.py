@@ -14,68 +14,34 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import itertools
 import json
-import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from channel_layer.ring import Ring
+from tests.support.e2e_cluster import (
+    MAX_FRAME_BYTES,
+    RING,
+    TS_NODES,
+    E2ECluster,
+    fresh_topic,
+    group_of,
+    run_cluster,
+)
 from tests.support.metrics import node_metrics
-from tests.support.phoenix_client import PhoenixClient, socket_url
+from tests.support.phoenix_client import PhoenixClient
 from topics.adapters import registry
-from topics.devtools.embedded_redis import free_port_block
-from topics.devtools.local_cluster import ClusterError, LocalCluster
 from topics.protocol import v2_binary
 
 pytestmark = pytest.mark.e2e
 
-TS_NODES = ["ts-a", "ts-b"]
-RING = Ring(TS_NODES)
 INVALID_NAME = ("invalid topic name, must be between 2 and 64 characters long "
                 "and only contain alphanumeric characters")
 OK = {"status": "ok", "response": {}}
 UNMATCHED = {"status": "error", "response": {"reason": "unmatched topic"}}
-MAX_FRAME_BYTES = 1024 * 1024  # DPS_MAX_FRAME_BYTES of the clusters here (the default)
 IDLE_TIMEOUT = 1.5  # DPS_IDLE_TIMEOUT of the idle-timeout test's own cluster
-READY_TIMEOUT = 60.0
-
-
-@dataclass
-class E2ECluster:
-    cluster: LocalCluster
-    ports: list[int]
-    log: list[str] = field(default_factory=list)
-
-    def url(self, node: int, vsn: str = "2.0.0") -> str:
-        return socket_url(self.ports[node], vsn)
-
-    async def client(self, node: int, vsn: str = "2.0.0") -> PhoenixClient:
-        return await PhoenixClient.connect(self.url(node, vsn))
-
-    def check_running(self) -> None:
-        failure = self.cluster.poll()
-        assert failure is None, f"{failure}\n" + "\n".join(self.log[-40:])
-
-
-_names = itertools.count()
-
-
-def fresh_topic(owner: str | None = None) -> str:
-    """A topic no other test uses; owned by ``owner`` (a TS node name) when given."""
-    while True:
-        topic = f"topics:e2e{uuid.uuid4().hex[:10]}n{next(_names)}"
-        if owner is None or RING.owner_of(group_of(topic)) == owner:
-            return topic
-
-
-def group_of(topic: str) -> str:
-    return topic.replace(":", ".", 1)
 
 
 def reply(join_ref: object, ref: object, topic: str, payload: dict) -> list:
@@ -86,64 +52,16 @@ def error(reason: str) -> dict:
     return {"status": "error", "response": {"reason": reason}}
 
 
-async def _wait_until_routable(e2e: E2ECluster) -> None:
-    """Until a join + publish round-trips on each WS node for topics owned by each TS node."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + READY_TIMEOUT
-    for node in range(len(e2e.ports)):
-        for owner in TS_NODES:
-            while True:
-                try:
-                    async with await e2e.client(node) as client:
-                        topic = fresh_topic(owner)
-                        await client.join_ok(topic, timeout=5)
-                        await client.publish(topic, "ready", {}, timeout=5)
-                        await client.pushes(topic, 1, timeout=5)
-                    break
-                except (OSError, TimeoutError, AssertionError):
-                    e2e.check_running()
-                    if loop.time() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
-
-
-def _run_cluster(tmp_path_factory: pytest.TempPathFactory, server: str = "daphne", ws: int = 2,
-                 ts: int = 2, **env: str) -> Iterator[E2ECluster]:
-    log: list[str] = []
-    port = free_port_block(ws)
-    base_env = {
-        **os.environ,
-        "DPS_DATABASE": str(tmp_path_factory.mktemp("e2e") / "db.sqlite3"),
-        # The socket limits these tests rely on, whatever the caller's environment says.
-        "DPS_MAX_FRAME_BYTES": str(MAX_FRAME_BYTES),
-        "DPS_IDLE_TIMEOUT": "60",
-        "DPS_MAX_TOPICS_PER_SOCKET": "100",
-        **env,
-    }
-    cluster = LocalCluster(ws=ws, ts=ts, port=port, server=server, emit=log.append,
-                           base_env=base_env)
-    e2e = E2ECluster(cluster, [port + i for i in range(ws)], log)
-    try:
-        try:
-            cluster.start()
-            asyncio.run(_wait_until_routable(e2e))
-        except (ClusterError, OSError, TimeoutError) as exc:
-            pytest.fail(f"the {server} cluster did not start: {exc}\n" + "\n".join(log[-60:]))
-        yield e2e
-    finally:
-        cluster.stop()
-
-
 @pytest.fixture(scope="module")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
     """The cluster every test uses: WS nodes under daphne, as in production."""
-    yield from _run_cluster(tmp_path_factory)
+    yield from run_cluster(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def uvicorn_e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
     """The same cluster with its WS nodes under uvicorn (for the tests run under both servers)."""
-    yield from _run_cluster(tmp_path_factory, server="uvicorn")
+    yield from run_cluster(tmp_path_factory, server="uvicorn")
 
 
 def patches_off_env(server: str) -> dict[str, str]:
@@ -155,12 +73,12 @@ def patches_off_env(server: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def daphne_patches_off(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
-    yield from _run_cluster(tmp_path_factory, **patches_off_env("daphne"))
+    yield from run_cluster(tmp_path_factory, **patches_off_env("daphne"))
 
 
 @pytest.fixture(scope="module")
 def uvicorn_patches_off(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
-    yield from _run_cluster(tmp_path_factory, server="uvicorn", **patches_off_env("uvicorn"))
+    yield from run_cluster(tmp_path_factory, server="uvicorn", **patches_off_env("uvicorn"))
 
 
 CLUSTERS = {"daphne": "e2e", "uvicorn": "uvicorn_e2e", "daphne, patches off": "daphne_patches_off",
@@ -661,7 +579,7 @@ async def test_with_the_patches_off_the_servers_own_paths_do_the_work(
 @pytest.fixture
 def idle_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
     """A one-WS, one-TS cluster whose sockets time out after IDLE_TIMEOUT seconds of silence."""
-    yield from _run_cluster(tmp_path_factory, ws=1, ts=1, DPS_IDLE_TIMEOUT=str(IDLE_TIMEOUT))
+    yield from run_cluster(tmp_path_factory, ws=1, ts=1, DPS_IDLE_TIMEOUT=str(IDLE_TIMEOUT))
 
 
 async def test_a_silent_socket_is_closed_after_the_idle_timeout(idle_cluster: E2ECluster) -> None:
@@ -677,7 +595,7 @@ async def test_a_silent_socket_is_closed_after_the_idle_timeout(idle_cluster: E2
             end = loop.time() + seconds
             while loop.time() < end:
                 assert (await chatty.heartbeat()).status == "ok"
-                await asyncio.sleep(IDLE_TIMEOUT / 4)
+                await asyncio.sleep(IDLE_TIMEOUT / 4)  # the pace under test
 
         chatting = asyncio.create_task(chat(IDLE_TIMEOUT * 2.5))
         code = await silent.wait_closed(timeout=IDLE_TIMEOUT * 10)

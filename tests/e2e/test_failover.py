@@ -15,7 +15,7 @@ import time
 import pytest
 
 from channel_layer.ring import Ring
-from tests.e2e.test_node_failures import ts_stats, wait_for
+from tests.support.node_probes import ts_stats
 from tests.support.traffic_cluster import (
     FAILOVER_AFTER,
     TOPICS,
@@ -25,6 +25,7 @@ from tests.support.traffic_cluster import (
     owned_by,
     recovery_gap,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -59,16 +60,16 @@ def test_a_topic_server_paused_20s_fails_over_and_rejoins_without_duplicates(tmp
         cluster.start()
         paused_topics = owned_by(Ring(["ts-a", "ts-b"]), "ts-a")
         clients = cluster.traffic(seconds=3 + 20 + 6)
-        time.sleep(3)
+        time.sleep(3)  # the scenario's timeline: traffic flows before the fault
         paused = cluster.procs["ts-a"]
-        before = wait_for(lambda: ts_stats(cluster.urls["ts-a"], "ts-a"))
+        before = wait_until(lambda: ts_stats(cluster.urls["ts-a"], "ts-a"))
         os.kill(paused.pid, signal.SIGSTOP)
         fault_at = time.time()
         time.sleep(20)  # the fault under test
         os.kill(paused.pid, signal.SIGCONT)
         woke_at = time.time()
         # It rejoins as a new boot and its topics move back to it, without a client rejoining.
-        rejoined = wait_for(lambda: (s := ts_stats(cluster.urls["ts-a"], "ts-a"))
+        rejoined = wait_until(lambda: (s := ts_stats(cluster.urls["ts-a"], "ts-a"))
                             and s["boot"] != before["boot"]
                             and {f"topics.{t}" for t in paused_topics}
                             <= {g["group"] for g in s["groups"]} and s, timeout=15)

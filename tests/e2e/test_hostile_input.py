@@ -28,7 +28,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.test_e2e_phoenix import E2ECluster, _run_cluster, fresh_topic
+from tests.support.e2e_cluster import E2ECluster, fresh_topic, run_cluster
 from tests.support.hostile_frames import (
     BINARY,
     HOME,
@@ -64,7 +64,7 @@ BAD_LOG = re.compile(r"Traceback|\bERROR\b|CRITICAL|Task exception|Unexpected AS
 @pytest.fixture(scope="module", params=["daphne", "uvicorn"])
 def node(request: pytest.FixtureRequest,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
-    yield from _run_cluster(tmp_path_factory, server=request.param, ws=1, ts=1,
+    yield from run_cluster(tmp_path_factory, server=request.param, ws=1, ts=1,
                             DPS_MAX_FRAME_BYTES=str(MAX_FRAME_BYTES),
                             DPS_LONGPOLL_MAX_BODY_BYTES=str(LONGPOLL_MAX_BODY),
                             DPS_LONGPOLL_WINDOW="0.2")

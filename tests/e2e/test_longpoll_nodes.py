@@ -30,6 +30,7 @@ import pytest
 from tests.support.phoenix_client import PhoenixClient, socket_url
 from tests.support.phoenix_driver import PhoenixDriver
 from tests.support.processes import listener, peak_rss_mb
+from tests.support.waiting import holds_within
 from topics.devtools.embedded_redis import free_port_block
 from topics.devtools.local_cluster import ClusterError, LocalCluster
 
@@ -131,13 +132,7 @@ def test_a_foreign_origin_can_neither_post_into_nor_poll_a_session(cluster: Loca
     assert polled["status"] == 200 and json.loads(polled["messages"][0])[3] == "phx_reply"
 
 
-def wait_until(condition, what: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)  # re-check the condition; bounded by ``timeout``
-    return False
+
 
 
 @pytest.mark.parametrize("version", ["phoenix", "phoenix17"])
@@ -151,7 +146,7 @@ def test_a_long_poll_client_survives_its_node_restarting(cluster: LocalCluster, 
         js.join("lp", topic)
         js.join("pub", topic)
         js.publish("pub", topic, count=1, start=0)
-        assert wait_until(lambda: js.received("lp", topic), "the first delivery", 10)
+        assert holds_within(lambda: js.received("lp", topic), 10)  # the first delivery
 
         js.hold()  # the client's next poll waits, no request in flight
         cluster.kill_node(ws_a.name)
@@ -162,9 +157,8 @@ def test_a_long_poll_client_survives_its_node_restarting(cluster: LocalCluster, 
         heard, number, deadline = False, 1, time.monotonic() + RECOVERY_S
         while not heard and time.monotonic() < deadline:
             js.publish("pub", topic, count=1, start=number)
-            heard = wait_until(lambda n=number: any(
-                body == {"n": n} for _, body in js.received("lp", topic)), "a delivery",
-                DELIVERY_S)
+            heard = holds_within(lambda n=number: any(
+                body == {"n": n} for _, body in js.received("lp", topic)), DELIVERY_S)
             number += 1
         after = js.requests()
     gets = after["GET"] - before["GET"]

@@ -10,39 +10,12 @@ import time
 import pytest
 import redis
 
-from channel_layer.cluster import load_cluster
-from channel_layer.layer import DPSChannelLayer
+from tests.support.node_probes import publish, ts_stats, xlen
 from tests.support.processes import Worker, start_topic_server, stop_all, write_cluster_file
+from tests.support.waiting import wait_until
 from topics.devtools.embedded_redis import RedisProcess, find_redis_server
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not reached in time")
-
-
-def ts_stats(url: str, node: str = "ts-a") -> dict | None:
-    client = redis.Redis.from_url(url)
-    try:
-        blob = client.get(f"dps:stats:{node}")
-    finally:
-        client.close()
-    return json.loads(blob) if blob else None
-
-
-def xlen(url: str, node: str) -> int:
-    client = redis.Redis.from_url(url)
-    try:
-        return client.xlen(f"dps:inbox:{node}")
-    finally:
-        client.close()
 
 
 @pytest.fixture
@@ -50,19 +23,6 @@ def cluster_setup(tmp_path, redis_factory):
     urls = {n: redis_factory().url for n in ("ws-a", "ws-b", "ts-a")}
     cluster_file = write_cluster_file(tmp_path, urls)
     return urls, cluster_file
-
-
-async def publish(cluster_file, group: str, count: int, start: int = 0, padding: str = "",
-                  **config) -> None:
-    layer = DPSChannelLayer(cluster=load_cluster(env={"DPS_CLUSTER": str(cluster_file)}), **config)
-    try:
-        for i in range(start, start + count):
-            message = {"type": "test.message", "group": group, "publisher": "client", "seq": i}
-            if padding:
-                message["padding"] = padding
-            await layer.group_send(group, message)
-    finally:
-        await layer.close()
 
 
 def subscribers(url: str, node: str) -> int:
@@ -95,20 +55,20 @@ def test_stalled_ws_node_costs_its_redis_a_bounded_amount(cluster_setup):
                      DPS_LAYER=limits)
     try:
         stalled.read_event("ready")
-        wait_for(lambda: subscribers(urls["ws-b"], "ws-b") == 1)
+        wait_until(lambda: subscribers(urls["ws-b"], "ws-b") == 1)
         os.kill(stalled.proc.pid, signal.SIGSTOP)  # alive, subscribed, no longer reading
         asyncio.run(publish(cluster_file, "room", 500, inbox_cap=50, padding="x" * 32768))
         # The owner has fanned every publish out to the stalled node (16 MB in all: more than
         # the kernel buffers between them hold) ...
-        wait_for(lambda: (s := ts_stats(urls["ts-a"]))
+        wait_until(lambda: (s := ts_stats(urls["ts-a"]))
                  and s["counters"].get("node_deliveries") == 500)
         # ... and what the stalled node costs its Redis is bounded either way: once its output
         # buffer passed the pubsub limit Redis dropped the subscriber, and from then on (or from
         # the start, if it stalled before trimming the backlog it had drained) the envelopes went
         # to the backlog, which kept only the newest 50. (node_deliveries counts envelopes handed
         # to the outbox, so the writes may still be finishing.)
-        wait_for(lambda: xlen(urls["ws-b"], "ws-b") == 50)
-        wait_for(lambda: ts_stats(urls["ts-a"])["counters"].get("backlogged", 0) >= 50)
+        wait_until(lambda: xlen(urls["ws-b"], "ws-b") == 50)
+        wait_until(lambda: ts_stats(urls["ts-a"])["counters"].get("backlogged", 0) >= 50)
         assert largest_output_buffer(urls["ws-b"]) < limit
     finally:
         os.kill(stalled.proc.pid, signal.SIGCONT)
@@ -125,11 +85,11 @@ def test_crashed_ws_node_loses_its_memberships_within_node_timeout(cluster_setup
     try:
         crashing.read_event("ready")
         # Counts after the first member are sent with the next heartbeat, so wait for them.
-        wait_for(lambda: (s := ts_stats(urls["ts-a"])) and s["group_count"] == 1
+        wait_until(lambda: (s := ts_stats(urls["ts-a"])) and s["group_count"] == 1
                  and s["groups"][0]["members"] == {"ws-b": 2})
         crashing.proc.kill()
         killed_at = time.monotonic()
-        wait_for(lambda: (s := ts_stats(urls["ts-a"])) and s["group_count"] == 0, timeout=10)
+        wait_until(lambda: (s := ts_stats(urls["ts-a"])) and s["group_count"] == 0, timeout=10)
         assert time.monotonic() - killed_at < 1.5 + 2.0  # node_timeout plus sweep/stats slack
         stats = ts_stats(urls["ts-a"])
         assert "ws-b" not in stats["ws_nodes"] and stats["counters"]["nodes_expired"] == 1
@@ -146,12 +106,12 @@ def test_restarted_ws_node_replaces_its_old_memberships(cluster_setup):
     second = None
     try:
         first.read_event("ready")
-        wait_for(lambda: (s := ts_stats(urls["ts-a"])) and s["group_count"] == 1)
+        wait_until(lambda: (s := ts_stats(urls["ts-a"])) and s["group_count"] == 1)
         first.proc.kill()
         second = Worker(cluster_file, "ws-b", "--members", "1", "--groups", "new",
                         DPS_LAYER=limits)
         second.read_event("ready")
-        stats = wait_for(lambda: (s := ts_stats(urls["ts-a"]))
+        stats = wait_until(lambda: (s := ts_stats(urls["ts-a"]))
                          and [g["group"] for g in s["groups"]] == ["new"] and s)
         assert stats["groups"][0]["members"] == {"ws-b": 1}
     finally:
@@ -205,7 +165,7 @@ def test_topic_server_keeps_serving_across_a_restart_of_its_own_redis(tmp_path, 
         worker.go()
         asyncio.run(publish(cluster_file, "steady", 10, start=0))
         ts_redis.stop()
-        time.sleep(1.5)  # the topic server notices, and keeps retrying
+        time.sleep(1.5)  # the fault's duration: the topic server notices, and keeps retrying
         restarted = RedisProcess(ts_redis.port, binary=find_redis_server()).start()
         asyncio.run(publish(cluster_file, "steady", 10, start=10))
         done = worker.read_event("done", timeout=30)
@@ -236,7 +196,7 @@ def test_a_topic_server_paused_longer_than_node_timeout_drops_nobody(cluster_set
         os.kill(server.pid, signal.SIGSTOP)
         time.sleep(5)  # the fault under test: a pause longer than node_timeout
         os.kill(server.pid, signal.SIGCONT)
-        stats = wait_for(lambda: (s := ts_stats(urls["ts-a"]))
+        stats = wait_until(lambda: (s := ts_stats(urls["ts-a"]))
                          and s["counters"].get("pauses_excused") and s)
         assert "nodes_expired" not in stats["counters"], stats["counters"]
         asyncio.run(publish(cluster_file, "paused", 10))

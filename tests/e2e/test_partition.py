@@ -45,7 +45,7 @@ def test_a_cut_link_gives_prompt_errors_then_full_recovery_without_duplicates(tm
         deadline = time.monotonic() + 60
         while not hosts["client"].can_connect(ws.address, WS_PORT):
             assert time.monotonic() < deadline, (tmp_path / "ws-a.log").read_text()
-            time.sleep(0.1)
+            time.sleep(0.1)  # a bounded poll, until the deadline
         cut, steady = topic_owned_by("ts-a"), topic_owned_by("ts-b")
         client = hosts["client"].popen(
             [sys.executable, "-m", "tests.support.traffic_client",

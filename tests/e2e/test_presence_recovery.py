@@ -11,7 +11,6 @@ import json
 import os
 import random
 import signal
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from channel_layer.cluster import load_cluster
 from channel_layer.layer import DPSChannelLayer
 from channel_layer.ring import Ring
 from tests.support.phoenix_driver import DriverError, PhoenixDriver
+from tests.support.waiting import seconds_until
 from topics.devtools.embedded_redis import free_port_block
 from topics.devtools.local_cluster import LocalCluster
 from topics.protocol.topic_names import group_for_topic
@@ -33,15 +33,7 @@ LAYER = {"node_timeout": NODE_TIMEOUT, "startup_sync_timeout": 3,
          "history": {"rooms.*": {"size": HISTORY_SIZE, "ttl": 300}}}
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str,
-               interval: float = 0.02) -> float:
-    """Seconds until ``predicate()`` held; fails the test after ``timeout``."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"not within {timeout:g}s: {what}")
-        time.sleep(interval)
-    return time.monotonic() - started
+
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +69,7 @@ def retrying(action: Callable[[], object], what: str, timeout: float = 15.0) -> 
             return True
         except DriverError:
             return False
-    wait_until(attempt, timeout, what, interval=0.5)
+    seconds_until(attempt, timeout, what, interval=0.5)
     return outcome[0]
 
 
@@ -99,11 +91,11 @@ def test_presence_joins_and_leaves_reach_both_nodes_within_a_second(cluster, js)
     js.connect("p1b", url=endpoint(cluster, 1))
     js.join("p1a", topic, payload={"name": "Ada"})
     js.join("p1b", topic, payload={"name": "Bob"})
-    seen = wait_until(lambda: len(js.presence("p1a", topic)) == 2 ==
+    seen = seconds_until(lambda: len(js.presence("p1a", topic)) == 2 ==
                       len(js.presence("p1b", topic)), 1.0, "both see both")
     assert js.presence("p1a", topic) == js.presence("p1b", topic)
     js.leave("p1b", topic)
-    left = wait_until(lambda: len(js.presence("p1a", topic)) == 1, 1.0, "the leave is seen")
+    left = seconds_until(lambda: len(js.presence("p1a", topic)) == 1, 1.0, "the leave is seen")
     print(f"join seen on both nodes after {seen:.3f}s, leave after {left:.3f}s")
 
 
@@ -134,7 +126,7 @@ def test_state_is_identical_on_both_nodes_after_200_random_joins_and_leaves(
 
     owner_state = at_owner()  # every join and leave was answered: the owner has them all
     assert len(owner_state) == expected
-    wait_until(lambda: js.presence("obs0", topic) == owner_state == js.presence("obs1", topic),
+    seconds_until(lambda: js.presence("obs0", topic) == owner_state == js.presence("obs1", topic),
                2.0, f"both observers list the owner's {expected} entries")
     assert at_owner() == owner_state
 
@@ -147,15 +139,15 @@ def test_a_reconnecting_client_recovers_exactly_the_50_it_missed_in_order(cluste
     assert first["recovered"] is False and first["position"]["offset"] == 0
     js.join("p1", topic)
     js.publish("p1", topic, count=3, start=0)
-    wait_until(lambda: len(js.received("r1", topic)) == 3, 5, "3 live messages")
+    seconds_until(lambda: len(js.received("r1", topic)) == 3, 5, "3 live messages")
     js.offline("r1")
     js.publish("p1", topic, count=50, start=3)
     reply = js.online("r1", topic)
     assert reply["recovered"] is True
     assert reply["position"]["offset"] == 53
-    wait_until(lambda: len(js.received("r1", topic)) >= 53, 5, "the 50 missed messages")
+    seconds_until(lambda: len(js.received("r1", topic)) >= 53, 5, "the 50 missed messages")
     js.publish("p1", topic, count=5, start=53)
-    wait_until(lambda: len(js.received("r1", topic)) >= 58, 5, "the live ones after them")
+    seconds_until(lambda: len(js.received("r1", topic)) >= 58, 5, "the live ones after them")
     assert payloads(js, "r1", topic) == list(range(58))  # in order, no gap, no duplicate
     refs = [ref for ref, _ in js.received("r1", topic)]
     assert [int(ref.split(":")[1]) for ref in refs] == list(range(1, 59))
@@ -169,14 +161,14 @@ def test_beyond_history_size_the_reply_says_not_recovered(cluster, js):
     js.join("r2", topic, payload={"offsets": True})
     js.join("p2", topic)
     js.publish("p2", topic, count=2)
-    wait_until(lambda: len(js.received("r2", topic)) == 2, 5, "2 live messages")
+    seconds_until(lambda: len(js.received("r2", topic)) == 2, 5, "2 live messages")
     js.offline("r2")
     js.publish("p2", topic, count=HISTORY_SIZE + 1, start=2)
     reply = js.online("r2", topic)
     assert reply["recovered"] is False
     assert reply["position"]["offset"] == HISTORY_SIZE + 3
     js.publish("p2", topic, count=1, start=HISTORY_SIZE + 3)
-    wait_until(lambda: len(js.received("r2", topic)) == 3, 5, "the next live message")
+    seconds_until(lambda: len(js.received("r2", topic)) == 3, 5, "the next live message")
     assert payloads(js, "r2", topic) == [0, 1, HISTORY_SIZE + 3]  # nothing of the gap
 
 
@@ -188,20 +180,20 @@ def test_recovery_and_presence_survive_a_topic_server_restart(cluster, js, owner
     js.join("r3", topic, payload={"offsets": True, "name": "r3"})
     js.join("p3", topic, payload={"name": "p3"})
     js.publish("p3", topic, count=5)
-    wait_until(lambda: len(js.received("r3", topic)) == 5, 5, "5 live messages")
+    seconds_until(lambda: len(js.received("r3", topic)) == 5, 5, "5 live messages")
     js.offline("r3")
     cluster.kill_node(owner, signal.SIGTERM)
     cluster.start_node(owner)
     # Presence rebuilt from the WS nodes' snapshots, nobody rejoined (r3 is offline).
     group = group_for_topic(topic)
-    wait_until(lambda: len(asyncio.run(owner_layer.group_presence(group))) == 1, 10,
+    seconds_until(lambda: len(asyncio.run(owner_layer.group_presence(group))) == 1, 10,
                "the restarted owner knows p3 from the snapshot")
     js.publish("p3", topic, count=10, start=5)
     reply = js.online("r3", topic)
     assert reply["recovered"] is True and reply["position"]["offset"] == 15
-    wait_until(lambda: len(js.received("r3", topic)) >= 15, 5, "the 10 missed messages")
+    seconds_until(lambda: len(js.received("r3", topic)) >= 15, 5, "the 10 missed messages")
     assert payloads(js, "r3", topic) == list(range(15))
-    wait_until(lambda: len(js.presence("p3", topic)) == 2, 2, "p3 sees r3 back")
+    seconds_until(lambda: len(js.presence("p3", topic)) == 2, 2, "p3 sees r3 back")
 
 
 def test_the_epoch_changes_after_the_owners_redis_restarts(cluster, js):
@@ -212,7 +204,7 @@ def test_the_epoch_changes_after_the_owners_redis_restarts(cluster, js):
     js.join("e0", topic)
     before = js.join("e1", topic, payload={"offsets": True})
     js.publish("e0", topic, count=2)
-    wait_until(lambda: len(js.received("e1", topic)) == 2, 5, "2 messages")
+    seconds_until(lambda: len(js.received("e1", topic)) == 2, 5, "2 messages")
     js.offline("e1")  # holds a position in the history that is about to go
     cluster.restart_redis(owner)
     # The first write of each WS node to the new Redis may fail (its connection was to the old
@@ -220,7 +212,7 @@ def test_the_epoch_changes_after_the_owners_redis_restarts(cluster, js):
     retrying(lambda: js.publish("e0", topic, count=1, start=2), "a publish through it")
     # The owner writes a broadcast's history before it fans the broadcast out, so once e0 has
     # it the owner has found its history gone.
-    wait_until(lambda: len(js.received("e0", topic)) == 3, 10, "the publish is delivered")
+    seconds_until(lambda: len(js.received("e0", topic)) == 3, 10, "the publish is delivered")
     js.connect("e2", url=endpoint(cluster, 1))
     after = retrying(lambda: js.join("e2", topic, payload={"offsets": True}), "a join")
     assert after["position"]["epoch"] != before["position"]["epoch"]
@@ -238,7 +230,7 @@ def test_phoenix_js_pushes_an_event_the_rooms_handler_broadcasts_to_both_nodes(c
         js.listen(client, topic, event="new_msg")
     assert js.push("i0", topic, event="new_msg", payload={"name": "Ada", "text": " hi "}) == {}
     said = [{"name": "Ada", "text": "hi"}]
-    wait_until(lambda: js.heard("i0", topic, event="new_msg") == said
+    seconds_until(lambda: js.heard("i0", topic, event="new_msg") == said
                and js.heard("i1", topic, event="new_msg") == said, 5, "both nodes' members")
     # topics:* keeps the seed's convention: only publish with [event, payload] broadcasts.
     js.join("i0", "topics:idiom1")
@@ -340,8 +332,8 @@ def test_a_killed_ws_nodes_entries_vanish_within_node_timeout(cluster, js):
     js.connect("k_gone", url=endpoint(cluster, 1))
     js.join("k_obs", topic)
     js.join("k_gone", topic)
-    wait_until(lambda: len(js.presence("k_obs", topic)) == 2, 2, "both present")
+    seconds_until(lambda: len(js.presence("k_obs", topic)) == 2, 2, "both present")
     cluster.kill_node("ws-b", signal.SIGKILL)
-    vanished = wait_until(lambda: len(js.presence("k_obs", topic)) == 1,
+    vanished = seconds_until(lambda: len(js.presence("k_obs", topic)) == 1,
                           NODE_TIMEOUT + 2, "the dead node's entry leaves")
     print(f"the SIGKILLed node's entry left after {vanished:.2f}s (node_timeout {NODE_TIMEOUT}s)")

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from channel_layer.ring import Ring
-from tests.e2e.test_node_failures import publish, ts_stats, wait_for
+from tests.support.node_probes import publish, ts_stats
 from tests.support.processes import Worker, start_topic_server, stop_all, write_cluster_file
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -32,11 +33,11 @@ def test_adding_a_topic_server_moves_groups_without_rejoining(tmp_path, redis_fa
         write_cluster_file(tmp_path, urls)  # the operator adds ts-b ...
         servers.append(start_topic_server(cluster_file, "ts-b", DPS_LAYER=limits))
         # ... and the WS node hands ts-b the memberships of the groups it now owns.
-        wait_for(lambda: (s := ts_stats(urls["ts-b"], "ts-b"))
+        wait_until(lambda: (s := ts_stats(urls["ts-b"], "ts-b"))
                  and s["group_count"] == len(moved))
         # ... and unregisters them at ts-a (checked while the worker still runs: once it is
         # done it leaves, and ts-a forgets it altogether).
-        stats_a = wait_for(lambda: (s := ts_stats(urls["ts-a"], "ts-a"))
+        stats_a = wait_until(lambda: (s := ts_stats(urls["ts-a"], "ts-a"))
                            and s["group_count"] == len(groups) - len(moved) and s)
         assert {g["group"] for g in stats_a["groups"]} == set(groups) - set(moved)
         for group in groups:
@@ -73,7 +74,7 @@ def test_a_removed_topic_server_drains_and_exits_0(tmp_path, redis_factory):
         assert "no longer in the cluster file; draining" in log and "drained" in log, log
         assert "could not publish stats" not in log and "Traceback" not in log, log
         # Its groups are served by ts-a now, without the member rejoining.
-        wait_for(lambda: (s := ts_stats(urls["ts-a"], "ts-a")) and s["group_count"] == 12)
+        wait_until(lambda: (s := ts_stats(urls["ts-a"], "ts-a")) and s["group_count"] == 12)
         for group in groups:
             asyncio.run(publish(cluster_file, group, 1))
         done = worker.read_event("done", timeout=30)

@@ -37,7 +37,7 @@ def edit_with_skew(cluster: Cluster, ts: list[str], servers: list[str]) -> float
     time.sleep(0.5)  # the skew under test
     for server in servers:
         cluster.write_file(server, ts)
-    time.sleep(SKEW - 0.5)
+    time.sleep(SKEW - 0.5)  # the rest of the skew under test
     cluster.write_file("ws-b", ts)
     return began
 
@@ -49,11 +49,11 @@ def test_adding_a_topic_server_noticed_1_5s_apart_loses_nothing(tmp_path, redis_
     try:
         cluster.start()
         clients = cluster.traffic(seconds=13)
-        time.sleep(3)
+        time.sleep(3)  # the scenario's timeline: 3 s of traffic before the change
         cluster.start_ts("ts-c", ALL_THREE)
         # As an operator does: start it, then edit the cluster file (here: after its start-up
         # wait for snapshots has passed, so only the ring rules hold the publishes back).
-        time.sleep(3)
+        time.sleep(3)  # outlasts ts-c's startup_sync_timeout: nothing to observe it by
         edit_with_skew(cluster, ALL_THREE, ["ts-a", "ts-b"])
         reports = collect(clients, tmp_path)
     finally:
@@ -71,7 +71,7 @@ def test_removing_a_topic_server_noticed_1_5s_apart_loses_nothing(tmp_path, redi
     try:
         cluster.start()
         clients = cluster.traffic(seconds=11)
-        time.sleep(3)
+        time.sleep(3)  # the scenario's timeline: 3 s of traffic before the change
         edit_with_skew(cluster, ["ts-a", "ts-b"], ALL_THREE)
         removed = cluster.procs["ts-c"]
         assert removed.wait(20) == 0  # drained, then stopped cleanly on its own

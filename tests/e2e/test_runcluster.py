@@ -24,6 +24,7 @@ from django.core.management import CommandError
 from channel_layer.cluster import NODE_NAME, parse_cluster
 from channel_layer.ring import Ring
 from tests.support.command_process import OutputLines, stop_gracefully
+from tests.support.waiting import wait_until
 from topics.devtools.embedded_redis import accepts_connections, free_port_block, port_is_free, redis_ping
 from topics.devtools.local_cluster import (
     LISTEN_BACKLOG,
@@ -60,10 +61,10 @@ if role == "ws" and not os.environ.get("FAKE_WS_SILENT"):
 if role == "ts" and not os.environ.get("FAKE_TS_SILENT"):
     print(f"topic server {os.environ['DPS_NODE']} serving", flush=True)
 if exits:
-    time.sleep(float(os.environ["FAKE_EXIT_AFTER"]))
+    time.sleep(float(os.environ["FAKE_EXIT_AFTER"]))  # the fake's scripted lifetime
     sys.exit(code)  # dies once the cluster runs
 while True:
-    time.sleep(1)
+    time.sleep(1)  # the fake's scripted lifetime
 """
 
 
@@ -77,14 +78,6 @@ def fake_cluster(lines: list[str], ws: int = 2, ts: int = 2, supervise: bool = F
     return FakeNodeCluster(ws, ts, port=free_port_block(ws), migrate=False, emit=lines.append,
                            base_env={**os.environ, **env}, supervise=supervise,
                            restart_policy=policy)
-
-
-def wait_until(predicate: callable, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def count(lines: list[str], text: str) -> int:

@@ -7,27 +7,25 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import websockets
 
 from tests.support.processes import ROOT
+from tests.support.waiting import wait_until
 from topics.devtools.embedded_redis import free_port
 
 pytestmark = pytest.mark.e2e
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"runserver exited: {proc.stdout.read()}")
         with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError("runserver did not listen")
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, timeout, "runserver to listen", interval=0.1)
 
 
 async def recv(ws) -> list:

@@ -148,7 +148,7 @@ class SampleCluster:
         while not all(accepts_connections(p) for p in self.ports) or not self._serving():
             self.check_running()
             assert time.monotonic() < deadline, self.logs()
-            time.sleep(0.2)
+            time.sleep(0.2)  # a bounded poll, until the deadline
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str]) -> None:
         log = open(self.workdir / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)

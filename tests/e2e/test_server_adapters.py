@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.test_e2e_phoenix import E2ECluster, _run_cluster, fresh_topic
+from tests.support.e2e_cluster import E2ECluster, fresh_topic, run_cluster
 from tests.support.metrics import node_metrics
 from tests.support.raw_frames import WAIT_S, Answers, heartbeat, open_raw
 from topics.devtools.benchmark.wsclient import (
@@ -41,7 +41,7 @@ SECRET = "s3cretV4lue"
 @pytest.fixture(scope="module", params=["daphne", "uvicorn"])
 def node(request: pytest.FixtureRequest,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
-    yield from _run_cluster(tmp_path_factory, server=request.param, ws=1, ts=1)
+    yield from run_cluster(tmp_path_factory, server=request.param, ws=1, ts=1)
 
 
 async def _open(node: E2ECluster) -> tuple[RawWebSocket, Answers]:
@@ -107,7 +107,7 @@ def test_a_payload_that_looks_like_a_frame_is_not_smuggled(node: E2ECluster) -> 
         ws, answers = await _open(node)
         hidden = heartbeat("SMUGGLED")
         ws.transport.write(bytes([0x82, 0x80 | len(hidden)]) + b"\0\0\0\0")
-        await asyncio.sleep(SEGMENT_PAUSE_S)
+        await asyncio.sleep(SEGMENT_PAUSE_S)  # the fault: a frame split across TCP segments
         ws.transport.write(hidden + heartbeat("after"))
         async with asyncio.timeout(WAIT_S):
             await ws.closed
@@ -125,7 +125,7 @@ def test_a_frame_split_right_after_its_header_and_mask_is_answered(
         frame = heartbeat("1", padding)
         header = 6 if padding == 0 else 8  # 2 bytes, the 16-bit length, the 4-byte mask
         ws.transport.write(frame[:header])
-        await asyncio.sleep(SEGMENT_PAUSE_S)
+        await asyncio.sleep(SEGMENT_PAUSE_S)  # the fault: a frame split across TCP segments
         ws.transport.write(frame[header:])
         await answers.wait_for(1)
         ws.transport.write(heartbeat("2"))

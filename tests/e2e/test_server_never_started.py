@@ -17,7 +17,7 @@ import time
 import pytest
 
 from channel_layer.ring import Ring
-from tests.e2e.test_node_failures import ts_stats
+from tests.support.node_probes import ts_stats
 from tests.support.processes import ROOT, node_env
 from tests.support.traffic_cluster import Cluster, check_exactly_once_in_order, collect, owned_by
 from tests.support.waiting import wait_until

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.e2e.test_e2e_phoenix import E2ECluster, _run_cluster, fresh_topic
+from tests.support.e2e_cluster import E2ECluster, fresh_topic, run_cluster
 from tests.support.phoenix_client import PhoenixClient, socket_url
 from topics.devtools.benchmark.wsclient import OP_TEXT, client_frame
 
@@ -31,7 +31,7 @@ PUBLISHES = 600  # ~10 MB: more than the kernel buffers between server and clien
 @pytest.fixture(params=["daphne", "uvicorn"])
 def small_buffer_cluster(request: pytest.FixtureRequest,
                          tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ECluster]:
-    yield from _run_cluster(tmp_path_factory, server=request.param, ws=1, ts=1,
+    yield from run_cluster(tmp_path_factory, server=request.param, ws=1, ts=1,
                             DPS_MAX_SEND_BUFFER_BYTES=str(SEND_BUFFER_LIMIT),
                             # The default frame bound: 600 frames of 16 KB stay under it, so
                             # only the byte bound can drop the client (under uvicorn, frames

@@ -72,7 +72,7 @@ class Publisher:
             reply = await self.client.publish(topic, "tick", {"seq": seq})
             assert reply.status == "ok", reply
             self.ok_at[seq] = time.monotonic()
-            await asyncio.sleep(PUBLISH_PAUSE)
+            await asyncio.sleep(PUBLISH_PAUSE)  # the traffic's pace
 
     def topic_of(self, seq: int) -> str:
         return self.topics[seq % len(self.topics)]
@@ -120,7 +120,7 @@ async def until_routable(url: str, topics: list[str], timeout: float = 60.0) -> 
         except (OSError, TimeoutError, AssertionError):
             if loop.time() > deadline:
                 raise
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # a bounded poll: retry until the deadline
 
 
 async def join_all_at_once(client: PhoenixClient, topics: list[str]) -> tuple[float, float]:
@@ -169,7 +169,7 @@ def test_a_restarted_ws_node_delivers_nothing_published_before_its_clients_joine
         skipped = await asyncio.to_thread(dropped_from_previous_process, cluster, "ws-a")
         while time.monotonic() - joined < AFTER_JOIN:
             assert not publishing.done(), publishing
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # a bounded poll, for AFTER_JOIN
         publisher.stop.set()
         await publishing
         for topic in topics:  # one order per topic: a marker after the last tick ends it

@@ -1,8 +1,6 @@
 """The admin's cluster page (/admin/dps/cluster/) and its JSON twin: access, content, secrets."""
 from __future__ import annotations
 
-import time
-
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -10,6 +8,7 @@ from channels.layers import get_channel_layer
 from channel_layer.ring import Ring
 from channel_layer.settings import LayerSettings
 from tests.support.inproc import TopicServerThread, cluster_of
+from tests.support.waiting import wait_until
 from topics.operator import cluster_stats
 
 PAGE = "/admin/dps/cluster/"
@@ -40,13 +39,9 @@ def _nodes(urls: dict[str, str]) -> dict:
 
 
 def _wait_for(client, ready, timeout: float = 5.0) -> dict:
-    """Poll the JSON endpoint until ``ready(data)`` (the TS publishes stats periodically)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        data = client.get(JSON).json()
-        if ready(data) or time.monotonic() > deadline:
-            return data
-        time.sleep(0.1)
+    """The JSON endpoint's data once ``ready(data)`` (the TS publishes stats periodically)."""
+    return wait_until(lambda: data if ready(data := client.get(JSON).json()) else None, timeout,
+                      "the admin's JSON to show it", interval=0.1)
 
 
 def _synced(node: str):

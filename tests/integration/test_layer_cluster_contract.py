@@ -18,6 +18,7 @@ from channels.exceptions import ChannelFull
 from channel_layer.layer import DPSChannelLayer
 from channel_layer.settings import LayerSettings
 from tests.support.inproc import TopicServerThread, cluster_of
+from tests.support.waiting import await_until
 
 WAIT = 5.0
 QUICK = {"heartbeat_interval": 0.2, "startup_sync_timeout": 0.2, "capacity": 1000}
@@ -176,7 +177,7 @@ async def test_send_to_a_full_channel_elsewhere_drops_and_counts(places, redis_f
             # keeps `capacity` messages, drops the rest and counts each drop.
             for i in range(5):
                 await places.there.send(channel, {"type": "m", "i": i})
-            await wait_until(lambda: here.runtime.counters["dropped_channel_full"]
+            await await_until(lambda: here.runtime.counters["dropped_channel_full"]
                              - dropped_before == 3)
             assert_drops_are_published(here, dropped_before + 3)
         assert [(await receive(here, channel))["i"] for _ in range(2)] == [0, 1]
@@ -202,11 +203,7 @@ def assert_drops_are_published(layer: DPSChannelLayer, dropped: int) -> None:
             if s.name == "dps_dropped_total"}["channel_full"] == dropped
 
 
-async def wait_until(condition, timeout=WAIT) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+
 
 
 # 5. Concurrent receivers ---------------------------------------------------------------------
@@ -242,7 +239,7 @@ async def test_instances_of_one_node_share_it(places):
         await second.group_add("second-instance", its)
         # Heartbeats of both instances for a while: the owner must not take them for a
         # node restarting over and over (and drop the other instance's memberships).
-        await asyncio.sleep(2.5)
+        await asyncio.sleep(2.5)  # the duration under test: many heartbeats of both instances
         await places.there.group_send("first-instance", {"type": "a"})
         await places.there.group_send("second-instance", {"type": "b"})
         assert (await receive(places.here, mine))["type"] == "a"

@@ -184,7 +184,7 @@ async def test_message_expiry_is_checked_at_receive(layer_factory):
     channel = await layer.new_channel()
     await layer.send(channel, {"type": "old"})
     await layer.send("plain-expiring", {"type": "old"})
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(1.2)  # the duration under test: past expiry=1 (the layer reads time.time)
     await layer.send(channel, {"type": "new"})
     assert (await receive(layer, channel))["type"] == "new"
     await nothing_arrives(layer, "plain-expiring", within=1.2)
@@ -194,7 +194,7 @@ async def test_group_expiry_removes_old_memberships(layer_factory):
     layer = layer_factory(group_expiry=1, heartbeat_interval=0.2)
     channel = await layer.new_channel()
     await layer.group_add("fleeting", channel)
-    await asyncio.sleep(1.8)
+    await asyncio.sleep(1.8)  # the duration under test: past group_expiry=1 (real clock)
     await layer.group_send("fleeting", {"type": "late"})
     await nothing_arrives(layer, channel, within=0.5)
 
@@ -241,12 +241,12 @@ async def test_cancelled_receive_loses_nothing(layer_factory):
     channel = await layer.new_channel()
     for _ in range(5):
         task = asyncio.ensure_future(layer.receive(channel))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # gets the receive in flight; nothing is lost whenever it is cancelled
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
     plain = asyncio.ensure_future(layer.receive("plain-cancel"))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # as above: a receive in flight, cancelled at any point
     plain.cancel()
     await layer.send(channel, {"type": "kept"})
     await layer.send("plain-cancel", {"type": "kept-plain"})
@@ -264,7 +264,7 @@ async def test_plain_channels_received_on_leave_no_buffers_behind(layer_factory)
     assert layer.runtime.plain.buffers == {}
     # What a cancelled receive() had popped waits for the next one, then its buffer goes too.
     plain = asyncio.ensure_future(layer.receive("plain-cancelled"))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # a receive in flight (it may have popped), cancelled at any point
     plain.cancel()
     await layer.send("plain-cancelled", {"type": "kept"})
     assert (await receive(layer, "plain-cancelled"))["type"] == "kept"
@@ -300,7 +300,7 @@ def test_two_event_loops_in_two_threads(layer_factory):
 
     thread = threading.Thread(target=receiver)
     thread.start()
-    time.sleep(0.1)
+    time.sleep(0.1)  # the receiver's head start; the order it asserts holds without it
 
     async def send_all():
         for i in range(10):

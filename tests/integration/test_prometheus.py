@@ -7,8 +7,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from channel_layer.memory_transport import MemoryTransport
 from channel_layer.topic_server import TopicServer
-from channel_layer.transport import MemoryTransport
 from tests.support.inproc import cluster_of
 from topics.operator.prometheus_export import TopicServerCollector, WsNodeCollector, registry_for, render
 

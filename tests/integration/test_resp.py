@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from channel_layer.resp import CommandPipe, RespConnection, RespError, encode_commands
+from tests.support.waiting import await_until
 
 
 def test_commands_are_encoded_as_resp_arrays():
@@ -37,7 +38,8 @@ async def test_a_lost_connection_fails_what_waits_and_the_next_batch_reconnects(
     try:
         assert await pipe.execute([[b"PING"]]) == [b"PONG"]
         blocked = asyncio.ensure_future(pipe.execute([[b"BLPOP", b"never", b"0"]]))
-        await asyncio.sleep(0.2)
+        await await_until(lambda: admin.info("clients")["blocked_clients"] == 1, 5,
+                          "the BLPOP to block in Redis")
         admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
         with pytest.raises(RespError):
             await asyncio.wait_for(blocked, 5)
@@ -68,14 +70,17 @@ async def test_a_batch_its_caller_gave_up_on_is_skipped_and_the_next_gets_its_ow
     # reply off the connection (in order), and the batch behind it gets the right one.
     server = redis_factory()
     pipe = CommandPipe(server.url, timeout=5)
+    admin = redis.Redis.from_url(server.url)
     try:
         assert await pipe.execute([[b"PING"]]) == [b"PONG"]
         slow = asyncio.ensure_future(pipe.execute([[b"BLPOP", b"never", b"1"]]))
-        await asyncio.sleep(0.1)
+        await await_until(lambda: admin.info("clients")["blocked_clients"] == 1, 5,
+                          "the BLPOP to block in Redis")
         slow.cancel()
         behind = await pipe.execute([[b"SET", b"k", b"v"], [b"GET", b"k"]])
         assert behind == [b"OK", b"v"]
         assert slow.cancelled()
         assert await pipe.execute([[b"PING"]]) == [b"PONG"]
     finally:
+        admin.close()
         await pipe.close()

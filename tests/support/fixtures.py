@@ -6,15 +6,19 @@ Load them with ``pytest_plugins = ["tests.support.fixtures"]`` in ``tests/confte
   when the session ends.
 - ``redis_server`` (function): one fresh Redis for this test, stopped after it.
 - ``redis_url`` (function): the URL of ``redis_server``.
+- ``loop_clock`` (function, async tests): virtual time on the test's loop
+  (:class:`tests.support.loop_clock.LoopClock`).
 
 Nothing here uses the Redis on port 6379.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.support.loop_clock import LoopClock
 from tests.support.redis import RedisFactory
 from topics.devtools.embedded_redis import RedisProcess
 
@@ -36,3 +40,10 @@ def redis_server(redis_factory: RedisFactory) -> Iterator[RedisProcess]:
 @pytest.fixture
 def redis_url(redis_server: RedisProcess) -> str:
     return redis_server.url
+
+
+@pytest.fixture
+async def loop_clock() -> AsyncIterator[LoopClock]:
+    clock = LoopClock(asyncio.get_running_loop())
+    yield clock
+    clock.restore()

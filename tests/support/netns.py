@@ -75,7 +75,7 @@ class NetnsHost:
         while not self.can_connect(self.address, port, 0.5):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"redis on {self.name} did not start")
-            time.sleep(0.05)
+            time.sleep(0.05)  # a bounded poll of the port, until the deadline
         return f"redis://:{password}@{self.address}:{port}/0"
 
 

@@ -21,6 +21,7 @@ from django.core import signing
 from django.core.exceptions import ImproperlyConfigured
 
 from dps_site.asgi import application
+from tests.support.markers import assert_marker_is_next
 from topics import api
 from topics.hooks.auth import TOKEN_SALT, issue_token, verify_token
 from topics.hooks.handlers import Broadcast, Refuse, Reply, TopicHandler
@@ -355,7 +356,7 @@ class GuardedTopic(TopicHandler):
 
 class AsyncTopic(TopicHandler):
     async def handle_in(self, socket, event, payload):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn, no clock
         return Broadcast({**payload, "seen": True}, event="seen")
 
 
@@ -393,7 +394,8 @@ async def test_a_handler_refuses_accepts_transforms_and_replies(handler_routes):
                                     {"status": "ok", "response": {"pong": "rooms:lobby"}}]
     await send(alice, "1", "6", "rooms:lobby", "publish", ["secret", {}])
     assert await receive(alice) == ["1", "6", "rooms:lobby", "phx_reply", error("not here")]
-    assert await bob.receive_nothing()  # the others saw nothing of the refusals
+    # bob saw nothing of the refusals: the marker broadcast after them is his next frame
+    await assert_marker_is_next(receive, "rooms:lobby", (bob, "9"), (alice, "1"))
     await send(alice, "1", "9", "rooms:lobby", "phx_leave", {})
     assert (await receive(alice))[3] == "phx_reply"
     assert (await receive(alice))[3] == "phx_close"
@@ -443,7 +445,7 @@ async def test_a_crashing_handler_crashes_that_channel_only_as_in_phoenix(
                                                "GuardedTopic.handle_in crashed on rooms:lobby"]
     assert "a bug in the join" in str(lines[0].exc_info[1])
     assert "a bug in the handler" in str(lines[1].exc_info[1])
-    assert await bob.receive_nothing()  # the other member saw nothing of it
+    # The other member saw nothing of it: his own publish's reply and copy are his next frames.
     await send(bob, "9", "11", "rooms:lobby", "publish", ["say", {"n": 2}])
     assert (await receive(bob))[3:] == ["phx_reply", OK]
     assert (await receive(bob))[3:] == ["say", {"n": 2}]
@@ -485,7 +487,7 @@ async def test_abroadcast_reaches_members_and_adisconnect_closes_only_that_ident
             await api.abroadcast(*bad)
     await api.adisconnect(USER)
     assert await target.receive_output(timeout=5) == {"type": "websocket.close", "code": 1001}
-    assert await other.receive_nothing() and await anonymous.receive_nothing()
+    await assert_marker_is_next(receive, "topics:news", (other, "1"), (anonymous, "1"))  # open
     await send(other, None, "2", "phoenix", "heartbeat", {})
     assert await receive(other) == [None, "2", "phoenix", "phx_reply", OK]
     for client in (target, other, anonymous):

@@ -12,8 +12,10 @@ from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 
 from dps_site.asgi import application
+from tests.support.markers import assert_marker_is_next
+from tests.support.waiting import settle_until
 from topics.protocol import v2_binary
-from topics.transport import connections
+from topics.transport import connections, idle_timers
 
 OK = {"status": "ok", "response": {}}
 PATH = "/socket/websocket?vsn=2.0.0"
@@ -66,7 +68,7 @@ async def test_join_publish_reply_precedes_own_copy():
     await send(client, "1", "2", "topics:matrix", "publish", ["event", {"message": "hi"}])
     assert await receive(client) == ["1", "2", "topics:matrix", "phx_reply", OK]
     assert await receive(client) == ["1", None, "topics:matrix", "event", {"message": "hi"}]
-    assert await client.receive_nothing()
+    await assert_marker_is_next(receive, "topics:matrix", (client, "1"))  # no second copy
     await client.disconnect()
 
 
@@ -78,24 +80,27 @@ async def test_two_members_each_receive_once_with_their_own_join_ref():
     assert await receive(alice) == ["1", "2", "topics:matrix", "phx_reply", OK]
     assert await receive(alice) == ["1", None, "topics:matrix", "event", {"message": "hi"}]
     assert await receive(bob) == ["7", None, "topics:matrix", "event", {"message": "hi"}]
-    assert await alice.receive_nothing()
-    assert await bob.receive_nothing()
+    await assert_marker_is_next(receive, "topics:matrix", (alice, "1"), (bob, "7"))
     await alice.disconnect()
     await bob.disconnect()
 
 
 async def test_join_reply_waits_for_the_subscription(monkeypatch):
     layer = get_channel_layer()
-    group_add, added = layer.group_add, []
+    group_add, added, entered, release = layer.group_add, [], [], asyncio.Event()
 
     async def slow_group_add(group, channel):
-        await asyncio.sleep(0.2)  # a slow layer: the reply must still come after it
+        entered.append(group)
+        await release.wait()  # a slow layer, held until the test lets it go
         await group_add(group, channel)
         added.append(group)
 
     monkeypatch.setattr(layer, "group_add", slow_group_add)
     client = await connect()
     await send(client, "1", "1", "topics:matrix", "phx_join", {})
+    await settle_until(lambda: entered, "the join to reach the layer")
+    assert client.output_queue.empty()  # no reply while the subscription is pending
+    release.set()
     assert await receive(client) == ["1", "1", "topics:matrix", "phx_reply", OK]
     assert added == ["topics.matrix"]
     assert members_of(layer, "topics.matrix") == 1
@@ -112,7 +117,9 @@ async def test_leave_closes_the_join_and_nothing_more_is_delivered():
     await send(stayer, "1", "2", "topics:matrix", "publish", ["event", {}])
     assert await receive(stayer) == ["1", "2", "topics:matrix", "phx_reply", OK]
     assert await receive(stayer) == ["1", None, "topics:matrix", "event", {}]
-    assert await leaver.receive_nothing()
+    # The leaver joins again: had the event reached it, it would come before the join's reply.
+    await join(leaver, "5")
+    await assert_marker_is_next(receive, "topics:matrix", (leaver, "5"), (stayer, "1"))
     await leaver.disconnect()
     await stayer.disconnect()
 
@@ -126,7 +133,7 @@ async def test_duplicate_join_closes_the_old_join_and_delivers_once_with_the_new
     await send(client, "5", "6", "topics:matrix", "publish", ["event", {}])
     assert await receive(client) == ["5", "6", "topics:matrix", "phx_reply", OK]
     assert await receive(client) == ["5", None, "topics:matrix", "event", {}]
-    assert await client.receive_nothing()
+    await assert_marker_is_next(receive, "topics:matrix", (client, "5"))  # once, not per join
     await client.disconnect()
 
 
@@ -200,8 +207,9 @@ async def test_garbage_closes_only_the_sender_and_others_still_receive():
     await send(good, "2", "3", "topics:matrix", "publish", ["event", {}])
     assert await receive(good) == ["2", "3", "topics:matrix", "phx_reply", OK]
     assert await receive(good) == ["2", None, "topics:matrix", "event", {}]
-    assert await garbler.receive_nothing()
-    await garbler.disconnect()
+    await assert_marker_is_next(receive, "topics:matrix", (good, "2"))
+    await garbler.disconnect()  # its consumer has ended: all it ever sent is in the queue
+    assert garbler.output_queue.empty()  # nothing after the close
     await good.disconnect()
 
 
@@ -296,13 +304,14 @@ async def test_frame_limit_comes_from_settings(settings):
     await client.disconnect()
 
 
-async def test_idle_socket_is_closed_and_activity_keeps_it_open(settings):
+async def test_idle_socket_is_closed_and_activity_keeps_it_open(settings, loop_clock):
     settings.DPS_IDLE_TIMEOUT = 0.3
     client = await connect()
     for ref in range(5):  # 0.5 s of traffic, never 0.3 s apart
-        await asyncio.sleep(0.1)
+        await loop_clock.advance(0.1)
         await send(client, None, str(ref), "phoenix", "heartbeat", {})
         assert await receive(client) == [None, str(ref), "phoenix", "phx_reply", OK]
+    await loop_clock.advance(0.3 + idle_timers.TICK)  # silent past the timeout and its tick
     assert await client.receive_output(timeout=2) == {"type": "websocket.close", "code": 1001}
     await client.disconnect()
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from channel_layer.clock import Clock
+from channel_layer.memory_transport import MemoryTransport
 from channel_layer.settings import LayerSettings
 from channel_layer.topic_server.hold import HoldGate
 from channel_layer.topic_server.lease import Lease, PauseDetector
-from channel_layer.transport import MemoryTransport
 
 
 class ManualClock:

@@ -66,9 +66,9 @@ async def started(consumer: Recorder) -> tuple[asyncio.Queue, asyncio.Task]:
 async def drained(inbox: asyncio.Queue) -> None:
     """Until the consumer has taken and handled every client message put so far."""
     while not inbox.empty():
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn, no clock
     for _ in range(3):  # a handled message takes a step or two after it is taken
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn, no clock
 
 
 async def test_client_messages_are_handled_in_order_without_a_task_each():
@@ -101,11 +101,11 @@ async def test_channel_and_client_messages_take_turns():
     await drained(inbox)
     await consumer.channel_layer.send(consumer.channel_name, {"type": "channel.note", "n": "c"})
     for _ in range(5):
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn, no clock
     assert consumer.seen == []  # the channel message waits for the client's to finish
     consumer.release.set()
     while len(consumer.seen) < 2:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn, no clock
     assert consumer.seen == [("client", "held"), ("channel", "c")]
     assert not consumer.overlapped
     await consumer.channel_layer.send(consumer.channel_name, {"type": "channel.stop"})

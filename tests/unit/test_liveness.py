@@ -48,8 +48,8 @@ def test_when_no_server_has_started_the_ring_is_all_of_them():
 
 async def test_the_ring_follower_reports_joins_and_lapses_once():
     from channel_layer.cluster import parse_cluster
+    from channel_layer.memory_transport import MemoryTransport
     from channel_layer.ring_follower import RingFollower, gains
-    from channel_layer.transport import MemoryTransport
 
     cluster = parse_cluster({"nodes": [
         {"name": name, "role": name[:2], "redis": f"redis://h:{port}/0"}

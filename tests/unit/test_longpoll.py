@@ -13,6 +13,7 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 
 from dps_site.asgi import application
+from tests.support.waiting import settle_until
 from topics.hooks.auth import issue_token
 from topics.protocol import v2_binary
 from topics.transport import longpoll
@@ -277,14 +278,6 @@ async def test_a_binary_push_reaches_websocket_members_as_binary_and_long_poll_a
     await ws.disconnect()
 
 
-async def wait_for(condition, what: str, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)  # re-check the condition; bounded by ``timeout``
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def test_a_session_over_its_buffer_ends(settings):
     settings.DPS_LONGPOLL_MAX_BUFFER_BYTES = 2000
     closed_before = longpoll.STATS["closed_buffer_full"]
@@ -292,19 +285,23 @@ async def test_a_session_over_its_buffer_ends(settings):
     await post(token, ["1", "1", "topics:matrix", "phx_join", {}],
                *[["1", str(n), "topics:matrix", "publish", ["e", {"pad": "x" * 100}]]
                  for n in range(2, 30)])
-    await wait_for(lambda: longpoll.STATS["closed_buffer_full"] > closed_before,
-                   "the session to overflow")
+    await settle_until(lambda: longpoll.STATS["closed_buffer_full"] > closed_before,
+                       "the session to overflow")
     assert (await poll(token))["status"] == 410
 
 
-async def test_a_session_nobody_polls_expires_and_leaves_its_topics(settings):
+async def test_a_session_nobody_polls_expires_and_leaves_its_topics(settings, loop_clock):
     settings.DPS_LONGPOLL_IDLE_TIMEOUT = 0.4
     token = await open_session()
     await post(token, ["1", "1", "topics:idle", "phx_join", {}])
     await poll_messages(token, 1)
     layer = channel_layers["default"]
     assert layer.runtime.membership.groups.get("topics.idle")
-    await wait_for(lambda: not layer.runtime.membership.groups.get("topics.idle"), "the session to expire")
+    await loop_clock.advance(0.3)  # the reaper (every half timeout) runs, too early to reap
+    assert layer.runtime.membership.groups.get("topics.idle")
+    await loop_clock.advance(0.3)  # idle for 0.6 s now, over the 0.4 s: the next round reaps
+    await settle_until(lambda: not layer.runtime.membership.groups.get("topics.idle"),
+                       "the session to expire")
     assert (await poll(token))["status"] == 410
 
 

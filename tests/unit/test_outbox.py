@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 import pytest
 
+from channel_layer.memory_transport import MemoryTransport
 from channel_layer.outbox import Outbox, OutboxFull
 from channel_layer.settings import LayerSettings
-from channel_layer.transport import MemoryTransport, TransportError
+from channel_layer.transport import TransportError
 
 
 class GatedTransport(MemoryTransport):
@@ -89,9 +90,9 @@ async def test_what_is_queued_behind_a_send_in_flight_leaves_after_it_in_one_bat
     later = [asyncio.ensure_future(outbox.send(b"%d" % n)) for n in (2, 3)]
     await asyncio.sleep(0)  # both queued behind it
     outbox.put(b"4")
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn, no clock
     drained = asyncio.ensure_future(outbox.drain())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop turn, no clock
     assert not drained.done()  # drain waits for the caller's own write too
     transport.release.set()
     await asyncio.gather(first, *later, drained)

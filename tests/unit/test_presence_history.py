@@ -16,14 +16,11 @@ from channel_layer.membership import Membership
 from channel_layer.presence import DIFF_TYPE, STATE_TYPE, PresenceBook
 from channel_layer.settings import LayerSettings
 from channel_layer.topic_server import TopicServer
-from channel_layer.transport import MemoryTransport
-from tests.unit.test_topic_server import CLUSTER, feed
+from tests.support.topic_server_input import HISTORY, ManualClock, feed, presence_owner
 from topics.protocol import PhoenixSocket
 from topics.protocol.serializers import SERIALIZERS
 from topics.protocol.v2_json import VSN as V2
 from topics.transport import presence_tracking as socket_presence
-
-HISTORY = {"rooms.*": {"size": 5, "ttl": 60}}
 
 
 def book_with(*tracks: tuple[str, str, str]) -> PresenceBook:
@@ -145,13 +142,6 @@ def test_a_dead_node_takes_its_entries_and_snapshots_rebuild_the_state():
 
 # --- the owner ------------------------------------------------------------------------------
 
-def owner(**settings) -> TopicServer:
-    ts = TopicServer(CLUSTER, "ts-a", MemoryTransport(), LayerSettings(history=HISTORY,
-                                                                       **settings))
-    ts.history._own = lambda: None  # memory only: these tests are about the rules, not Redis
-    ts.history._others = lambda: []
-    return ts
-
 
 def joined_answers(ts: TopicServer, node: str = "ws-a") -> list:
     pending = ts.peers.outboxes[node]._pending
@@ -159,12 +149,13 @@ def joined_answers(ts: TopicServer, node: str = "ws-a") -> list:
 
 
 async def test_a_join_storm_of_5000_costs_a_few_diffs_not_5000():
-    """5,000 joins in JOIN envelopes of 50 (what one loop iteration of a WS node sends), the
-    owner flushing after every envelope as its run loop does: diffs leave at most every
-    ``presence_interval``, so the storm costs each member a handful of diffs."""
-    ts = owner(presence_interval=0.1)
+    """5,000 joins in JOIN envelopes of 50 (what one loop iteration of a WS node sends), 2 ms
+    apart, the owner flushing after every envelope as its run loop does: diffs leave at most
+    every ``presence_interval``, so the storm costs each member a handful of diffs."""
+    manual = ManualClock()
+    ts = presence_owner(manual.clock(), presence_interval=0.1)
     sent = []
-    started = time.monotonic()
+    started = manual.now
     for batch in range(100):
         entries = [["lobby.storm", batch * 50 + i + 1, batch * 50 + i,
                     {"presence": [f"k{batch * 50 + i}", f"r{batch * 50 + i}", {}]}]
@@ -172,13 +163,13 @@ async def test_a_join_storm_of_5000_costs_a_few_diffs_not_5000():
         feed(ts, [wire.JOIN, "ws-a", "b1", entries])
         if ts.owner.presence_wait() <= 0:
             ts.owner.send_presence()
-            sent.append(time.monotonic())
-        time.sleep(0.002)
+            sent.append(manual.now)
+        manual.advance(0.002)  # the storm's pace
     while ts.presence.changed:
-        time.sleep(max(0.0, ts.owner.presence_wait()))
+        manual.advance(max(0.0, ts.owner.presence_wait()))  # the owner's own wait
         ts.owner.send_presence()
-        sent.append(time.monotonic())
-    elapsed = time.monotonic() - started
+        sent.append(manual.now)
+    elapsed = manual.now - started
     assert ts.counters["presence_messages"] == len(sent) <= elapsed / 0.1 + 2
     assert len(sent) < 5000 / 50  # fewer diffs than even JOIN envelopes
     print(f"5,000 joins in {elapsed:.2f}s: {len(sent)} diffs, at most {len(sent) * 5000} "
@@ -187,7 +178,7 @@ async def test_a_join_storm_of_5000_costs_a_few_diffs_not_5000():
 
 
 async def test_join_answers_carry_position_and_recover_what_followed_it():
-    ts = owner()
+    ts = presence_owner()
     feed(ts, [wire.JOIN, "ws-a", "b1", [["rooms.x", 1, 1, {}]]])
     assert ts.owner.history_loads == {"rooms.x"}  # held until its history is read
     await ts.owner.release_held()
@@ -210,7 +201,7 @@ async def test_join_answers_carry_position_and_recover_what_followed_it():
 
 
 async def test_history_is_bounded_by_its_size_and_too_old_a_position_is_not_recovered():
-    ts = owner()
+    ts = presence_owner()
     await ts.history.load({"rooms.y"})
     for _ in range(8):
         feed(ts, [wire.PUBLISH, "rooms.y", 10**10, b"m"], now=time.time())
@@ -223,7 +214,7 @@ async def test_history_is_bounded_by_its_size_and_too_old_a_position_is_not_reco
 
 
 async def test_broadcasts_of_a_history_group_carry_their_position_to_ws_nodes():
-    ts = owner()
+    ts = presence_owner()
     await ts.history.load({"rooms.z"})
     feed(ts, [wire.MEMBER, "rooms.z", "ws-a", "b1", 1], [wire.PUBLISH, "rooms.z", 10**10, b"m"])
     delivery = wire.decode(ts.peers.outboxes["ws-a"]._pending[-1])

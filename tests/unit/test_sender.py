@@ -5,7 +5,10 @@ import asyncio
 
 import pytest
 
+from tests.support.waiting import settle_until
 from topics.transport.sender import OrderedSender, SendQueueFull
+
+LOOP_TURNS_FOR_A_WRONG_SEND = 10  # a send runs within a turn or two of being started
 
 
 class Server:
@@ -40,7 +43,7 @@ async def test_backpressure_keeps_order_and_is_bounded():
     with pytest.raises(SendQueueFull):
         await sender.send({"n": 4})
     server.gate.set()
-    await asyncio.sleep(0.01)  # the client catches up ...
+    await settle_until(lambda: sender.pending == 0, "the client to catch up")
     await sender.send({"n": 5})  # ... and sends are accepted again
     assert server.sent == [0, 1, 2, 5]
 
@@ -52,7 +55,8 @@ async def test_coroutine_sends_wait_behind_queued_frames():
     sender.send_nowait({"n": 0})
     sender.send_nowait({"n": 1})
     waiting = asyncio.ensure_future(sender.send({"n": 2}))
-    await asyncio.sleep(0.01)
+    for _ in range(LOOP_TURNS_FOR_A_WRONG_SEND):
+        await asyncio.sleep(0)  # a loop turn: a send that skipped the queue would run here
     assert server.sent == [] and not waiting.done()
     server.gate.set()
     await asyncio.wait_for(waiting, 1)

@@ -1,31 +1,17 @@
 """The topic server's bookkeeping, driven envelope by envelope (no I/O)."""
 from __future__ import annotations
 
-import asyncio
-import time
-
 from channel_layer import wire
-from channel_layer.cluster import parse_cluster
+from channel_layer.memory_transport import MemoryTransport
 from channel_layer.ring import Ring
 from channel_layer.settings import LayerSettings
 from channel_layer.topic_server import TopicServer
-from channel_layer.transport import MemoryTransport
-
-CLUSTER = parse_cluster({"nodes": [
-    {"name": "ws-a", "role": "ws", "redis": "redis://h:1/0"},
-    {"name": "ws-b", "role": "ws", "redis": "redis://h:2/0"},
-    {"name": "ts-a", "role": "ts", "redis": "redis://h:3/0"},
-]}, "test")
+from tests.support.topic_server_input import CLUSTER, feed
 
 
 def server() -> TopicServer:
     ts = TopicServer(CLUSTER, "ts-a", MemoryTransport(), LayerSettings(node_timeout=5))
     return ts
-
-
-def feed(ts: TopicServer, *envelopes: list, now: float = 100.0) -> None:
-    for envelope in envelopes:
-        ts.handle(wire.encode(envelope), now)
 
 
 async def test_members_per_node_and_forgetting_empty_groups():
@@ -108,32 +94,3 @@ async def test_plain_members_are_delivered_here_and_handed_to_a_new_owner():
     assert "g" not in ts.groups
     [envelope] = [wire.decode(e) for e in ts.peers.outboxes["ts-b"]._pending]
     assert envelope == [wire.PLAIN_MEMBER, "g", "worker", 99.0, 10]
-
-
-async def test_a_pause_inside_a_redis_round_trip_is_excused_before_nodes_are_judged():
-    """The pause detector spans a whole round: a process stopped while it awaited Redis (here
-    a ring lookup that takes longer than node_timeout, as a SIGSTOP there looks to its clock)
-    must not judge the WS nodes on the stale view it had before."""
-    ts = TopicServer(CLUSTER, "ts-a", MemoryTransport(),
-                     LayerSettings(node_timeout=0.5, heartbeat_interval=0.1, stats_interval=0.1))
-    feed(ts, [wire.MEMBER, "g", "ws-a", "b1", 2], now=time.time())
-    rounds = 0
-
-    async def follow_ring_paused_once() -> None:
-        nonlocal rounds
-        rounds += 1
-        if rounds == 2:
-            await asyncio.sleep(1.0)  # longer than node_timeout, inside an await of the round
-
-    ts.ring_moves.follow = follow_ring_paused_once
-    stop = asyncio.Event()
-    housekeeping = asyncio.ensure_future(ts._housekeeping(stop))
-    try:
-        async with asyncio.timeout(10):
-            while rounds < 3:
-                await asyncio.sleep(0.01)  # polling the rounds, bounded by the timeout
-    finally:
-        stop.set()
-        housekeeping.cancel()
-    assert ts.counters["pauses_excused"] == 1
-    assert "g" in ts.groups and ts.counters["nodes_expired"] == 0

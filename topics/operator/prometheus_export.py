@@ -60,13 +60,16 @@ DROP_REASONS = {
     "discarded_after_lapse": "after_lease_lapse",
     "unacked_overflow": "replay_log_full",
 }
-# Failover and ring-change events, each a counter of its own (dps_<name>_total).
+# Events each counted by a counter of its own (dps_<name>_total): failover and ring changes,
+# and a handler's bug.
 FAILOVER_COUNTERS = {
     "failovers": "Topic servers this node took out of its ring (lease lapsed)",
     "publishes_resent": "Publishes re-sent to a restarted server or to new owners",
     "lease_lapses": "Times this topic server found its lease lapsed and rejoined",
     "publishes_forwarded": "Publishes forwarded to the owner (sent by a node behind the ring)",
     "groups_handed_over": "Groups forgotten after a ring change settled (owned elsewhere now)",
+    "envelope_handler_errors": "Inbox envelopes whose handler raised: a bug (logged with its "
+                               "traceback), not bad input",
 }
 # Counters of failed Redis operations (reading the inbox, writing stats).
 REDIS_ERRORS = ("inbox_read_errors", "stats_write_errors", "report_errors")

@@ -53,7 +53,12 @@ class _Join:
 
 
 class PhoenixSocket:
-    """One client connection's protocol state."""
+    """One client connection's protocol state.
+
+    Over 25 methods on purpose: one ``handle_*`` per protocol event and one small query per
+    question the consumer asks, as Phoenix's ``socket.ex`` reads; each returns actions and none
+    does I/O, so splitting them would only scatter the protocol's one state across classes.
+    """
 
     def __init__(self, serializer: Serializer, *,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
