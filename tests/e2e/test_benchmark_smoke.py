@@ -23,7 +23,6 @@ STEP_FIELDS = {"rate", "published", "deliveries", "expected_deliveries", "delive
 
 def run_quick(out, backends: str, scenarios: str, timeout: float) -> tuple[str, dict]:
     """``manage.py benchmark --quick``: its output and its results.json."""
-    pytest.importorskip("matplotlib")
     proc = subprocess.run(
         [sys.executable, "manage.py", "benchmark", "--quick", "--backends", backends,
          "--scenarios", scenarios, "--duration", "1", "--out", str(out)],
@@ -93,7 +92,6 @@ def test_quick_many_topics_and_idle_on_dps(tmp_path):
 def test_quick_capacity_on_dps_and_a_plain_consumer(tmp_path):
     """The capacity scenario end to end: servers pinned, the ladder, every delivery checked,
     the table and both plot files (no figure is asserted: it is a command, not a timed test)."""
-    pytest.importorskip("matplotlib")
     out = tmp_path / "bench"
     proc = subprocess.run(
         [sys.executable, "manage.py", "benchmark", "--quick", "--scenarios", "capacity",
