@@ -110,3 +110,13 @@ def pytest_runtest_protocol(item, nextitem):
         return (yield)
     finally:
         _guard["test"] = ""
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """The session's last teardown also stops the session's fixtures (the Redis servers the
+    integration and e2e tests started, which wait for their processes): that is not the unit
+    test's own teardown, so the guard stands down for it."""
+    if nextitem is None:
+        _guard["test"] = ""
+    return (yield)
