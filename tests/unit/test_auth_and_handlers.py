@@ -22,6 +22,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from dps_site.asgi import application
 from tests.support.markers import assert_marker_is_next
+from tests.support.waiting import settle_until
 from topics import api
 from topics.hooks.auth import TOKEN_SALT, issue_token, verify_token
 from topics.hooks.handlers import Broadcast, Refuse, Reply, TopicHandler
@@ -607,4 +608,29 @@ async def test_presence_update_sends_one_diff_with_phx_ref_prev(handler_routes, 
     with pytest.raises(ValueError):
         await api.apresence_update(api.Identity(), "rooms:lobby", {})
     await bob.disconnect()
+    await alice.disconnect()
+
+
+async def test_a_presence_update_the_owner_does_not_take_is_counted_and_keeps_the_old_meta(
+        handler_routes, settings, monkeypatch, caplog):
+    settings.DPS_PRESENCE = ["rooms:*"]
+    alice = await connect(token_query(SimpleNamespace(pk=1)))
+    await send(alice, "1", "1", "rooms:lobby", "phx_join", {"pass": "word"})
+    assert (await receive(alice))[4]["status"] == "ok"
+    [old] = (await api.apresence("rooms:lobby"))["1"]["metas"]
+    layer = channel_layers["default"]
+
+    async def unreachable_owner(*args, **kwargs):
+        raise ConnectionError("the owner's Redis does not answer")
+
+    monkeypatch.setattr(layer, "group_join", unreachable_owner)
+    failures = ws_counters.COUNTS.presence_update_errors
+    with caplog.at_level(logging.WARNING, logger=consumer_module.__name__):
+        await api.apresence_update(api.Identity("1"), "rooms:lobby", {"status": "away"})
+        await settle_until(lambda: ws_counters.COUNTS.presence_update_errors > failures,
+                           "the failed update counted")
+    assert ws_counters.COUNTS.presence_update_errors == failures + 1
+    assert "presence update on rooms:lobby failed: unavailable" in caplog.text
+    monkeypatch.undo()
+    assert (await api.apresence("rooms:lobby"))["1"]["metas"] == [old]
     await alice.disconnect()

@@ -187,6 +187,8 @@ class WsNodeCollector:
                           ("deliveries", "Broadcast frames handed to members"),
                           ("channel_crashes",
                            "Topic handlers that raised: the join refused or the channel left"),
+                          ("presence_update_errors",
+                           "Presence updates not passed to the topic's owner (old meta kept)"),
                           ("slow_client_disconnects", "Clients closed with 1013 for a backlog"),
                           ("direct_frame_fallbacks",
                            "Connections whose broadcasts fell back to ASGI send"),

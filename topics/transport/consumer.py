@@ -65,6 +65,9 @@ DISCONNECT_TYPE = "dps.disconnect"
 PRESENCE_UPDATE_TYPE = "dps.presence_update"
 CRASH_LOG_INTERVAL = 10.0  # seconds: at most one crash traceback per handler method in this time
 _CRASH_LINES = LineLimiter(CRASH_LOG_INTERVAL)
+# An owner that does not answer fails the update of every socket tracked there: one line a while
+# for all of them (keyed by nothing that grows, such as the topic).
+_PRESENCE_UPDATE_LINES = LineLimiter(CRASH_LOG_INTERVAL)
 # Counted by member delivery; the node's report reads it here.
 SENDS_AFTER_CLOSE = delivery.SENDS_AFTER_CLOSE
 UNAVAILABLE = "unavailable"
@@ -388,7 +391,11 @@ class PhoenixSocketConsumer(LeanAsyncConsumer):
         try:
             await self.channel_layer.group_join(group, self.channel_name, {"presence": new})
         except Exception as exc:
-            logger.warning("presence update on %s failed: %s", topic, type(exc).__name__)
+            ws_counters.COUNTS.presence_update_errors += 1
+            quiet = _PRESENCE_UPDATE_LINES.admit(PRESENCE_UPDATE_TYPE)
+            if quiet is not None:
+                logger.warning("presence update on %s failed: %s%s", topic,
+                               _failure_reason("presence update", exc), held_back(quiet))
             return
         if topic not in self.socket.topics:
             # The topic was left while the update travelled: leave again, since the update

@@ -24,7 +24,9 @@ _MEASURED = "_dps_latency"   # (bucket, seconds) kept on the shared message, onc
 class ProcessCounters:
     """Counts since this process started; every field is a Prometheus counter.
 
-    ``channel_crashes`` counts topic handlers that raised (``topics.transport.consumer``). The
+    ``channel_crashes`` counts topic handlers that raised (``topics.transport.consumer``);
+    ``presence_update_errors`` the ``topics.api.presence_update`` calls a socket could not pass
+    to the topic's owner (the old meta stays). The
     server patches' (``topics.adapters``): ``direct_frame_fallbacks`` and
     ``direct_receive_fallbacks`` count connections whose broadcasts (client frames) take the
     server's own path although the patch is on; ``server_patch_fallbacks`` the patches left off
@@ -33,7 +35,8 @@ class ProcessCounters:
     due-only scans).
     """
 
-    __slots__ = ("joins", "publishes", "publish_errors", "join_errors", "channel_crashes", "deliveries",
+    __slots__ = ("joins", "publishes", "publish_errors", "join_errors", "channel_crashes",
+                 "presence_update_errors", "deliveries",
                  "slow_client_disconnects", "direct_frame_fallbacks", "direct_receive_fallbacks",
                  "direct_receive_frames", "daphne_scan_ticks", "server_patch_fallbacks",
                  "report_errors")
